@@ -1,0 +1,15 @@
+// launch/commands.h
+//
+// The subcommands of the `nats` binary. Each takes the arguments after its name
+// (argv[0] is the subcommand) and returns the process exit code; errors are printed
+// to stderr as one line naming the file or flag and the fix.
+#pragma once
+
+namespace nats::launch {
+
+int RunTrain(int argc, char** argv);     // launch/train_command.cpp
+int RunEval(int argc, char** argv);      // launch/eval_command.cpp
+int RunPrepare(int argc, char** argv);   // launch/prepare_command.cpp
+int RunTokenize(int argc, char** argv);  // launch/tokenize_command.cpp
+
+}  // namespace nats::launch

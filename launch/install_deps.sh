@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs every system dependency of the project from Debian's archive (idempotent).
+# Returns in well under a second when everything is already present, so the README
+# commands and .ci/run can always call it first.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libtorch-dev libopenblas0-pthread
+  libopenmpi-dev openmpi-bin
+  libabsl-dev libprotobuf-dev protobuf-compiler
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libpcre2-dev zlib1g-dev
+  nodejs npm python3-torch
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  # nodejs/npm may come from another origin (nodesource bundles npm): accept any installed binary.
+  case "$p" in
+    nodejs) command -v node >/dev/null 2>&1 && continue ;;
+    npm) command -v npm >/dev/null 2>&1 && continue ;;
+  esac
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "[install_deps] installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "[install_deps] done"

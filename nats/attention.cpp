@@ -1,0 +1,34 @@
+// Dispatch for the attention entry point, and the dense causal baseline.
+#include "nats/attention.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+namespace nats {
+
+at::Tensor DenseCausalAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  const int64_t n_rep = q.size(1) / k.size(1);
+  at::Tensor kk = k, vv = v;
+  if (n_rep > 1) {
+    kk = k.repeat_interleave(n_rep, /*dim=*/1);
+    vv = v.repeat_interleave(n_rep, /*dim=*/1);
+  }
+  const int64_t t = q.size(2);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  at::Tensor scores = at::matmul(q, kk.transpose(-2, -1)) * scale;
+  at::Tensor causal = at::ones({t, t}, q.options().dtype(at::kBool)).triu(1);
+  scores = scores.masked_fill(causal, -std::numeric_limits<double>::infinity());
+  return at::matmul(at::softmax(scores, -1), vv);
+}
+
+at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types,
+                     const AttentionOptions& options) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attention expects [B, H, T, D] tensors");
+  TORCH_CHECK(q.size(1) % k.size(1) == 0, "n_head (", q.size(1), ") must be a multiple of n_kv_head (", k.size(1),
+              ")");
+  if (!types.defined()) return DenseCausalAttention(q, k, v);
+  return NatsAttention(q, k, v, types, options);
+}
+
+}  // namespace nats

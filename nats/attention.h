@@ -1,0 +1,42 @@
+// nats/attention.h
+//
+// The single attention entry point of the model (DESIGN.md section 5, nats/).
+// Dense causal attention is the special case "every token global": callers pass an undefined
+// `types` tensor and get plain causal softmax attention. NAtS layers pass the straight-through
+// one-hot types from the scorer, and the call dispatches to the reference (dense O(T^2)) or the
+// fused implementation selected in AttentionOptions.
+//
+// Shapes: q [B, H, T, D]; k, v [B, H_kv, T, D] (H a multiple of H_kv, GQA); types [B, H_kv, T, 3]
+// float one-hot (option order TokenType: global, local, sliding). Output [B, H, T, D].
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace nats {
+
+// How the gradient w.r.t. mask entries is formed (NATS_SPEC.md section 5.2).
+enum class MaskGradMode { kClipped = 0, kExact = 1, kUnmasked = 2 };
+
+enum class AttentionImpl { kReference = 0, kFused = 1 };
+
+struct AttentionOptions {
+  int64_t window = 16;       // W: sliding tokens are seen by queries j..j+W
+  double lambda = 0.0;       // sparsity regulariser strength (NATS_SPEC.md section 5.4)
+  MaskGradMode grad_mode = MaskGradMode::kClipped;
+  AttentionImpl impl = AttentionImpl::kReference;
+};
+
+// Causal (dense) attention when `types` is undefined; NAtS attention otherwise.
+at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types,
+                     const AttentionOptions& options);
+
+// Plain causal softmax attention, matmul-softmax-matmul (the dense baseline; GQA by repeating K/V).
+at::Tensor DenseCausalAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
+// NAtS attention; defined in nats_attention.cpp (reference) and the fused kernel file.
+at::Tensor NatsAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types,
+                         const AttentionOptions& options);
+
+}  // namespace nats
