@@ -28,3 +28,23 @@ function(nats_add_mpi_test name)
     ENVIRONMENT "NATS_SOURCE_DIR=${CMAKE_SOURCE_DIR};NATS_BINARY_DIR=${CMAKE_BINARY_DIR};NATS_DATA_DIR=${CMAKE_SOURCE_DIR}/data;OMP_NUM_THREADS=1"
     PROCESSORS ${ARG_NP})
 endfunction()
+
+# nats_protobuf_cpp(OUT_SRCS proto_path...): runs protoc from the source root, so "runtime/config.proto"
+# registers under that name (other protos import it by it) and its header is <build>/runtime/config.pb.h.
+function(nats_protobuf_cpp out_var)
+  set(srcs)
+  foreach(proto ${ARGN})
+    file(RELATIVE_PATH rel ${CMAKE_SOURCE_DIR} ${proto})
+    string(REGEX REPLACE "\\.proto$" "" stem ${rel})
+    set(cc ${CMAKE_BINARY_DIR}/${stem}.pb.cc)
+    set(h ${CMAKE_BINARY_DIR}/${stem}.pb.h)
+    add_custom_command(
+      OUTPUT ${cc} ${h}
+      COMMAND protobuf::protoc --cpp_out=${CMAKE_BINARY_DIR} -I${CMAKE_SOURCE_DIR} ${rel}
+      WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}
+      DEPENDS ${proto} protobuf::protoc
+      COMMENT "protoc ${rel}")
+    list(APPEND srcs ${cc})
+  endforeach()
+  set(${out_var} ${srcs} PARENT_SCOPE)
+endfunction()

@@ -1,0 +1,29 @@
+// launch/flag_parser.h
+//
+// Minimal `--name value` / `--name=value` parsing for the subcommands. Every flag must be declared;
+// an unknown flag or a missing value is an error naming the flag and listing the known ones.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace nats::launch {
+
+struct ParsedFlags {
+  std::map<std::string, std::vector<std::string>> values;  // flag -> values in order (repeatable)
+  std::set<std::string> switches;                          // boolean flags that were given
+
+  bool Has(const std::string& name) const { return values.count(name) || switches.count(name); }
+  // The last value of `name`, or `fallback`.
+  std::string Get(const std::string& name, const std::string& fallback = "") const;
+};
+
+// `valued`: flags that take a value; `boolean`: flags that do not. argv[0] is the subcommand.
+absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv, const std::set<std::string>& valued,
+                                       const std::set<std::string>& boolean);
+
+}  // namespace nats::launch

@@ -1,0 +1,45 @@
+// `nats tokenize`: the token ids of standard input, one per line or as a JSON array.
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+#include <string>
+
+#include "data/tokenizer.h"
+#include "launch/commands.h"
+#include "launch/flag_parser.h"
+
+namespace nats::launch {
+
+int RunTokenize(int argc, char** argv) {
+  constexpr char kHelp[] =
+      "usage: nats tokenize [--tokenizer=gpt2|byte] [--data_dir=data] [--json] < text\n"
+      "  prints the ids of standard input, one per line (or one JSON array with --json)\n";
+  auto flags = ParseFlags(argc, argv, {"tokenizer", "data_dir"}, {"json", "help"});
+  if (!flags.ok()) {
+    std::fprintf(stderr, "%s\n%s", std::string(flags.status().message()).c_str(), kHelp);
+    return 2;
+  }
+  if (flags->Has("help")) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  auto tokenizer = data::MakeTokenizer(flags->Get("tokenizer", "gpt2"), flags->Get("data_dir", "data"));
+  if (!tokenizer.ok()) {
+    std::fprintf(stderr, "tokenize: %s\n", std::string(tokenizer.status().message()).c_str());
+    return 2;
+  }
+  std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  std::vector<int32_t> ids = (*tokenizer)->Encode(text);
+  const bool json = flags->Has("json");
+  std::string out = json ? "[" : "";
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (json && i) out += ",";
+    out += std::to_string(ids[i]);
+    if (!json) out += "\n";
+  }
+  if (json) out += "]\n";
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return 0;
+}
+
+}  // namespace nats::launch

@@ -1,0 +1,79 @@
+// Token-type scorer: straight-through Gumbel-softmax in training, biased argmax at inference (NATS_SPEC 2).
+#include "nats/scorer.h"
+
+#include <torch/torch.h>
+
+#include "nats/token_type.h"
+
+namespace nats {
+namespace {
+
+constexpr int64_t kGlobal = static_cast<int64_t>(TokenType::kGlobal);
+
+// [B, H_kv, T, 1] bool: true at the positions forced global.
+at::Tensor ForcedPositions(int64_t t, bool first, bool last, const at::TensorOptions& opts) {
+  at::Tensor forced = at::zeros({t}, opts.dtype(at::kBool));
+  if (first) forced[0] = true;
+  if (last) forced[t - 1] = true;
+  return forced.view({1, 1, t, 1});
+}
+
+}  // namespace
+
+ScorerImpl::ScorerImpl(int64_t d_model, int64_t n_kv_head) : n_kv_head_(n_kv_head) {
+  TORCH_CHECK(d_model > 0 && n_kv_head > 0, "scorer needs d_model > 0 and n_kv_head > 0, got ", d_model, ", ",
+              n_kv_head);
+  proj_ = register_module("proj",
+                          torch::nn::Linear(torch::nn::LinearOptions(d_model, n_kv_head * kNumTokenTypes).bias(false)));
+  torch::NoGradGuard no_grad;
+  proj_->weight.normal_(0.0, 0.02);  // NATS_SPEC 2: init N(0, 0.02)
+}
+
+ScorerOutput ScorerImpl::Forward(const at::Tensor& x_normed, bool training, double tau, double global_bias,
+                                 int64_t start_pos) {
+  TORCH_CHECK(x_normed.dim() == 3, "scorer input must be [B, T, d_model], got ", x_normed.sizes());
+  TORCH_CHECK(tau > 0.0, "Gumbel temperature tau must be > 0, got ", tau);
+  const int64_t b = x_normed.size(0);
+  const int64_t t = x_normed.size(1);
+  TORCH_CHECK(t >= 1, "scorer input has no positions");
+
+  ScorerOutput result;
+  // NATS_SPEC 2: the scorer sends no gradient into its input.
+  at::Tensor flat = proj_->forward(x_normed.detach());  // [B, T, H_kv * 3]
+  result.logits = flat.view({b, t, n_kv_head_, kNumTokenTypes}).permute({0, 2, 1, 3}).contiguous();
+
+  at::Tensor global_onehot = at::zeros({kNumTokenTypes}, result.logits.options());
+  global_onehot[kGlobal] = 1.0;
+
+  if (training) {
+    // Gumbel(0, 1) = -log(Exp(1)); the clamp keeps a (vanishingly rare) exact 0 from producing inf.
+    at::Tensor gumbel;
+    {
+      torch::NoGradGuard no_grad;
+      gumbel = -at::empty_like(result.logits).exponential_().clamp_min(1e-30).log();
+    }
+    at::Tensor soft = at::softmax((result.logits + gumbel) / tau, -1);
+    at::Tensor index = soft.argmax(-1);
+    at::Tensor hard = at::one_hot(index, kNumTokenTypes).to(soft.scalar_type());
+    // Straight-through: `soft - soft.detach()` is exactly 0 in the forward, so the value is exactly one-hot
+    // (hard - soft + soft would round), while the gradient is that of `soft`.
+    at::Tensor onehot = hard + (soft - soft.detach());
+    // NATS_SPEC 2: positions 0 and T-1 forced global; `where` gives them zero gradient.
+    at::Tensor forced = ForcedPositions(t, /*first=*/true, /*last=*/true, result.logits.options());
+    result.onehot = at::where(forced, global_onehot, onehot);
+    result.types = at::where(forced.squeeze(-1), at::zeros({}, index.options()), index).to(at::kChar);
+    result.soft = soft.detach();
+    return result;
+  }
+
+  torch::NoGradGuard no_grad;
+  at::Tensor bias = at::zeros({kNumTokenTypes}, result.logits.options());
+  bias[kGlobal] = global_bias;  // NATS_SPEC 2: guards near-ties against precision flips
+  at::Tensor index = (result.logits + bias).argmax(-1);
+  if (start_pos == 0) index.select(-1, 0).fill_(kGlobal);  // attention sink
+  result.types = index.to(at::kChar);
+  result.onehot = at::one_hot(index, kNumTokenTypes).to(result.logits.scalar_type());
+  return result;
+}
+
+}  // namespace nats

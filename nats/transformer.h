@@ -1,0 +1,87 @@
+// nats/transformer.h
+//
+// Decoder-only transformer (DESIGN.md section 5, nats/): pre-norm blocks with LayerNorm or RMSNorm,
+// RoPE, GELU MLP or SwiGLU, optional GQA, tied embeddings, GPT-2 initialisation (N(0, init_std),
+// residual output projections scaled by 1/sqrt(2 L)). Every attention layer goes through
+// nats::Attention: dense layers pass no types (= every token global), NAtS layers pass the scorer's
+// straight-through one-hot types.
+//
+// Forward(tokens [B, T] int64, position_offset) -> logits [B, T, vocab]. position_offset is the
+// absolute position of tokens[:, 0] (sequence-parallel chunks and decoding start mid-sequence).
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nats/attention.h"
+#include "runtime/config.pb.h"
+
+namespace nats {
+
+// Per-layer statistics of the last forward (NAtS layers only; dense layers report all-global).
+struct LayerStats {
+  bool nats = false;
+  double frac_global = 1.0, frac_local = 0.0, frac_sliding = 0.0;
+  double mask_density = 1.0;  // kept area / causal area
+  double kv_fraction = 1.0;   // cache entries a next query could see / tokens
+};
+
+// Model shape and attention choice for one layer stack; built from the config messages.
+struct ModelSpec {
+  config::ModelConfig model;
+  config::NatsConfig nats;
+  std::vector<bool> nats_layers;  // size n_layer; true = NAtS attention in that layer
+};
+
+// Root-mean-square norm with a learned gain (no mean subtraction, no bias).
+class RmsNormImpl : public torch::nn::Module {
+ public:
+  RmsNormImpl(int64_t dim, double eps = 1e-5);
+  at::Tensor forward(const at::Tensor& x);
+
+ private:
+  at::Tensor weight_;
+  double eps_;
+};
+TORCH_MODULE(RmsNorm);
+
+class BlockImpl;
+using Block = std::shared_ptr<BlockImpl>;
+
+class TransformerImpl : public torch::nn::Module {
+ public:
+  explicit TransformerImpl(const ModelSpec& spec);
+
+  at::Tensor forward(const at::Tensor& tokens, int64_t position_offset = 0);
+
+  // Mean token cross-entropy of forward(inputs) against targets (both [B, T]).
+  at::Tensor Loss(const at::Tensor& inputs, const at::Tensor& targets);
+
+  const ModelSpec& spec() const { return spec_; }
+  int64_t NumParameters() const;
+  // Approximate training FLOPs per token (6 N + attention), for MFU.
+  double FlopsPerToken() const;
+  // Statistics of the most recent forward, one entry per layer.
+  std::vector<LayerStats> LastLayerStats() const;
+
+ private:
+  ModelSpec spec_;
+  torch::nn::Embedding wte_{nullptr};
+  std::vector<Block> blocks_;
+  torch::nn::AnyModule final_norm_;
+  torch::nn::Linear lm_head_{nullptr};  // only when embeddings are untied
+  at::Tensor rope_cos_, rope_sin_;      // [max_T, head_dim / 2], buffers
+};
+TORCH_MODULE(Transformer);
+
+// Rotary embedding of x [B, H, T, D] at absolute positions offset..offset+T-1 (halves convention).
+at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t offset);
+
+}  // namespace nats

@@ -1,0 +1,111 @@
+#include "parallel/communicator.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdlib>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "parallel/local_communicator.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/nccl_communicator.h"
+
+namespace nats::parallel {
+
+std::string_view ReduceOpName(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return "sum";
+    case ReduceOp::kAvg: return "avg";
+    case ReduceOp::kMax: return "max";
+    case ReduceOp::kMin: return "min";
+  }
+  return "?";
+}
+
+absl::StatusOr<Backend> ParseBackend(std::string_view name) {
+  const std::string lower = absl::AsciiStrToLower(std::string(name));
+  if (lower.empty() || lower == "auto") return Backend::kAuto;
+  if (lower == "local") return Backend::kLocal;
+  if (lower == "mpi") return Backend::kMpi;
+  if (lower == "nccl") return Backend::kNccl;
+  return absl::InvalidArgumentError(
+      absl::StrCat("parallel.backend: unknown backend \"", std::string(name), "\"; use auto, local, mpi or nccl"));
+}
+
+bool LaunchedByMpi() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK", "MV2_COMM_WORLD_SIZE",
+                          "MPI_LOCALNRANKS"}) {
+    if (std::getenv(var) != nullptr) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(Backend backend) {
+  if (backend == Backend::kAuto) backend = LaunchedByMpi() ? Backend::kMpi : Backend::kLocal;
+  switch (backend) {
+    case Backend::kLocal:
+      return std::unique_ptr<Communicator>(std::make_unique<LocalCommunicator>());
+    case Backend::kMpi: {
+      auto world = MpiCommunicator::World();
+      if (!world.ok()) return world.status();
+      return std::unique_ptr<Communicator>(std::move(*world));
+    }
+    case Backend::kNccl: {
+      auto world = MpiCommunicator::World();
+      if (!world.ok()) return world.status();
+      auto device = (*world)->LocalRank();
+      if (!device.ok()) return device.status();
+      return MakeNcclCommunicator(std::move(*world), *device);
+    }
+    case Backend::kAuto:
+      break;
+  }
+  return absl::InternalError("MakeCommunicator: unreachable backend");
+}
+
+#if !NATS_HAVE_NCCL
+absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(std::unique_ptr<MpiCommunicator>, int) {
+  return absl::UnimplementedError(
+      "parallel.backend=nccl: this build has no NCCL (CUDA/NCCL were not found at configure time); rebuild with "
+      "CUDA and NCCL or use parallel.backend=mpi");
+}
+#endif
+
+namespace internal {
+
+absl::Status CheckTensor(const at::Tensor& t, absl::string_view what, bool reduce, bool cuda) {
+  if (!t.defined()) return absl::InvalidArgumentError(absl::StrCat(what, ": tensor is undefined"));
+  if (!t.is_contiguous()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": tensor must be contiguous (call .contiguous())"));
+  }
+  if (t.is_cuda() != cuda) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": tensor is on ", t.device().str(), " but this backend ",
+                                                   cuda ? "needs CUDA tensors" : "needs CPU tensors"));
+  }
+  if (reduce) {
+    switch (t.scalar_type()) {
+      case at::kFloat:
+      case at::kDouble:
+      case at::kInt:
+      case at::kLong:
+      case at::kByte:
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(what, ": dtype ", c10::toString(t.scalar_type()),
+                                                       " cannot be reduced; use float32, float64, int32, int64 "
+                                                       "or uint8"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckReduceOp(const at::Tensor& t, ReduceOp op, absl::string_view what) {
+  if (op == ReduceOp::kAvg && !at::isFloatingType(t.scalar_type())) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": avg needs a floating dtype, got ",
+                                                   c10::toString(t.scalar_type()), "; reduce with sum and divide"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace internal
+}  // namespace nats::parallel

@@ -1,0 +1,27 @@
+// parallel/nccl_communicator.h
+//
+// NCCL communicator for CUDA tensors (one process per GPU). MPI bootstraps it: rank 0 creates the
+// ncclUniqueId and broadcasts it through `bootstrap`, which the NCCL communicator keeps for Split
+// (a new id per child group), for Barrier and for the AllGatherV/AllToAllV metadata.
+//
+// Collectives run on the communicator's own CUDA stream, which first waits on the caller's current
+// stream (so inputs written by earlier kernels are visible); Wait()/blocking calls make the caller's
+// stream wait on the NCCL stream and then poll the stream's completion with the timeout, calling
+// ncclCommAbort when it expires (a hung NCCL kernel never returns otherwise).
+//
+// Only compiled when CUDA and NCCL are found (NATS_HAVE_NCCL); elsewhere the factory returns
+// UnimplementedError. This header carries no CUDA or NCCL types so it can be included everywhere.
+#pragma once
+
+#include <memory>
+
+#include "parallel/communicator.h"
+#include "parallel/mpi_communicator.h"
+
+namespace nats::parallel {
+
+// `device`: the CUDA device of this rank (usually MpiCommunicator::LocalRank()).
+absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(std::unique_ptr<MpiCommunicator> bootstrap,
+                                                                   int device);
+
+}  // namespace nats::parallel

@@ -1,0 +1,280 @@
+#include "runtime/config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+
+namespace nats {
+namespace {
+
+using google::protobuf::Descriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
+// Collects text-format parse errors with their line so the user can find them.
+class ErrorCollector : public google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, int column, const std::string& message) override {
+    if (!first_.empty()) return;
+    first_ = absl::StrCat("line ", line + 1, ", column ", column + 1, ": ", message);
+  }
+  const std::string& first() const { return first_; }
+
+ private:
+  std::string first_;
+};
+
+std::string FieldList(const Descriptor* d) {
+  std::vector<std::string> names;
+  for (int i = 0; i < d->field_count(); ++i) names.push_back(d->field(i)->name());
+  return absl::StrJoin(names, ", ");
+}
+
+absl::Status Positive(const std::string& path, double value) {
+  if (value > 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(path, " = ", value, ": must be > 0"));
+}
+
+absl::Status NonNegative(const std::string& path, double value) {
+  if (value >= 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(path, " = ", value, ": must be >= 0"));
+}
+
+}  // namespace
+
+absl::StatusOr<config::Config> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot open config file; pass an existing .textproto (see configs/)"));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  config::Config cfg;
+  google::protobuf::TextFormat::Parser parser;
+  ErrorCollector errors;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(buffer.str(), &cfg)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", errors.first()));
+  }
+  return cfg;
+}
+
+absl::Status ApplyOverride(std::string_view assignment_view, config::Config* cfg) {
+  // Debian's Abseil has its own string_view (not std::string_view): work on a std::string.
+  const std::string assignment(assignment_view);
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--set ", assignment, ": expected section.field=value, e.g. optim.lr=3e-4"));
+  }
+  const std::string path(absl::StripAsciiWhitespace(assignment.substr(0, eq)));
+  std::string value(absl::StripAsciiWhitespace(assignment.substr(eq + 1)));
+  std::vector<std::string> parts = absl::StrSplit(path, '.');
+  Message* msg = cfg;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Descriptor* desc = msg->GetDescriptor();
+    const FieldDescriptor* field = desc->FindFieldByName(parts[i]);
+    if (field == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("--set ", path, ": unknown field '", parts[i], "' in ",
+                                                     desc->name(), "; known fields: ", FieldList(desc)));
+    }
+    if (i + 1 < parts.size()) {
+      if (field->type() != FieldDescriptor::TYPE_MESSAGE || field->is_repeated()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--set ", path, ": '", parts[i], "' is not a section and has no sub-fields"));
+      }
+      msg = msg->GetReflection()->MutableMessage(msg, field);
+      continue;
+    }
+    if (field->type() == FieldDescriptor::TYPE_MESSAGE) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--set ", path, ": is a section; set one of its fields: ", FieldList(field->message_type())));
+    }
+    // Let text format do the value parsing (enums by name, numbers, bools, lists).
+    if (field->type() == FieldDescriptor::TYPE_STRING && (value.empty() || value.front() != '"')) {
+      value = absl::StrCat("\"", absl::CEscape(value), "\"");
+    }
+    if (field->is_repeated()) {
+      msg->GetReflection()->ClearField(msg, field);
+      if (value.empty() || value.front() != '[') value = absl::StrCat("[", value, "]");
+    }
+    std::unique_ptr<Message> scratch(msg->New());
+    ErrorCollector errors;
+    google::protobuf::TextFormat::Parser parser;
+    parser.RecordErrorsTo(&errors);
+    if (!parser.ParseFromString(absl::StrCat(field->name(), ": ", value), scratch.get())) {
+      std::string hint;
+      if (field->type() == FieldDescriptor::TYPE_ENUM) {
+        std::vector<std::string> names;
+        for (int v = 0; v < field->enum_type()->value_count(); ++v) names.push_back(field->enum_type()->value(v)->name());
+        hint = absl::StrCat("; allowed: ", absl::StrJoin(names, ", "));
+      }
+      return absl::InvalidArgumentError(absl::StrCat("--set ", path, "=", value, ": ", errors.first(), hint));
+    }
+    msg->MergeFrom(*scratch);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateConfig(const config::Config& c) {
+  const auto& m = c.model();
+  absl::Status s;
+  for (auto [path, v] : std::vector<std::pair<std::string, double>>{
+           {"model.vocab_size", m.vocab_size()},
+           {"model.n_layer", m.n_layer()},
+           {"model.n_head", m.n_head()},
+           {"model.d_model", m.d_model()},
+           {"model.context_length", m.context_length()},
+           {"model.rope_theta", m.rope_theta()},
+           {"model.init_std", m.init_std()},
+           {"optim.lr", c.optim().lr()},
+           {"optim.eps", c.optim().eps()},
+           {"train.steps", c.train().steps()},
+           {"train.batch_size", c.train().batch_size()},
+           {"nats.tau", c.nats().tau()},
+           {"parallel.sp", c.parallel().sp()},
+           {"parallel.bucket_mb", c.parallel().bucket_mb()},
+           {"parallel.timeout_s", c.parallel().timeout_s()}}) {
+    if (!(s = Positive(path, v)).ok()) return s;
+  }
+  for (auto [path, v] : std::vector<std::pair<std::string, double>>{
+           {"model.n_kv_head", m.n_kv_head()},
+           {"model.d_ff", m.d_ff()},
+           {"optim.warmup_steps", c.optim().warmup_steps()},
+           {"optim.weight_decay", c.optim().weight_decay()},
+           {"optim.grad_clip", c.optim().grad_clip()},
+           {"optim.scorer_lr", c.optim().scorer_lr()},
+           {"train.micro_batch_size", c.train().micro_batch_size()},
+           {"train.eval_interval", c.train().eval_interval()},
+           {"train.eval_windows", c.train().eval_windows()},
+           {"train.log_interval", c.train().log_interval()},
+           {"train.threads", c.train().threads()},
+           {"nats.window", c.nats().window()},
+           {"nats.lambda", c.nats().lambda()},
+           {"nats.global_bias", c.nats().global_bias()},
+           {"parallel.dp", c.parallel().dp()},
+           {"checkpoint.interval_steps", c.checkpoint().interval_steps()},
+           {"checkpoint.interval_minutes", c.checkpoint().interval_minutes()},
+           {"checkpoint.keep_last", c.checkpoint().keep_last()},
+           {"checkpoint.keep_every", c.checkpoint().keep_every()}}) {
+    if (!(s = NonNegative(path, v)).ok()) return s;
+  }
+  if (m.d_model() % m.n_head() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("model.d_model = ", m.d_model(),
+                                                   " must be a multiple of model.n_head = ", m.n_head()));
+  }
+  const int head_dim = m.d_model() / m.n_head();
+  if (head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.d_model / model.n_head = ", head_dim, " must be even for RoPE"));
+  }
+  if (m.n_head() % ResolvedKvHeads(m) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("model.n_head = ", m.n_head(),
+                                                   " must be a multiple of model.n_kv_head = ", m.n_kv_head()));
+  }
+  if (c.optim().beta1() < 0 || c.optim().beta1() >= 1 || c.optim().beta2() < 0 || c.optim().beta2() >= 1) {
+    return absl::InvalidArgumentError("optim.beta1 and optim.beta2 must be in [0, 1)");
+  }
+  if (c.optim().min_lr_ratio() < 0 || c.optim().min_lr_ratio() > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("optim.min_lr_ratio = ", c.optim().min_lr_ratio(), ": must be in [0, 1]"));
+  }
+  if (c.optim().decay_fraction() < 0 || c.optim().decay_fraction() > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("optim.decay_fraction = ", c.optim().decay_fraction(), ": must be in [0, 1]"));
+  }
+  for (int layer : c.nats().layers()) {
+    if (layer < 0 || layer >= m.n_layer()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("nats.layers contains ", layer, ": layers are 0..", m.n_layer() - 1));
+    }
+  }
+  if (c.train().micro_batch_size() > 0 && c.train().batch_size() % c.train().micro_batch_size() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("train.batch_size = ", c.train().batch_size(),
+                                                   " must be a multiple of train.micro_batch_size = ",
+                                                   c.train().micro_batch_size()));
+  }
+  if (c.parallel().zero_stage() != 0 && c.parallel().zero_stage() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("parallel.zero_stage = ", c.parallel().zero_stage(), ": supported values are 0 and 1"));
+  }
+  if (c.data().tokenizer() != "gpt2" && c.data().tokenizer() != "byte") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data.tokenizer = '", c.data().tokenizer(), "': allowed values are gpt2 and byte"));
+  }
+  if (c.train().run_dir().empty()) return absl::InvalidArgumentError("train.run_dir must not be empty");
+  return absl::OkStatus();
+}
+
+std::string ConfigToText(const config::Config& cfg) {
+  // Fill in defaults so the printed config is the complete effective one.
+  config::Config full = cfg;
+  for (Message* section :
+       std::vector<Message*>{full.mutable_model(), full.mutable_nats(), full.mutable_data(), full.mutable_optim(),
+                             full.mutable_train(), full.mutable_parallel(), full.mutable_checkpoint()}) {
+    const Reflection* r = section->GetReflection();
+    const Descriptor* d = section->GetDescriptor();
+    for (int i = 0; i < d->field_count(); ++i) {
+      const FieldDescriptor* f = d->field(i);
+      if (f->is_repeated() || r->HasField(*section, f)) continue;
+      switch (f->cpp_type()) {
+        case FieldDescriptor::CPPTYPE_INT32: r->SetInt32(section, f, r->GetInt32(*section, f)); break;
+        case FieldDescriptor::CPPTYPE_INT64: r->SetInt64(section, f, r->GetInt64(*section, f)); break;
+        case FieldDescriptor::CPPTYPE_UINT32: r->SetUInt32(section, f, r->GetUInt32(*section, f)); break;
+        case FieldDescriptor::CPPTYPE_UINT64: r->SetUInt64(section, f, r->GetUInt64(*section, f)); break;
+        case FieldDescriptor::CPPTYPE_DOUBLE: r->SetDouble(section, f, r->GetDouble(*section, f)); break;
+        case FieldDescriptor::CPPTYPE_FLOAT: r->SetFloat(section, f, r->GetFloat(*section, f)); break;
+        case FieldDescriptor::CPPTYPE_BOOL: r->SetBool(section, f, r->GetBool(*section, f)); break;
+        case FieldDescriptor::CPPTYPE_ENUM: r->SetEnum(section, f, r->GetEnum(*section, f)); break;
+        case FieldDescriptor::CPPTYPE_STRING: r->SetString(section, f, r->GetString(*section, f)); break;
+        default: break;
+      }
+    }
+  }
+  std::string out;
+  google::protobuf::TextFormat::PrintToString(full, &out);
+  return out;
+}
+
+uint64_t ConfigHash(const config::Config& cfg) {
+  std::string bytes = ConfigToText(cfg);
+  uint64_t h = 1469598103934665603ull;  // FNV-1a: stable across builds and ranks
+  for (unsigned char ch : bytes) {
+    h ^= ch;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+int ResolvedKvHeads(const config::ModelConfig& m) { return m.n_kv_head() > 0 ? m.n_kv_head() : m.n_head(); }
+
+int ResolvedFfnWidth(const config::ModelConfig& m) {
+  if (m.d_ff() > 0) return m.d_ff();
+  if (m.mlp() == config::ModelConfig::SWIGLU) {
+    const int w = (8 * m.d_model() / 3 + 63) / 64 * 64;
+    return w;
+  }
+  return 4 * m.d_model();
+}
+
+bool LayerUsesNats(const config::Config& c, int layer) {
+  if (c.model().attention() != config::ModelConfig::NATS) return false;
+  if (c.nats().layers_size() == 0) return true;
+  for (int l : c.nats().layers()) {
+    if (l == layer) return true;
+  }
+  return false;
+}
+
+}  // namespace nats

@@ -1,0 +1,383 @@
+#include "runtime/trainer.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "data/loader.h"
+#include "data/token_shard.h"
+#include "data/tokenizer.h"
+#include "nats/transformer.h"
+#include "parallel/communicator.h"
+#include "runtime/config.h"
+#include "runtime/lr_schedule.h"
+#include "runtime/metrics_log.h"
+
+namespace nats {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Peak fp32 matmul throughput of this process's threads, measured once at start (~0.3 s), so that
+// MFU is relative to what this machine can actually do rather than a datasheet number.
+double MeasureMatmulFlops() {
+  torch::NoGradGuard no_grad;
+  const int64_t n = 512;
+  at::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
+  at::Tensor c = at::matmul(a, b);  // warm-up
+  int reps = 0;
+  const auto start = Clock::now();
+  while (SecondsSince(start) < 0.25) {
+    c = at::matmul(a, b);
+    ++reps;
+  }
+  return 2.0 * n * n * n * reps / SecondsSince(start);
+}
+
+ModelSpec SpecFromConfig(const config::Config& cfg) {
+  ModelSpec spec;
+  spec.model = cfg.model();
+  spec.nats = cfg.nats();
+  for (int l = 0; l < cfg.model().n_layer(); ++l) spec.nats_layers.push_back(LayerUsesNats(cfg, l));
+  return spec;
+}
+
+}  // namespace
+
+int DefaultThreadsPerRank() {
+  const int cores = std::max(1u, std::thread::hardware_concurrency());
+  int local_ranks = 1;
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
+    if (const char* v = std::getenv(var)) {
+      local_ranks = std::max(1, std::atoi(v));
+      break;
+    }
+  }
+  return std::max(1, cores / local_ranks);
+}
+
+// Everything a run holds; kept out of the header so that it does not pull LibTorch into includers.
+class TrainerState {
+ public:
+  config::Config cfg;
+  std::unique_ptr<parallel::Communicator> comm;
+  int rank = 0, world = 1, dp = 1;
+  int64_t micro_batch = 0, accum_steps = 1;
+  std::shared_ptr<const data::TokenShard> train_shard, val_shard;
+  std::unique_ptr<data::Loader> loader;
+  std::unique_ptr<data::Tokenizer> tokenizer;
+  Transformer model{nullptr};
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  MetricsLog log;
+  double peak_flops = 0;
+  double val_bytes_per_token = 0;  // measured on the evaluated validation windows, for bits per byte
+  int64_t step = 0;
+  int64_t consumed_samples = 0;
+
+  bool is_root() const { return rank == 0; }
+  void Print(const std::string& line) const {
+    if (!is_root()) return;
+    std::fprintf(stdout, "%s\n", line.c_str());
+    std::fflush(stdout);
+  }
+
+  // Averages gradients over data-parallel ranks (blocking, one all-reduce per parameter).
+  absl::Status SyncGradients() {
+    if (dp == 1) return absl::OkStatus();
+    for (auto& p : model->parameters()) {
+      if (!p.grad().defined()) continue;
+      at::Tensor g = p.mutable_grad();
+      if (absl::Status s = comm->AllReduce(g, parallel::ReduceOp::kAvg); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  double AverageOverRanks(double value) {
+    if (world == 1) return value;
+    at::Tensor t = torch::tensor({value}, torch::kFloat64);
+    absl::Status s = comm->AllReduce(t, parallel::ReduceOp::kAvg);
+    TORCH_CHECK(s.ok(), s.ToString());
+    return t.item<double>();
+  }
+};
+
+Trainer::Trainer(std::unique_ptr<TrainerState> state) : state_(std::move(state)) {}
+Trainer::~Trainer() = default;
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& cfg) {
+  if (absl::Status s = ValidateConfig(cfg); !s.ok()) return s;
+  auto st = std::make_unique<TrainerState>();
+  st->cfg = cfg;
+  auto comm = parallel::MakeWorldCommunicator();
+  if (!comm.ok()) return comm.status();
+  st->comm = std::move(*comm);
+  st->rank = st->comm->rank();
+  st->world = st->comm->size();
+  const int sp = cfg.parallel().sp();
+  if (sp != 1) {
+    return absl::UnimplementedError("parallel.sp > 1 (sequence parallelism) is not available yet; set parallel.sp=1");
+  }
+  st->dp = cfg.parallel().dp() > 0 ? cfg.parallel().dp() : st->world / sp;
+  if (st->dp * sp != st->world) {
+    return absl::InvalidArgumentError(absl::StrCat("parallel.dp (", st->dp, ") x parallel.sp (", sp,
+                                                   ") must equal the number of ranks (", st->world, ")"));
+  }
+  const auto& t = cfg.train();
+  if (t.batch_size() % st->dp != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("train.batch_size = ", t.batch_size(),
+                                                   " must be divisible by the data-parallel size ", st->dp));
+  }
+  const int64_t local_batch = t.batch_size() / st->dp;
+  st->micro_batch = t.micro_batch_size() > 0 ? t.micro_batch_size() : local_batch;
+  if (local_batch % st->micro_batch != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("train.micro_batch_size = ", st->micro_batch,
+                                                   " must divide the per-rank batch ", local_batch,
+                                                   " (train.batch_size / dp)"));
+  }
+  st->accum_steps = local_batch / st->micro_batch;
+
+  const int threads = t.threads() > 0 ? t.threads() : DefaultThreadsPerRank();
+  at::set_num_threads(threads);
+  torch::manual_seed(t.seed());
+
+  // Data.
+  auto train_shard = data::TokenShard::Open(cfg.data().train_path());
+  if (!train_shard.ok()) return train_shard.status();
+  st->train_shard = std::make_shared<const data::TokenShard>(std::move(*train_shard));
+  auto val_shard = data::TokenShard::Open(cfg.data().val_path());
+  if (!val_shard.ok()) return val_shard.status();
+  st->val_shard = std::make_shared<const data::TokenShard>(std::move(*val_shard));
+  for (const auto& shard : {st->train_shard, st->val_shard}) {
+    if (shard->vocab_size() > cfg.model().vocab_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          shard->path(), ": token shard has vocabulary ", shard->vocab_size(), " but model.vocab_size = ",
+          cfg.model().vocab_size(), "; raise model.vocab_size or prepare the data with the matching tokenizer"));
+    }
+  }
+  data::LoaderOptions lo;
+  lo.seq_len = cfg.model().context_length();
+  lo.global_batch = t.batch_size();
+  lo.dp_rank = st->rank / sp;
+  lo.dp_size = st->dp;
+  lo.seed = t.seed();
+  auto loader = data::Loader::Create(st->train_shard, lo);
+  if (!loader.ok()) return loader.status();
+  st->loader = std::make_unique<data::Loader>(std::move(*loader));
+  auto tokenizer = data::MakeTokenizer(cfg.data().tokenizer(), cfg.data().data_dir());
+  if (!tokenizer.ok()) return tokenizer.status();
+  st->tokenizer = std::move(*tokenizer);
+
+  // Model and optimizer. Every rank builds the same initial weights from the same seed.
+  st->model = Transformer(SpecFromConfig(cfg));
+  std::vector<at::Tensor> decay, no_decay;
+  for (auto& p : st->model->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  const auto& o = cfg.optim();
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                 torch::optim::AdamWOptions(o.lr()).betas({o.beta1(), o.beta2()}).eps(o.eps())
+                                     .weight_decay(o.weight_decay())));
+  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(
+                                    torch::optim::AdamWOptions(o.lr()).betas({o.beta1(), o.beta2()}).eps(o.eps())
+                                        .weight_decay(0.0)));
+  st->optimizer = std::make_unique<torch::optim::AdamW>(std::move(groups));
+
+  // Run directory: the effective config and the metrics log.
+  std::error_code ec;
+  std::filesystem::create_directories(t.run_dir(), ec);
+  if (ec) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(t.run_dir(), ": cannot create train.run_dir (", ec.message(), ")"));
+  }
+  if (st->is_root()) {
+    std::ofstream(std::filesystem::path(t.run_dir()) / "config.textproto") << ConfigToText(cfg);
+  }
+  const std::string log_name = st->world == 1 ? "metrics.jsonl" : absl::StrCat("metrics.rank", st->rank, ".jsonl");
+  if (absl::Status s = st->log.Open((std::filesystem::path(t.run_dir()) / log_name).string(), false); !s.ok()) {
+    return s;
+  }
+  st->peak_flops = MeasureMatmulFlops() * st->world;
+
+  st->Print("effective config:\n" + ConfigToText(cfg));
+  st->Print(absl::StrFormat(
+      "model: %d layers, d %d, %d heads (%d kv), T %d, vocab %d, %.2fM parameters, attention %s",
+      cfg.model().n_layer(), cfg.model().d_model(), cfg.model().n_head(), ResolvedKvHeads(cfg.model()),
+      cfg.model().context_length(), cfg.model().vocab_size(), st->model->NumParameters() / 1e6,
+      config::ModelConfig::Attention_Name(cfg.model().attention())));
+  st->Print(absl::StrFormat(
+      "run: %d rank(s) (%s), dp %d, batch %d = %d micro x %d accum x %d dp, %d threads/rank, train %d tokens, "
+      "val %d tokens, matmul peak %.1f GFLOP/s",
+      st->world, std::string(st->comm->backend()), st->dp, t.batch_size(), st->micro_batch, st->accum_steps,
+      st->dp, threads, st->train_shard->num_tokens(), st->val_shard->num_tokens(), st->peak_flops / 1e9));
+  return std::unique_ptr<Trainer>(new Trainer(std::move(st)));
+}
+
+absl::StatusOr<EvalResult> Trainer::Evaluate() {
+  TrainerState& st = *state_;
+  const int64_t seq = st.cfg.model().context_length();
+  const int64_t available = static_cast<int64_t>(data::NumWindows(st.val_shard->num_tokens(), seq));
+  const int64_t total = std::min<int64_t>(st.cfg.train().eval_windows(), available);
+  if (total <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(st.val_shard->path(), ": validation shard is shorter than one window of model.context_length + 1 = ", seq + 1, " tokens"));
+  }
+  // Windows are split over data-parallel ranks; every rank of an sp group evaluates the same ones.
+  const int dp_rank = st.rank / st.cfg.parallel().sp();
+  const int64_t begin = total * dp_rank / st.dp, end = total * (dp_rank + 1) / st.dp;
+  torch::NoGradGuard no_grad;
+  st.model->eval();
+  double loss_sum = 0, bytes = 0;
+  int64_t tokens = 0;
+  for (int64_t first = begin; first < end; first += st.micro_batch) {
+    const int64_t count = std::min<int64_t>(st.micro_batch, end - first);
+    auto rows = data::EvalWindows(*st.val_shard, seq, first, count);
+    if (!rows.ok()) return rows.status();
+    at::Tensor batch = torch::from_blob(rows->data(), {count, seq + 1}, torch::kInt32).to(torch::kInt64);
+    at::Tensor logits = st.model->forward(batch.narrow(1, 0, seq));
+    at::Tensor targets = batch.narrow(1, 1, seq);
+    at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}),
+                                             {}, at::Reduction::Sum);
+    loss_sum += loss.item<double>();
+    tokens += targets.numel();
+    if (st.val_bytes_per_token == 0) {
+      std::vector<int32_t> ids(rows->begin(), rows->end());
+      for (int64_t r = 0; r < count; ++r) {
+        auto text = st.tokenizer->Decode(absl::MakeConstSpan(ids.data() + r * (seq + 1) + 1, seq));
+        if (text.ok()) bytes += text->size();
+      }
+    }
+  }
+  st.model->train();
+  at::Tensor sums = torch::tensor({loss_sum, static_cast<double>(tokens), bytes}, torch::kFloat64);
+  if (st.world > 1) {
+    if (absl::Status s = st.comm->AllReduce(sums, parallel::ReduceOp::kSum); !s.ok()) return s;
+    sums /= st.cfg.parallel().sp();  // sp ranks of a group evaluated the same windows
+  }
+  EvalResult r;
+  r.tokens = static_cast<int64_t>(sums[1].item<double>());
+  r.loss = sums[0].item<double>() / sums[1].item<double>();
+  r.perplexity = std::exp(r.loss);
+  if (st.val_bytes_per_token == 0) st.val_bytes_per_token = sums[2].item<double>() / sums[1].item<double>();
+  r.bits_per_byte = r.loss / std::log(2.0) / st.val_bytes_per_token;
+  return r;
+}
+
+absl::StatusOr<TrainSummary> Trainer::Train() {
+  TrainerState& st = *state_;
+  const auto& t = st.cfg.train();
+  const int64_t seq = st.cfg.model().context_length();
+  const int64_t total_steps = t.steps();
+  const int64_t tokens_per_step = static_cast<int64_t>(t.batch_size()) * seq;
+  TrainSummary summary;
+  summary.parameters = st.model->NumParameters();
+
+  auto log_eval = [&](const EvalResult& e) {
+    st.Print(absl::StrFormat("eval step %d | val loss %.4f | val ppl %.2f | val bpb %.4f", st.step, e.loss,
+                             e.perplexity, e.bits_per_byte));
+    st.log.Write(JsonLine()
+                     .Add("kind", "eval")
+                     .Add("rank", st.rank)
+                     .Add("step", st.step)
+                     .Add("val_loss", e.loss)
+                     .Add("val_ppl", e.perplexity)
+                     .Add("val_bpb", e.bits_per_byte)
+                     .Add("val_tokens", e.tokens));
+  };
+
+  auto first = Evaluate();
+  if (!first.ok()) return first.status();
+  summary.first_val_loss = first->loss;
+  summary.last_val_loss = first->loss;
+  summary.last_val_bpb = first->bits_per_byte;
+  log_eval(*first);
+
+  const auto run_start = Clock::now();
+  auto window_start = Clock::now();
+  int64_t window_tokens = 0;
+  double train_seconds = 0;
+  st.model->train();
+  while (st.step < total_steps) {
+    const auto step_start = Clock::now();
+    const double lr = LearningRateAt(st.cfg.optim(), st.step, total_steps);
+    for (auto& group : st.optimizer->param_groups()) {
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    }
+    std::vector<int32_t> rows = st.loader->Batch(st.consumed_samples);
+    at::Tensor local = torch::from_blob(rows.data(), {st.loader->local_batch(), seq + 1}, torch::kInt32)
+                           .to(torch::kInt64);
+    st.optimizer->zero_grad();
+    double loss_value = 0;
+    for (int64_t micro = 0; micro < st.accum_steps; ++micro) {
+      at::Tensor batch = local.narrow(0, micro * st.micro_batch, st.micro_batch);
+      at::Tensor loss = st.model->Loss(batch.narrow(1, 0, seq), batch.narrow(1, 1, seq));
+      (loss / static_cast<double>(st.accum_steps)).backward();
+      loss_value += loss.item<double>() / st.accum_steps;
+    }
+    if (absl::Status s = st.SyncGradients(); !s.ok()) return s;
+    loss_value = st.AverageOverRanks(loss_value);
+    if (!std::isfinite(loss_value)) {
+      return absl::InternalError(absl::StrCat(
+          "step ", st.step, ": training loss is ", loss_value,
+          "; the run diverged. Lower optim.lr, raise optim.warmup_steps, or check optim.grad_clip"));
+    }
+    double grad_norm = 0;
+    if (st.cfg.optim().grad_clip() > 0) {
+      grad_norm = torch::nn::utils::clip_grad_norm_(st.model->parameters(), st.cfg.optim().grad_clip());
+    } else {
+      grad_norm = torch::nn::utils::clip_grad_norm_(st.model->parameters(), 1e30);
+    }
+    st.optimizer->step();
+    ++st.step;
+    st.consumed_samples += t.batch_size();
+    train_seconds += SecondsSince(step_start);
+    window_tokens += tokens_per_step;
+    summary.last_train_loss = loss_value;
+
+    const bool last = st.step == total_steps;
+    if (st.step % std::max(1, t.log_interval()) == 0 || last || st.step == 1) {
+      const double window_seconds = SecondsSince(window_start);
+      const double tok_s = window_tokens / std::max(window_seconds, 1e-9);
+      const double mfu = tok_s * st.model->FlopsPerToken() / st.peak_flops;
+      const double eta = (total_steps - st.step) * train_seconds / st.step;
+      st.Print(absl::StrFormat("step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | ETA %s",
+                               st.step, total_steps, loss_value, lr, grad_norm, tok_s, 100 * mfu,
+                               FormatDuration(eta)));
+      st.log.Write(JsonLine()
+                       .Add("kind", "train")
+                       .Add("rank", st.rank)
+                       .Add("step", st.step)
+                       .Add("loss", loss_value)
+                       .Add("lr", lr)
+                       .Add("grad_norm", grad_norm)
+                       .Add("tokens_per_s", tok_s)
+                       .Add("mfu", mfu)
+                       .Add("consumed_samples", st.consumed_samples)
+                       .Add("elapsed_s", SecondsSince(run_start)));
+      window_start = Clock::now();
+      window_tokens = 0;
+    }
+    if ((t.eval_interval() > 0 && st.step % t.eval_interval() == 0) || last) {
+      auto e = Evaluate();
+      if (!e.ok()) return e.status();
+      summary.last_val_loss = e->loss;
+      summary.last_val_bpb = e->bits_per_byte;
+      log_eval(*e);
+    }
+  }
+  summary.steps = st.step;
+  summary.seconds = SecondsSince(run_start);
+  summary.tokens_per_second = st.step * tokens_per_step / std::max(train_seconds, 1e-9);
+  return summary;
+}
+
+}  // namespace nats

@@ -1,0 +1,54 @@
+// runtime/trainer.h
+//
+// The training loop (DESIGN.md section 4). The Trainer is the only place that knows the order of a
+// step: loader -> forward -> loss -> backward (gradients synchronised over data-parallel ranks) ->
+// clip -> optimizer step -> metrics -> periodic evaluation. It logs a progress line on rank 0 and
+// JSON lines (metrics.jsonl in train.run_dir) on every rank.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "runtime/config.pb.h"
+
+namespace nats {
+
+struct EvalResult {
+  double loss = 0;           // mean token cross-entropy (nats)
+  double perplexity = 0;     // exp(loss)
+  double bits_per_byte = 0;  // loss in bits per UTF-8 byte of the evaluated text (compares tokenizers)
+  int64_t tokens = 0;
+};
+
+struct TrainSummary {
+  int64_t steps = 0;
+  int64_t parameters = 0;
+  double first_val_loss = 0;  // before the first step
+  double last_val_loss = 0;
+  double last_val_bpb = 0;
+  double last_train_loss = 0;
+  double tokens_per_second = 0;  // over the whole run, all ranks
+  double seconds = 0;
+};
+
+class TrainerState;
+
+class Trainer {
+ public:
+  // Validates the config, sets threads and seeds, opens the shards, builds model and optimizer.
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const config::Config& config);
+  ~Trainer();
+
+  absl::StatusOr<TrainSummary> Train();
+  absl::StatusOr<EvalResult> Evaluate();
+
+ private:
+  explicit Trainer(std::unique_ptr<TrainerState> state);
+  std::unique_ptr<TrainerState> state_;
+};
+
+// Threads per rank when train.threads = 0: hardware threads / ranks on this node (at least 1).
+int DefaultThreadsPerRank();
+
+}  // namespace nats
