@@ -5,6 +5,7 @@
 #include "absl/strings/str_format.h"
 #include "launch/commands.h"
 #include "launch/flag_parser.h"
+#include "parallel/mpi_communicator.h"
 #include "runtime/config.h"
 #include "runtime/metrics_log.h"
 #include "runtime/trainer.h"
@@ -17,9 +18,7 @@ constexpr char kHelp[] =
     "  --config FILE   text-format config (see configs/)\n"
     "  --set A=B       override one field, e.g. --set optim.lr=3e-4 --set train.steps=200 (repeatable)\n";
 
-}  // namespace
-
-int RunTrain(int argc, char** argv) {
+int TrainWithFlags(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv, {"config", "set"}, {"help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "%s\n%s", std::string(flags.status().message()).c_str(), kHelp);
@@ -56,6 +55,7 @@ int RunTrain(int argc, char** argv) {
     std::fprintf(stderr, "train: %s\n", std::string(summary.status().message()).c_str());
     return 1;
   }
+  if (!(*trainer)->is_root()) return 0;
   std::printf("%s\n", absl::StrFormat("summary: %d steps in %s, %.0f tok/s, val loss %.4f -> %.4f (ppl %.2f, "
                                       "%.4f bits/byte), final train loss %.4f",
                                       summary->steps, FormatDuration(summary->seconds), summary->tokens_per_second,
@@ -76,6 +76,15 @@ int RunTrain(int argc, char** argv) {
                           .str()
                           .c_str());
   return 0;
+}
+
+}  // namespace
+
+int RunTrain(int argc, char** argv) {
+  const int code = TrainWithFlags(argc, argv);
+  // The trainer (and its communicators) are gone here; MPI may now be finalised.
+  parallel::FinalizeMpi();
+  return code;
 }
 
 }  // namespace nats::launch

@@ -4,6 +4,9 @@
 
 #include <cmath>
 
+#include "nats/masks.h"
+#include "nats/scorer.h"
+
 namespace nats {
 
 RmsNormImpl::RmsNormImpl(int64_t dim, double eps) : eps_(eps) {
@@ -64,6 +67,13 @@ class BlockImpl : public torch::nn::Module {
       gate_ = register_module("gate", torch::nn::Linear(torch::nn::LinearOptions(m.d_model(), ff).bias(false)));
     }
     fc_out_ = register_module("fc_out", torch::nn::Linear(torch::nn::LinearOptions(ff, m.d_model()).bias(false)));
+    if (use_nats_) {
+      scorer_ = register_module("scorer", Scorer(m.d_model(), n_kv_));
+      options_.window = spec.nats.window();
+      options_.lambda = spec.nats.lambda();
+      options_.grad_mode = static_cast<MaskGradMode>(spec.nats.grad_mode());
+      options_.impl = static_cast<AttentionImpl>(spec.nats.impl());
+    }
   }
 
   // Residual output projections (scaled at init, GPT-2 style).
@@ -81,9 +91,14 @@ class BlockImpl : public torch::nn::Module {
                        .transpose(1, 2);
     q = ApplyRope(q, cos, sin, offset);
     k = ApplyRope(k, cos, sin, offset);
-    at::Tensor types;  // undefined: dense causal attention
-    AttentionOptions options;
-    at::Tensor y = Attention(q, k, v.contiguous(), types, options);
+    at::Tensor types;  // undefined: dense causal attention (every token global)
+    if (use_nats_) {
+      // NATS_SPEC 2: the scorer reads the same normed input as Q/K/V (detached inside the scorer).
+      ScorerOutput typed = scorer_->Forward(h, is_training(), spec_.nats.tau(), spec_.nats.global_bias(), offset);
+      types = typed.onehot;
+      last_types_ = typed.types;
+    }
+    at::Tensor y = Attention(q, k, v.contiguous(), types, options_);
     y = y.transpose(1, 2).contiguous().view({b, t, n_head_ * head_dim_});
     at::Tensor out = x + proj_->forward(y);
     at::Tensor h2 = norm2_any_.forward(out);
@@ -92,7 +107,21 @@ class BlockImpl : public torch::nn::Module {
     return out + mlp;
   }
 
-  LayerStats stats() const { return stats_; }
+  // Statistics of the most recent forward's types (NAtS layers); dense layers keep every token.
+  LayerStats stats() const {
+    LayerStats st;
+    if (!use_nats_ || !last_types_.defined()) return st;
+    torch::NoGradGuard no_grad;
+    MaskStats ms = ComputeMaskStats(last_types_, spec_.nats.window());
+    st.nats = true;
+    at::Tensor fractions = ms.type_fraction.mean(0);
+    st.frac_global = fractions[0].item<double>();
+    st.frac_local = fractions[1].item<double>();
+    st.frac_sliding = fractions[2].item<double>();
+    st.mask_density = ms.density.mean().item<double>();
+    st.kv_fraction = ms.kv_fraction.mean().item<double>();
+    return st;
+  }
 
  private:
   ModelSpec spec_;
@@ -101,7 +130,9 @@ class BlockImpl : public torch::nn::Module {
   bool use_nats_ = false, swiglu_ = false;
   torch::nn::AnyModule norm1_any_, norm2_any_;
   torch::nn::Linear qkv_{nullptr}, proj_{nullptr}, fc_{nullptr}, gate_{nullptr}, fc_out_{nullptr};
-  LayerStats stats_;
+  Scorer scorer_{nullptr};
+  AttentionOptions options_;
+  at::Tensor last_types_;  // [B, H_kv, T] int8 of the last forward, for statistics
 };
 
 TransformerImpl::TransformerImpl(const ModelSpec& spec) : spec_(spec) {

@@ -2,8 +2,10 @@
 //
 // The dp x sp layout of the world (DESIGN.md section 5, parallel/). Sequence parallelism is innermost:
 // world rank = dp_rank * sp + sp_rank, so the sp ranks that share one sequence (r*sp .. r*sp+sp-1) are
-// neighbours, which mpirun places on one node. Gradients are averaged over dp (the sp ranks of a
-// sequence hold the same replica); sequence parallel exchanges happen on sp().
+// neighbours, which mpirun places on one node. Every rank holds a full model replica. Each sp rank's
+// gradient covers only its part of the sequence, so with a per-rank mean loss over equal token counts the
+// gradient average runs over world() (dp x sp, DESIGN.md section 4); with sp = 1, world() and dp() are the
+// same group. Sequence-parallel KV exchanges happen on sp().
 #pragma once
 
 #include <memory>

@@ -16,7 +16,12 @@
 #include "data/token_shard.h"
 #include "data/tokenizer.h"
 #include "nats/transformer.h"
+#include "parallel/adamw.h"
 #include "parallel/communicator.h"
+#include "parallel/data_parallel.h"
+#include "parallel/process_grid.h"
+#include "parallel/rank_agreement.h"
+#include "parallel/zero_optimizer.h"
 #include "runtime/config.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/metrics_log.h"
@@ -72,14 +77,16 @@ int DefaultThreadsPerRank() {
 class TrainerState {
  public:
   config::Config cfg;
-  std::unique_ptr<parallel::Communicator> comm;
+  std::unique_ptr<parallel::ProcessGrid> grid;
+  parallel::Communicator* comm = nullptr;  // the world communicator, owned by grid
   int rank = 0, world = 1, dp = 1;
   int64_t micro_batch = 0, accum_steps = 1;
   std::shared_ptr<const data::TokenShard> train_shard, val_shard;
   std::unique_ptr<data::Loader> loader;
   std::unique_ptr<data::Tokenizer> tokenizer;
   Transformer model{nullptr};
-  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::unique_ptr<parallel::AdamW> optimizer;  // plain AdamW, or its ZeRO-1 sharded form
+  std::unique_ptr<parallel::DataParallel> data_parallel;
   MetricsLog log;
   double peak_flops = 0;
   double val_bytes_per_token = 0;  // measured on the evaluated validation windows, for bits per byte
@@ -91,17 +98,6 @@ class TrainerState {
     if (!is_root()) return;
     std::fprintf(stdout, "%s\n", line.c_str());
     std::fflush(stdout);
-  }
-
-  // Averages gradients over data-parallel ranks (blocking, one all-reduce per parameter).
-  absl::Status SyncGradients() {
-    if (dp == 1) return absl::OkStatus();
-    for (auto& p : model->parameters()) {
-      if (!p.grad().defined()) continue;
-      at::Tensor g = p.mutable_grad();
-      if (absl::Status s = comm->AllReduce(g, parallel::ReduceOp::kAvg); !s.ok()) return s;
-    }
-    return absl::OkStatus();
   }
 
   double AverageOverRanks(double value) {
@@ -116,24 +112,32 @@ class TrainerState {
 Trainer::Trainer(std::unique_ptr<TrainerState> state) : state_(std::move(state)) {}
 Trainer::~Trainer() = default;
 
+bool Trainer::is_root() const { return state_->is_root(); }
+
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& cfg) {
   if (absl::Status s = ValidateConfig(cfg); !s.ok()) return s;
   auto st = std::make_unique<TrainerState>();
   st->cfg = cfg;
-  auto comm = parallel::MakeWorldCommunicator();
-  if (!comm.ok()) return comm.status();
-  st->comm = std::move(*comm);
-  st->rank = st->comm->rank();
-  st->world = st->comm->size();
   const int sp = cfg.parallel().sp();
   if (sp != 1) {
     return absl::UnimplementedError("parallel.sp > 1 (sequence parallelism) is not available yet; set parallel.sp=1");
   }
-  st->dp = cfg.parallel().dp() > 0 ? cfg.parallel().dp() : st->world / sp;
-  if (st->dp * sp != st->world) {
-    return absl::InvalidArgumentError(absl::StrCat("parallel.dp (", st->dp, ") x parallel.sp (", sp,
-                                                   ") must equal the number of ranks (", st->world, ")"));
-  }
+  auto backend = parallel::MakeCommunicator(static_cast<parallel::Backend>(
+      cfg.parallel().backend() == config::ParallelConfig::AUTO    ? parallel::Backend::kAuto
+      : cfg.parallel().backend() == config::ParallelConfig::MPI   ? parallel::Backend::kMpi
+      : cfg.parallel().backend() == config::ParallelConfig::NCCL  ? parallel::Backend::kNccl
+                                                                  : parallel::Backend::kLocal));
+  if (!backend.ok()) return backend.status();
+  (*backend)->set_timeout(absl::Seconds(cfg.parallel().timeout_s()));
+  auto grid = parallel::ProcessGrid::Create(std::move(*backend), cfg.parallel().dp(), sp);
+  if (!grid.ok()) return grid.status();
+  st->grid = std::move(*grid);
+  st->comm = &st->grid->world();
+  st->rank = st->comm->rank();
+  st->world = st->comm->size();
+  st->dp = st->grid->dp_size();
+  // Every rank must run the same config; a mismatch stops all ranks with one message instead of a hang.
+  if (absl::Status s = parallel::CheckRanksAgree(*st->comm, "config hash", ConfigHash(cfg)); !s.ok()) return s;
   const auto& t = cfg.train();
   if (t.batch_size() % st->dp != 0) {
     return absl::InvalidArgumentError(absl::StrCat("train.batch_size = ", t.batch_size(),
@@ -169,7 +173,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   data::LoaderOptions lo;
   lo.seq_len = cfg.model().context_length();
   lo.global_batch = t.batch_size();
-  lo.dp_rank = st->rank / sp;
+  lo.dp_rank = st->grid->dp_rank();
   lo.dp_size = st->dp;
   lo.seed = t.seed();
   auto loader = data::Loader::Create(st->train_shard, lo);
@@ -181,17 +185,41 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
 
   // Model and optimizer. Every rank builds the same initial weights from the same seed.
   st->model = Transformer(SpecFromConfig(cfg));
-  std::vector<at::Tensor> decay, no_decay;
-  for (auto& p : st->model->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  std::vector<parallel::OptimizerParam> params;
+  std::string shapes;
+  for (auto& p : st->model->named_parameters()) {
+    // Weight decay on matrices only (NATS_SPEC 8); norms' gains get none.
+    params.push_back({p.key(), p.value(), p.value().dim() >= 2});
+    absl::StrAppend(&shapes, p.key(), p.value().sizes().vec().size(), ";");
+    for (int64_t d : p.value().sizes()) absl::StrAppend(&shapes, d, ",");
+  }
+  if (absl::Status s = parallel::CheckRanksAgree(*st->comm, "parameter layout", parallel::Fingerprint(shapes));
+      !s.ok()) {
+    return s;
+  }
   const auto& o = cfg.optim();
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
-                                 torch::optim::AdamWOptions(o.lr()).betas({o.beta1(), o.beta2()}).eps(o.eps())
-                                     .weight_decay(o.weight_decay())));
-  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(
-                                    torch::optim::AdamWOptions(o.lr()).betas({o.beta1(), o.beta2()}).eps(o.eps())
-                                        .weight_decay(0.0)));
-  st->optimizer = std::make_unique<torch::optim::AdamW>(std::move(groups));
+  parallel::AdamWOptions ao;
+  ao.lr = o.lr();
+  ao.beta1 = o.beta1();
+  ao.beta2 = o.beta2();
+  ao.eps = o.eps();
+  ao.weight_decay = o.weight_decay();
+  if (cfg.parallel().zero_stage() == 1) {
+    auto zero = parallel::ZeroOptimizer::Create(std::move(params), ao, st->grid->dp());
+    if (!zero.ok()) return zero.status();
+    st->optimizer = std::move(*zero);
+  } else {
+    auto adamw = parallel::AdamW::Create(std::move(params), ao);
+    if (!adamw.ok()) return adamw.status();
+    st->optimizer = std::move(*adamw);
+  }
+  if (st->world > 1) {
+    parallel::DataParallelOptions dpo;
+    dpo.bucket_mb = cfg.parallel().bucket_mb();
+    st->data_parallel = std::make_unique<parallel::DataParallel>(st->model->parameters(), *st->comm, dpo);
+    // Same seed gives the same weights already; the broadcast makes that a guarantee, not an assumption.
+    if (absl::Status s = st->data_parallel->BroadcastParameters(0); !s.ok()) return s;
+  }
 
   // Run directory: the effective config and the metrics log.
   std::error_code ec;
@@ -232,7 +260,7 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
     return absl::InvalidArgumentError(absl::StrCat(st.val_shard->path(), ": validation shard is shorter than one window of model.context_length + 1 = ", seq + 1, " tokens"));
   }
   // Windows are split over data-parallel ranks; every rank of an sp group evaluates the same ones.
-  const int dp_rank = st.rank / st.cfg.parallel().sp();
+  const int dp_rank = st.grid->dp_rank();
   const int64_t begin = total * dp_rank / st.dp, end = total * (dp_rank + 1) / st.dp;
   torch::NoGradGuard no_grad;
   st.model->eval();
@@ -309,34 +337,33 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
   while (st.step < total_steps) {
     const auto step_start = Clock::now();
     const double lr = LearningRateAt(st.cfg.optim(), st.step, total_steps);
-    for (auto& group : st.optimizer->param_groups()) {
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-    }
+    st.optimizer->set_lr(lr);
     std::vector<int32_t> rows = st.loader->Batch(st.consumed_samples);
     at::Tensor local = torch::from_blob(rows.data(), {st.loader->local_batch(), seq + 1}, torch::kInt32)
                            .to(torch::kInt64);
-    st.optimizer->zero_grad();
+    st.optimizer->ZeroGrad();
     double loss_value = 0;
     for (int64_t micro = 0; micro < st.accum_steps; ++micro) {
+      // Gradients are all-reduced in buckets while the last micro-step's backward still runs.
+      if (st.data_parallel) st.data_parallel->set_sync(micro + 1 == st.accum_steps);
       at::Tensor batch = local.narrow(0, micro * st.micro_batch, st.micro_batch);
       at::Tensor loss = st.model->Loss(batch.narrow(1, 0, seq), batch.narrow(1, 1, seq));
       (loss / static_cast<double>(st.accum_steps)).backward();
       loss_value += loss.item<double>() / st.accum_steps;
     }
-    if (absl::Status s = st.SyncGradients(); !s.ok()) return s;
+    if (st.data_parallel) {
+      if (absl::Status s = st.data_parallel->FinishGradientSync(); !s.ok()) return s;
+    }
     loss_value = st.AverageOverRanks(loss_value);
     if (!std::isfinite(loss_value)) {
       return absl::InternalError(absl::StrCat(
           "step ", st.step, ": training loss is ", loss_value,
           "; the run diverged. Lower optim.lr, raise optim.warmup_steps, or check optim.grad_clip"));
     }
-    double grad_norm = 0;
-    if (st.cfg.optim().grad_clip() > 0) {
-      grad_norm = torch::nn::utils::clip_grad_norm_(st.model->parameters(), st.cfg.optim().grad_clip());
-    } else {
-      grad_norm = torch::nn::utils::clip_grad_norm_(st.model->parameters(), 1e30);
-    }
-    st.optimizer->step();
+    auto grad_norm = st.cfg.optim().grad_clip() > 0 ? st.optimizer->ClipGradNorm(st.cfg.optim().grad_clip())
+                                                    : st.optimizer->GradNorm();
+    if (!grad_norm.ok()) return grad_norm.status();
+    if (absl::Status s = st.optimizer->Step(); !s.ok()) return s;
     ++st.step;
     st.consumed_samples += t.batch_size();
     train_seconds += SecondsSince(step_start);
@@ -349,16 +376,51 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
       const double tok_s = window_tokens / std::max(window_seconds, 1e-9);
       const double mfu = tok_s * st.model->FlopsPerToken() / st.peak_flops;
       const double eta = (total_steps - st.step) * train_seconds / st.step;
-      st.Print(absl::StrFormat("step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | ETA %s",
-                               st.step, total_steps, loss_value, lr, grad_norm, tok_s, 100 * mfu,
+      // NAtS layers: type fractions, mask density and KV fraction of this step's last micro-batch.
+      std::vector<double> frac_g, frac_l, frac_s, density, kv;
+      std::string nats_line;
+      for (const LayerStats& ls : st.model->LastLayerStats()) {
+        if (!ls.nats) continue;
+        frac_g.push_back(ls.frac_global);
+        frac_l.push_back(ls.frac_local);
+        frac_s.push_back(ls.frac_sliding);
+        density.push_back(ls.mask_density);
+        kv.push_back(ls.kv_fraction);
+      }
+      if (!kv.empty()) {
+        auto mean = [](const std::vector<double>& v) {
+          double sum = 0;
+          for (double x : v) sum += x;
+          return sum / v.size();
+        };
+        nats_line = absl::StrFormat(" | G/L/S %.3f/%.3f/%.3f | density %.3f | kv %.3f", mean(frac_g), mean(frac_l),
+                                    mean(frac_s), mean(density), mean(kv));
+      }
+      st.Print(absl::StrFormat("step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | MFU %.1f%%%s | ETA %s",
+                               st.step, total_steps, loss_value, lr, *grad_norm, tok_s, 100 * mfu, nats_line,
                                FormatDuration(eta)));
-      st.log.Write(JsonLine()
-                       .Add("kind", "train")
-                       .Add("rank", st.rank)
-                       .Add("step", st.step)
-                       .Add("loss", loss_value)
-                       .Add("lr", lr)
-                       .Add("grad_norm", grad_norm)
+      JsonLine line;
+      line.Add("kind", "train")
+          .Add("rank", st.rank)
+          .Add("step", st.step)
+          .Add("loss", loss_value)
+          .Add("lr", lr)
+          .Add("grad_norm", *grad_norm);
+      if (!kv.empty()) {
+        line.AddArray("frac_global", frac_g)
+            .AddArray("frac_local", frac_l)
+            .AddArray("frac_sliding", frac_s)
+            .AddArray("mask_density", density)
+            .AddArray("kv_fraction", kv);
+      }
+      if (st.data_parallel) {
+        const auto& ds = st.data_parallel->stats();
+        line.Add("dp_bytes_reduced", ds.bytes_reduced)
+            .Add("dp_comm_s", ds.comm_seconds)
+            .Add("dp_wait_s", ds.wait_seconds)
+            .Add("dp_overlap", ds.overlap());
+      }
+      st.log.Write(line
                        .Add("tokens_per_s", tok_s)
                        .Add("mfu", mfu)
                        .Add("consumed_samples", st.consumed_samples)

@@ -43,6 +43,9 @@ class Trainer {
   absl::StatusOr<TrainSummary> Train();
   absl::StatusOr<EvalResult> Evaluate();
 
+  // Rank 0 of the world prints summaries; other ranks stay quiet.
+  bool is_root() const;
+
  private:
   explicit Trainer(std::unique_ptr<TrainerState> state);
   std::unique_ptr<TrainerState> state_;
