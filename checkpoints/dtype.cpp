@@ -1,5 +1,7 @@
 #include "checkpoints/dtype.h"
 
+#include <c10/util/Exception.h>
+
 #include "absl/strings/str_cat.h"
 
 namespace nats::checkpoint {

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "nats/attention.h"
+#include "nats/fused_attention.h"
 #include "nats/masks.h"
 #include "nats/nats_attention_reference.h"
 #include "nats/token_type.h"
@@ -283,8 +284,7 @@ at::Tensor ReferenceNatsAttention(const at::Tensor& q, const at::Tensor& k, cons
 
 at::Tensor NatsAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types,
                          const AttentionOptions& options) {
-  TORCH_CHECK(options.impl == AttentionImpl::kReference,
-              "fused NAtS attention is not built yet; use attention impl REFERENCE");
+  if (options.impl == AttentionImpl::kFused) return FusedNatsAttention(q, k, v, types, options);
   return ReferenceNatsAttention(q, k, v, types, options);
 }
 
