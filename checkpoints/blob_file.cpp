@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -12,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "checkpoints/crash_point.h"
+#include "checkpoints/crc32c.h"
 #include "checkpoints/durable_file.h"
 
 namespace nats::checkpoint {
@@ -103,15 +103,15 @@ absl::StatusOr<ShardSlice> BlobWriter::Append(const void* data, uint64_t bytes) 
   slice.set_file(file_name_);
   slice.set_file_offset(size_);
   slice.set_bytes(bytes);
-  uLong crc = crc32_z(0L, Z_NULL, 0);
+  uint32_t crc = 0;
   const auto* p = static_cast<const unsigned char*>(data);
   for (uint64_t done = 0; done < bytes;) {
     const uint64_t n = std::min(kChunkBytes, bytes - done);
-    crc = crc32_z(crc, p + done, n);
+    crc = Crc32c(crc, p + done, n);
     if (absl::Status s = Write(p + done, n); !s.ok()) return s;
     done += n;
   }
-  slice.set_crc32(static_cast<uint32_t>(crc));
+  slice.set_crc32c(crc);
   CrashPoint("blob_slice_written");
   return slice;
 }

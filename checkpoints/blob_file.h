@@ -3,7 +3,7 @@
 // The per-rank blob `rank_<r>.bin` of a checkpoint: a 64-byte header (magic "NATSBLB1", format version,
 // rank, step; native little-endian integers) followed by tensor slices, each starting at a 64-byte
 // aligned offset (zero padding between them) so that a reader may map or DMA them directly. A slice's
-// CRC-32 (zlib) is computed while it is written and returned in its ShardSlice; the manifest holds it.
+// CRC-32C is computed while it is written and returned in its ShardSlice; the manifest holds it.
 // The blob alone is not a checkpoint: the manifest, written after every blob is fsynced, is the commit.
 #pragma once
 
@@ -38,7 +38,7 @@ class BlobWriter {
   BlobWriter& operator=(const BlobWriter&) = delete;
 
   // Appends `bytes` bytes of host memory at the next aligned offset. Returns the slice with rank, file,
-  // file_offset, bytes and crc32 set; the caller sets global_offset and numel.
+  // file_offset, bytes and crc32c set; the caller sets global_offset and numel.
   absl::StatusOr<ShardSlice> Append(const void* data, uint64_t bytes);
   // fsync + close; returns the file's final size. Must be called once, after the last Append.
   absl::StatusOr<uint64_t> Finish();

@@ -1,10 +1,16 @@
 # Small helpers shared by the folder CMakeLists.
 
-# nats_use_torch_pch(target): precompile the LibTorch headers for `target`.
-# A TU including <torch/torch.h> costs 15-30 s here; the PCH cuts that several-fold.
+# nats_use_torch_pch(target): use the one precompiled LibTorch header (target nats_torch_pch).
+# A TU including <torch/torch.h> costs 15-30 s here and building a PCH about a minute, so every
+# LibTorch target reuses a single PCH instead of building its own.
 function(nats_use_torch_pch target)
   if(NATS_USE_PCH)
-    target_precompile_headers(${target} PRIVATE ${CMAKE_SOURCE_DIR}/cmake/torch_pch.h)
+    if(NOT TARGET nats_torch_pch)
+      add_library(nats_torch_pch STATIC ${CMAKE_SOURCE_DIR}/cmake/empty_library.cpp)
+      target_link_libraries(nats_torch_pch PRIVATE ${TORCH_LIBRARIES})
+      target_precompile_headers(nats_torch_pch PRIVATE ${CMAKE_SOURCE_DIR}/cmake/torch_pch.h)
+    endif()
+    target_precompile_headers(${target} REUSE_FROM nats_torch_pch)
   endif()
 endfunction()
 
@@ -13,6 +19,9 @@ function(nats_add_test name)
   cmake_parse_arguments(ARG "" "" "SOURCES;LIBS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_LIBS} GTest::gtest GTest::gtest_main)
+  if(NOT ARG_LIBS STREQUAL "nats_data")  # data/ tests are LibTorch-free
+    nats_use_torch_pch(${name})
+  endif()
   add_test(NAME ${name} COMMAND ${name})
   set_tests_properties(${name} PROPERTIES
     ENVIRONMENT "NATS_SOURCE_DIR=${CMAKE_SOURCE_DIR};NATS_BINARY_DIR=${CMAKE_BINARY_DIR};NATS_DATA_DIR=${CMAKE_SOURCE_DIR}/data")

@@ -11,5 +11,7 @@ int RunTrain(int argc, char** argv);     // launch/train_command.cpp
 int RunEval(int argc, char** argv);      // launch/eval_command.cpp
 int RunPrepare(int argc, char** argv);   // launch/prepare_command.cpp
 int RunTokenize(int argc, char** argv);  // launch/tokenize_command.cpp
+int RunGenerate(int argc, char** argv);  // launch/generate_command.cpp
+int RunInspect(int argc, char** argv);   // launch/inspect_command.cpp
 
 }  // namespace nats::launch

@@ -1,16 +1,220 @@
-// `nats eval`: placeholder until checkpoints exist; see RunEval below.
-#include <cstdio>
+// `nats eval`: perplexity of a trained checkpoint on held-out token windows, by full forward and/or by
+// prefill + token-by-token decode with a KV-cache policy (NAtS, dense, StreamingLLM, H2O), with the KV
+// fraction each keeps. One table row and one JSON line per policy.
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
 
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "data/loader.h"
+#include "data/token_shard.h"
 #include "launch/commands.h"
+#include "launch/flag_parser.h"
+#include "nats/cached_perplexity.h"
+#include "nats/kv_cache.h"
+#include "runtime/inference_model.h"
+#include "runtime/metrics_log.h"
+#include "runtime/trainer.h"
 
 namespace nats::launch {
+namespace {
 
-int RunEval(int argc, char** argv) {
-  (void)argc;
-  (void)argv;
-  std::fprintf(stderr, "eval: evaluating a saved model needs checkpoints, which are not built yet; "
-                       "`nats train` evaluates on the validation books during and after training\n");
-  return 2;
+constexpr char kHelp[] =
+    "usage: nats eval --checkpoint DIR [--data FILE.tok] [--windows N] [--mode forward|decode|both]\n"
+    "                 [--policy nats|dense|streaming|h2o|all] [--budget N] [--prefill N] [--set A=B ...]\n"
+    "  --checkpoint DIR  a step directory or a run's checkpoint root (newest complete checkpoint)\n"
+    "  --data FILE.tok   token shard to evaluate (default: the checkpoint config's data.val_path)\n"
+    "  --windows N       sequential windows of model.context_length + 1 tokens (default 8)\n"
+    "  --mode M          forward: one full forward per window; decode: prefill --prefill tokens, then decode one\n"
+    "                    token at a time with the cache policy; both (default): both, and check they agree\n"
+    "  --policy P        cache policy for decode (default nats; all = nats, dense, streaming, h2o)\n"
+    "  --budget N        entries per KV head for streaming (default 68) and h2o (default 128)\n";
+
+struct Row {
+  std::string policy;
+  int64_t budget = 0;
+  PerplexityResult forward, decode;
+  bool has_forward = false, has_decode = false;
+};
+
+bool ParseInt(const ParsedFlags& flags, const std::string& name, int64_t fallback, int64_t* out) {
+  const std::string v = flags.Get(name, std::to_string(fallback));
+  if (!absl::SimpleAtoi(v, out) || *out < 0) {
+    std::fprintf(stderr, "eval: --%s=%s is not a non-negative integer\n", name.c_str(), v.c_str());
+    return false;
+  }
+  return true;
 }
+
+// Token-weighted mean of per-window results.
+void Accumulate(const PerplexityResult& r, PerplexityResult* sum) {
+  const double w = static_cast<double>(r.predicted);
+  sum->loss += r.loss * w;
+  sum->kv_fraction += r.kv_fraction * w;
+  sum->reference_kv_fraction += r.reference_kv_fraction * w;
+  if (sum->layer_kv_fraction.size() < r.layer_kv_fraction.size()) sum->layer_kv_fraction.resize(r.layer_kv_fraction.size());
+  for (size_t l = 0; l < r.layer_kv_fraction.size(); ++l) sum->layer_kv_fraction[l] += r.layer_kv_fraction[l] * w;
+  sum->peak_cache_bytes = std::max(sum->peak_cache_bytes, r.peak_cache_bytes);
+  sum->dense_cache_bytes = std::max(sum->dense_cache_bytes, r.dense_cache_bytes);
+  sum->predicted += r.predicted;
+}
+
+void Finish(PerplexityResult* sum) {
+  const double w = std::max<double>(1, sum->predicted);
+  sum->loss /= w;
+  sum->perplexity = std::exp(sum->loss);
+  sum->kv_fraction /= w;
+  sum->reference_kv_fraction /= w;
+  for (double& f : sum->layer_kv_fraction) f /= w;
+}
+
+int EvalWithFlags(int argc, char** argv) {
+  auto flags = ParseFlags(argc, argv, {"checkpoint", "data", "windows", "mode", "policy", "budget", "prefill", "set",
+                                       "threads"},
+                          {"help"});
+  if (!flags.ok()) {
+    std::fprintf(stderr, "%s\n%s", std::string(flags.status().message()).c_str(), kHelp);
+    return 2;
+  }
+  if (flags->Has("help")) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  if (!flags->Has("checkpoint")) {
+    std::fprintf(stderr, "eval: --checkpoint is required (e.g. runs/tiny/ckpt)\n%s", kHelp);
+    return 2;
+  }
+  int64_t windows = 0, budget = 0, prefill = 0, threads = 0;
+  if (!ParseInt(*flags, "windows", 8, &windows) || !ParseInt(*flags, "budget", 0, &budget) ||
+      !ParseInt(*flags, "prefill", 1, &prefill) || !ParseInt(*flags, "threads", 0, &threads)) {
+    return 2;
+  }
+  const std::string mode = flags->Get("mode", "both");
+  if (mode != "forward" && mode != "decode" && mode != "both") {
+    std::fprintf(stderr, "eval: --mode=%s: allowed values are forward, decode, both\n", mode.c_str());
+    return 2;
+  }
+  std::vector<std::string> policies = {flags->Get("policy", "nats")};
+  if (policies[0] == "all") policies = {"nats", "dense", "streaming", "h2o"};
+  std::vector<std::string> overrides;
+  if (auto it = flags->values.find("set"); it != flags->values.end()) overrides = it->second;
+
+  at::set_num_threads(threads > 0 ? static_cast<int>(threads) : DefaultThreadsPerRank());
+  auto loaded = LoadModelForInference(flags->Get("checkpoint"), overrides);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "eval: %s\n", std::string(loaded.status().message()).c_str());
+    return 1;
+  }
+  const std::string data_path = flags->Get("data", loaded->config.data().val_path());
+  auto shard = data::TokenShard::Open(data_path);
+  if (!shard.ok()) {
+    std::fprintf(stderr, "eval: %s\n", std::string(shard.status().message()).c_str());
+    return 1;
+  }
+  const int64_t seq = loaded->config.model().context_length();
+  const int64_t available = static_cast<int64_t>(data::NumWindows(shard->num_tokens(), seq));
+  windows = std::min(windows, available);
+  if (windows <= 0) {
+    std::fprintf(stderr, "eval: %s is shorter than one window of %lld tokens\n", data_path.c_str(),
+                 static_cast<long long>(seq + 1));
+    return 1;
+  }
+  auto rows_or = data::EvalWindows(*shard, seq, 0, windows);
+  if (!rows_or.ok()) {
+    std::fprintf(stderr, "eval: %s\n", std::string(rows_or.status().message()).c_str());
+    return 1;
+  }
+  at::Tensor all = torch::from_blob(rows_or->data(), {windows, seq + 1}, torch::kInt32).to(torch::kInt64);
+  std::printf("eval %s (step %lld) on %s: %lld windows of %lld tokens\n", loaded->step_dir.c_str(),
+              static_cast<long long>(loaded->step), data_path.c_str(), static_cast<long long>(windows),
+              static_cast<long long>(seq + 1));
+
+  torch::NoGradGuard no_grad;
+  std::vector<Row> rows;
+  PerplexityResult forward_sum;
+  if (mode != "decode") {
+    for (int64_t w = 0; w < windows; ++w) Accumulate(PerplexityByForward(loaded->model, all.narrow(0, w, 1)), &forward_sum);
+    Finish(&forward_sum);
+  }
+  for (const std::string& name : policies) {
+    auto policy = ParseCachePolicy(name);
+    if (!policy.ok()) {
+      std::fprintf(stderr, "eval: --policy: %s\n", std::string(policy.status().message()).c_str());
+      return 2;
+    }
+    Row row;
+    row.policy = name;
+    CachePolicyConfig pc;
+    pc.policy = *policy;
+    pc.budget = budget > 0 ? budget : (*policy == CachePolicy::kStreaming ? 68 : 128);
+    row.budget = (*policy == CachePolicy::kStreaming || *policy == CachePolicy::kH2O) ? pc.budget : 0;
+    if (absl::Status s = ValidateCachePolicy(pc); !s.ok()) {
+      std::fprintf(stderr, "eval: %s\n", std::string(s.message()).c_str());
+      return 2;
+    }
+    if (mode != "decode") {
+      row.forward = forward_sum;
+      row.has_forward = true;
+    }
+    if (mode != "forward") {
+      PerplexityResult sum;
+      for (int64_t w = 0; w < windows; ++w) {
+        Accumulate(PerplexityByDecode(loaded->model, all.narrow(0, w, 1), pc, std::max<int64_t>(1, prefill)), &sum);
+      }
+      Finish(&sum);
+      row.decode = sum;
+      row.has_decode = true;
+    }
+    rows.push_back(row);
+  }
+
+  std::printf("| policy | budget | ppl (forward) | ppl (decode) | KV fraction | ref. KV fraction | peak cache / dense |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
+  int exit_code = 0;
+  for (const Row& r : rows) {
+    const PerplexityResult& d = r.has_decode ? r.decode : r.forward;
+    const double cache_ratio =
+        d.dense_cache_bytes > 0 ? static_cast<double>(d.peak_cache_bytes) / d.dense_cache_bytes : std::nan("");
+    std::printf("| %s | %s | %s | %s | %.4f | %.4f | %.4f |\n", r.policy.c_str(),
+                r.budget ? std::to_string(r.budget).c_str() : "-",
+                r.has_forward ? absl::StrFormat("%.3f", r.forward.perplexity).c_str() : "-",
+                r.has_decode ? absl::StrFormat("%.3f", r.decode.perplexity).c_str() : "-", d.kv_fraction,
+                d.reference_kv_fraction, cache_ratio);
+    JsonLine line;
+    line.Add("kind", "eval")
+        .Add("checkpoint", loaded->step_dir)
+        .Add("step", loaded->step)
+        .Add("policy", r.policy)
+        .Add("budget", r.budget)
+        .Add("windows", windows)
+        .Add("tokens", d.predicted)
+        .Add("kv_fraction", d.kv_fraction)
+        .Add("reference_kv_fraction", d.reference_kv_fraction)
+        .AddArray("layer_kv_fraction", d.layer_kv_fraction)
+        .Add("peak_cache_bytes", d.peak_cache_bytes)
+        .Add("dense_cache_bytes", d.dense_cache_bytes);
+    if (r.has_forward) line.Add("loss_forward", r.forward.loss).Add("ppl_forward", r.forward.perplexity);
+    if (r.has_decode) line.Add("loss_decode", r.decode.loss).Add("ppl_decode", r.decode.perplexity);
+    std::printf("%s\n", line.str().c_str());
+    // NAtS and dense decoding are exact (NATS_SPEC 6): both paths must give the same loss.
+    if (r.has_forward && r.has_decode && (r.policy == "nats" || r.policy == "dense") &&
+        std::abs(r.forward.loss - r.decode.loss) > 1e-3) {
+      std::fprintf(stderr, "eval: %s decode loss %.6f differs from the forward loss %.6f\n", r.policy.c_str(),
+                   r.decode.loss, r.forward.loss);
+      exit_code = 1;
+    }
+  }
+  return exit_code;
+}
+
+}  // namespace
+
+int RunEval(int argc, char** argv) { return EvalWithFlags(argc, argv); }
 
 }  // namespace nats::launch

@@ -14,12 +14,14 @@ namespace nats::launch {
 namespace {
 
 constexpr char kHelp[] =
-    "usage: nats train --config FILE.textproto [--set section.field=value ...]\n"
+    "usage: nats train --config FILE.textproto [--set section.field=value ...] [--resume]\n"
     "  --config FILE   text-format config (see configs/)\n"
-    "  --set A=B       override one field, e.g. --set optim.lr=3e-4 --set train.steps=200 (repeatable)\n";
+    "  --set A=B       override one field, e.g. --set optim.lr=3e-4 --set train.steps=200 (repeatable)\n"
+    "  --resume        continue from the newest checkpoint of the run (checkpoint.dir or <run_dir>/ckpt)\n"
+    "SIGTERM/SIGINT/SIGUSR1: finish the step, save a checkpoint, exit 0 (a second signal exits at once).\n";
 
 int TrainWithFlags(int argc, char** argv) {
-  auto flags = ParseFlags(argc, argv, {"config", "set"}, {"help"});
+  auto flags = ParseFlags(argc, argv, {"config", "set"}, {"help", "resume"});
   if (!flags.ok()) {
     std::fprintf(stderr, "%s\n%s", std::string(flags.status().message()).c_str(), kHelp);
     return 2;
@@ -45,7 +47,9 @@ int TrainWithFlags(int argc, char** argv) {
       }
     }
   }
-  auto trainer = Trainer::Create(*cfg);
+  TrainOptions options;
+  options.resume = flags->Has("resume");
+  auto trainer = Trainer::Create(*cfg, options);
   if (!trainer.ok()) {
     std::fprintf(stderr, "train: %s\n", std::string(trainer.status().message()).c_str());
     return 1;

@@ -26,27 +26,29 @@
 //   running per-row sum over columns in ascending order that is reset at every global column. Each task
 //   walks its columns in ascending order, so R_i is a scalar per row carried across chunks. Where a tile
 //   has no pair with j < i <= f_j (the common case away from the diagonal and the local segments) R_i is
-//   advanced with one masked dot product per row; elsewhere a scalar scan over the tile adds R_i to C_j.
-//   O(T * visible) work beyond the G tiles themselves, O(T) memory.
+//   advanced with one masked dot product per row; elsewhere (tiles holding keys of the segment that row
+//   block is in, i.e. with f_j >= i0) a scalar scan over the tile adds R_i to C_j: O(T x segment length)
+//   scalar work beyond the G tiles themselves, O(T) memory.
 // - dk, dv (and the type sums) are accumulated in per-thread buffers and summed at the end, so tasks need
 //   no locks; extra memory threads x |k|, i.e. O(T).
 //
 // Inner products: OpenBLAS sgemm_/dgemm_ called directly on tiles (resolved with dlsym from the BLAS that
-// LibTorch itself loaded; at::mm_out on from_blob tensors if the symbol is absent, e.g. a static MKL).
-// Measured here on 64x64x64 tiles: sgemm_ 60 GFLOP/s on one core, at::mm_out 52-64 (the op dispatch
-// costs ~1 us per call, a third of a tile's time at smaller D) and a plain loop much less. Tiles are 64x64
-// so that m*n*k <= 64^3, OpenBLAS's single-thread threshold: bigger tiles made it start its own threads
-// inside our parallel region and two concurrent 128x128x64 calls ran at half speed. The tile working set
-// (Q, K, V, dO tiles, S, dP: 6 x 16 KiB at D = 64) fits L2 easily.
+// LibTorch itself loaded; at::mm_out on from_blob tensors if the symbol is absent, e.g. a static MKL). Measured
+// here (machine shared with other builds, so +-15%) on 64x64x64 tiles: sgemm_ 60 GFLOP/s on one core, at::mm_out
+// 52-64 (no faster, and it needs two tensor wrappers per call); plain loops at -O2 are far slower. Tiles are
+// 64x64 so that m*n*k <= 64^3, OpenBLAS's single-thread threshold: 128x128x64 tiles ran at 71 GFLOP/s alone but
+// two concurrent calls from our two threads made only 37 in total (OpenBLAS starts its own threads above the
+// threshold). The tile working set (Q, K, V, dO tiles, S, dP: 6 x 16 KiB at D = 64) sits in L2.
 // Elementwise loops (exp, masks, column sums) are plain loops auto-vectorised with target clones
 // (AVX-512 / AVX2 / baseline, chosen at load time) and a Cephes-style float exp (rel. error < 1e-7):
 // 0.4 ns per element vs 3.3 ns for the scalar std::exp loop the -O2 default build produces.
 #include "nats/fused_attention.h"
 
+#include <dlfcn.h>
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <atomic>
@@ -128,12 +130,22 @@ void Product(const at::Tensor& a, const at::Tensor& b, T beta, T* c, int m, int 
   }
 }
 
-// C = A B^T: A [m x k], B [n x k].
+// C = A^T B^T: A [k x m], B [n x k]. S = Q K^T is computed in this form from a transposed Q tile: OpenBLAS 0.3.21
+// runs 64^3 tiles in the column-major (T, T) case at 67-69 GFLOP/s but in the (T, N) case of plain A B^T at 53-55
+// (measured here), and the Q tile is transposed once per task while every chunk reuses it.
 template <typename T>
-void GemmNT(int m, int n, int k, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc) {
+void GemmTT(int m, int n, int k, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc) {
   if (m == 0 || n == 0) return;
-  if (HaveBlas<T>()) return BlasCall<T>('T', 'N', n, m, k, b, ldb, a, lda, beta, c, ldc);
-  Product<T>(Wrap(a, m, k, lda), Wrap(b, n, k, ldb).t(), beta, c, m, n, ldc);
+  if (HaveBlas<T>()) return BlasCall<T>('T', 'T', n, m, k, b, ldb, a, lda, beta, c, ldc);
+  Product<T>(Wrap(a, k, m, lda).t(), Wrap(b, n, k, ldb).t(), beta, c, m, n, ldc);
+}
+
+// x [rows x d] (ld d) -> xt [d x rows] (ld kBlock).
+template <typename T>
+void TransposeTile(const T* x, int rows, int d, T* xt) {
+  for (int r = 0; r < rows; ++r) {
+    for (int c = 0; c < d; ++c) xt[c * kBlock + r] = x[r * d + c];
+  }
 }
 
 // C = A B: A [m x k], B [k x n].
@@ -468,7 +480,8 @@ void ForwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
       VisibleColumns(meta, i0, i1, window, &cols);
     }
     std::vector<T> acc(static_cast<size_t>(rows) * d, T(0)), s(kBlock * kBlock), kbuf(kBlock * d),
-        vbuf(kBlock * d);
+        vbuf(kBlock * d), qt(static_cast<size_t>(d) * kBlock);
+    TransposeTile(qb, rows, d, qt.data());
     std::vector<T> m(rows, NegInf<T>()), l(rows, T(0)), mf(rows, NegInf<T>()), lf(rows, T(0));
     ChunkKeys ck;
     for (size_t c0 = 0; c0 < cols.size(); c0 += kBlock) {
@@ -476,7 +489,7 @@ void ForwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
       FillChunk(meta, cols.data() + c0, nc, &ck);
       const bool contiguous = Contiguous(ck);
       const T* kc = GatherRows(kh, ck.col, nc, contiguous, d, kbuf.data());
-      GemmNT<T>(rows, nc, d, qb, d, kc, d, T(0), s.data(), kBlock);
+      GemmTT<T>(rows, nc, d, qt.data(), kBlock, kc, d, T(0), s.data(), kBlock);
       bool any = false;
       for (int r = 0; r < rows; ++r) {
         T* row = s.data() + r * kBlock;
@@ -600,7 +613,10 @@ void BackwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
       VisibleColumns(meta, i0, i1, options.window, &cols);
     }
     std::vector<T> s(kBlock * kBlock), dp(kBlock * kBlock), g(kBlock * kBlock), kbuf(kBlock * d),
-        vbuf(kBlock * d), tmp(kBlock * d), dq_acc(static_cast<size_t>(rows) * d, T(0));
+        vbuf(kBlock * d), tmp(kBlock * d), dq_acc(static_cast<size_t>(rows) * d, T(0)),
+        qt(static_cast<size_t>(d) * kBlock), dot(static_cast<size_t>(d) * kBlock);
+    TransposeTile(qb, rows, d, qt.data());
+    TransposeTile(dob, rows, d, dot.data());
     Panel<T> panel;
     panel.p.resize(kBlock * kBlock);
     panel.ds.resize(kBlock * kBlock);
@@ -638,8 +654,8 @@ void BackwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
       const bool contiguous = Contiguous(ck);
       const T* kc = GatherRows(kh, ck.col, nc, contiguous, d, kbuf.data());
       const T* vc = GatherRows(vh, ck.col, nc, contiguous, d, vbuf.data());
-      GemmNT<T>(rows, nc, d, qb, d, kc, d, T(0), s.data(), kBlock);
-      GemmNT<T>(rows, nc, d, dob, d, vc, d, T(0), dp.data(), kBlock);
+      GemmTT<T>(rows, nc, d, qt.data(), kBlock, kc, d, T(0), s.data(), kBlock);
+      GemmTT<T>(rows, nc, d, dot.data(), kBlock, vc, d, T(0), dp.data(), kBlock);
 
       // NATS_SPEC 5.3 bookkeeping for this chunk (contiguous columns when need_type_grad).
       bool has_global = false, scan = false;
@@ -872,7 +888,8 @@ class FusedNatsAttentionFunction : public torch::autograd::Function<FusedNatsAtt
     at::Tensor dout = grad_outputs[0];
     if (!dout.defined()) dout = at::zeros_like(saved[0]);
     const bool need_type_grad = ctx->needs_input_grad(3);
-    FusedGradients grads = FusedNatsBackward(saved[0], saved[1], saved[2], saved[3], fwd, dout, options, need_type_grad);
+    FusedGradients grads =
+        FusedNatsBackward(saved[0], saved[1], saved[2], saved[3], fwd, dout, options, need_type_grad);
     at::Tensor dtypes;
     if (need_type_grad) dtypes = grads.dtypes.to(ctx->saved_data["types_dtype"].toScalarType());
     return {grads.dq, grads.dk, grads.dv, dtypes, at::Tensor(), at::Tensor(), at::Tensor()};

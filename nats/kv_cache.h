@@ -73,6 +73,9 @@ class LayerKvCache {
   virtual ~LayerKvCache() = default;
   // Attention of the new tokens over the cache and themselves; commits them. See the file comment for shapes.
   virtual at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types) = 0;
+  // Commits tokens without computing their attention outputs, as Attend would (benchmarks build long caches from
+  // random K/V with it). NAtS and dense caches only; the eviction caches need attention scores and refuse.
+  virtual void Append(const at::Tensor& k, const at::Tensor& v, const at::Tensor& types);
   virtual LayerCacheStats Stats() const = 0;
   // Sorted positions a query at tokens() would see, for (batch row b, KV head h); tests compare it with the rule.
   virtual std::vector<int64_t> RetainedPositions(int64_t b, int64_t h) const = 0;

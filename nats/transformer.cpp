@@ -2,10 +2,12 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "nats/masks.h"
 #include "nats/scorer.h"
+#include "nats/token_type.h"
 
 namespace nats {
 
@@ -80,31 +82,59 @@ class BlockImpl : public torch::nn::Module {
   std::vector<at::Tensor> ResidualProjections() { return {proj_->weight, fc_out_->weight}; }
 
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t offset) {
-    const int64_t b = x.size(0), t = x.size(1);
-    at::Tensor h = norm1_any_.forward(x);
-    at::Tensor qkv = qkv_->forward(h);
-    at::Tensor q = qkv.narrow(-1, 0, n_head_ * head_dim_).view({b, t, n_head_, head_dim_}).transpose(1, 2);
-    at::Tensor k =
-        qkv.narrow(-1, n_head_ * head_dim_, n_kv_ * head_dim_).view({b, t, n_kv_, head_dim_}).transpose(1, 2);
-    at::Tensor v = qkv.narrow(-1, (n_head_ + n_kv_) * head_dim_, n_kv_ * head_dim_)
-                       .view({b, t, n_kv_, head_dim_})
-                       .transpose(1, 2);
-    q = ApplyRope(q, cos, sin, offset);
-    k = ApplyRope(k, cos, sin, offset);
+    Projected p = Project(x, cos, sin, offset);
     at::Tensor types;  // undefined: dense causal attention (every token global)
     if (use_nats_) {
-      // NATS_SPEC 2: the scorer reads the same normed input as Q/K/V (detached inside the scorer).
-      ScorerOutput typed = scorer_->Forward(h, is_training(), spec_.nats.tau(), spec_.nats.global_bias(), offset);
-      types = typed.onehot;
-      last_types_ = typed.types;
+      if (type_override_.defined()) {
+        last_types_ = OverrideTypes(x.size(0), offset, x.size(1));
+        types = at::one_hot(last_types_.to(at::kLong), kNumTokenTypes).to(p.q.scalar_type());
+      } else {
+        // NATS_SPEC 2: the scorer reads the same normed input as Q/K/V (detached inside the scorer).
+        ScorerOutput typed = scorer_->Forward(p.h, is_training(), spec_.nats.tau(), spec_.nats.global_bias(), offset);
+        types = typed.onehot;
+        last_types_ = typed.types;
+      }
     }
-    at::Tensor y = Attention(q, k, v.contiguous(), types, options_);
-    y = y.transpose(1, 2).contiguous().view({b, t, n_head_ * head_dim_});
-    at::Tensor out = x + proj_->forward(y);
-    at::Tensor h2 = norm2_any_.forward(out);
-    at::Tensor mlp = swiglu_ ? fc_out_->forward(at::silu(gate_->forward(h2)) * fc_->forward(h2))
-                             : fc_out_->forward(at::gelu(fc_->forward(h2)));
-    return out + mlp;
+    at::Tensor y = Attention(p.q, p.k, p.v.contiguous(), types, options_);
+    return Finish(x, y);
+  }
+
+  // The same block on the next x tokens with a KV cache (NATS_SPEC 6): the scorer at inference (argmax +
+  // global bias; position 0 forced global only when the cache is empty) feeds the cache's attention.
+  at::Tensor ForwardCached(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, LayerKvCache& cache) {
+    const int64_t offset = cache.tokens();
+    Projected p = Project(x, cos, sin, offset);
+    at::Tensor types;
+    if (cache.uses_types()) {
+      TORCH_INTERNAL_ASSERT(use_nats_, "layer ", layer_, " has no scorer but its cache reads token types");
+      if (type_override_.defined()) {
+        types = OverrideTypes(x.size(0), offset, x.size(1));
+      } else {
+        types = scorer_->Forward(p.h, /*training=*/false, spec_.nats.tau(), spec_.nats.global_bias(), offset).types;
+      }
+    }
+    return Finish(x, cache.Attend(p.q, p.k, p.v, types));
+  }
+
+  LayerCacheShape CacheShape(int64_t batch, at::ScalarType dtype, at::Device device) const {
+    LayerCacheShape shape;
+    shape.batch = batch;
+    shape.kv_heads = n_kv_;
+    shape.head_dim = head_dim_;
+    shape.attention = options_;
+    shape.dtype = dtype;
+    shape.device = device;
+    return shape;
+  }
+
+  bool uses_nats() const { return use_nats_; }
+
+  void SetTypeOverride(const at::Tensor& types) {
+    TORCH_CHECK(!types.defined() || use_nats_, "layer ", layer_, " is dense: token types cannot be overridden");
+    TORCH_CHECK(!types.defined() || (types.dim() == 3 && types.size(1) == n_kv_),
+                "type override must be [B or 1, H_kv = ", n_kv_, ", N], got ",
+                types.defined() ? types.sizes() : at::IntArrayRef{});
+    type_override_ = types.defined() ? types.to(at::kChar) : types;
   }
 
   // Statistics of the most recent forward's types (NAtS layers); dense layers keep every token.
@@ -124,6 +154,46 @@ class BlockImpl : public torch::nn::Module {
   }
 
  private:
+  struct Projected {
+    at::Tensor h;        // norm1(x): the input of Q/K/V and of the scorer
+    at::Tensor q, k, v;  // [B, H, T, D], [B, H_kv, T, D] x2; RoPE applied to q and k
+  };
+
+  Projected Project(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t offset) {
+    const int64_t b = x.size(0), t = x.size(1);
+    Projected p;
+    p.h = norm1_any_.forward(x);
+    at::Tensor qkv = qkv_->forward(p.h);
+    p.q = qkv.narrow(-1, 0, n_head_ * head_dim_).view({b, t, n_head_, head_dim_}).transpose(1, 2);
+    p.k = qkv.narrow(-1, n_head_ * head_dim_, n_kv_ * head_dim_).view({b, t, n_kv_, head_dim_}).transpose(1, 2);
+    p.v = qkv.narrow(-1, (n_head_ + n_kv_) * head_dim_, n_kv_ * head_dim_)
+              .view({b, t, n_kv_, head_dim_})
+              .transpose(1, 2);
+    p.q = ApplyRope(p.q, cos, sin, offset);
+    p.k = ApplyRope(p.k, cos, sin, offset);
+    return p;
+  }
+
+  // Attention output y [B, H, T, D] -> residual, projection, MLP.
+  at::Tensor Finish(const at::Tensor& x, const at::Tensor& y_heads) {
+    const int64_t b = x.size(0), t = x.size(1);
+    at::Tensor y = y_heads.transpose(1, 2).contiguous().view({b, t, n_head_ * head_dim_});
+    at::Tensor out = x + proj_->forward(y);
+    at::Tensor h2 = norm2_any_.forward(out);
+    at::Tensor mlp = swiglu_ ? fc_out_->forward(at::silu(gate_->forward(h2)) * fc_->forward(h2))
+                             : fc_out_->forward(at::gelu(fc_->forward(h2)));
+    return out + mlp;
+  }
+
+  // Types [B, H_kv, t] int8 of positions offset..offset+t-1 from the test/benchmark override.
+  at::Tensor OverrideTypes(int64_t batch, int64_t offset, int64_t t) const {
+    TORCH_CHECK(offset + t <= type_override_.size(2), "type override covers ", type_override_.size(2),
+                " positions, the model needs ", offset + t);
+    TORCH_CHECK(type_override_.size(0) == batch || type_override_.size(0) == 1, "type override batch ",
+                type_override_.size(0), " does not match ", batch);
+    return type_override_.narrow(2, offset, t).expand({batch, n_kv_, t}).contiguous();
+  }
+
   ModelSpec spec_;
   int layer_;
   int64_t n_head_, n_kv_, head_dim_;
@@ -133,6 +203,7 @@ class BlockImpl : public torch::nn::Module {
   Scorer scorer_{nullptr};
   AttentionOptions options_;
   at::Tensor last_types_;  // [B, H_kv, T] int8 of the last forward, for statistics
+  at::Tensor type_override_;  // [B or 1, H_kv, N] int8 by absolute position; tests and benchmarks only
 };
 
 TransformerImpl::TransformerImpl(const ModelSpec& spec) : spec_(spec) {
@@ -169,23 +240,72 @@ TransformerImpl::TransformerImpl(const ModelSpec& spec) : spec_(spec) {
   }
 }
 
+void TransformerImpl::EnsureRope(int64_t end) {
+  if (end <= rope_cos_.size(0)) return;
+  // Extend the RoPE tables (inference beyond the training context). Doubling keeps token-by-token decoding from
+  // rebuilding the whole table at every step; each row depends only on its position, so the size never changes
+  // a value.
+  const auto& m = spec_.model;
+  const int64_t head_dim = m.d_model() / m.n_head();
+  const int64_t rows = std::max<int64_t>(end, 2 * rope_cos_.size(0));
+  at::Tensor inv_freq =
+      1.0 / at::pow(m.rope_theta(), at::arange(0, head_dim, 2, at::kDouble) / static_cast<double>(head_dim));
+  at::Tensor angles = at::outer(at::arange(rows, at::kDouble), inv_freq);
+  rope_cos_.set_(angles.cos().to(rope_cos_.options()));
+  rope_sin_.set_(angles.sin().to(rope_sin_.options()));
+}
+
 at::Tensor TransformerImpl::forward(const at::Tensor& tokens, int64_t position_offset) {
   TORCH_CHECK(tokens.dim() == 2, "tokens must be [B, T]");
-  const int64_t end = position_offset + tokens.size(1);
-  if (end > rope_cos_.size(0)) {
-    // Extend the RoPE tables (inference beyond the training context).
-    const auto& m = spec_.model;
-    const int64_t head_dim = m.d_model() / m.n_head();
-    at::Tensor inv_freq =
-        1.0 / at::pow(m.rope_theta(), at::arange(0, head_dim, 2, at::kDouble) / static_cast<double>(head_dim));
-    at::Tensor angles = at::outer(at::arange(end, at::kDouble), inv_freq);
-    rope_cos_.set_(angles.cos().to(rope_cos_.options()));
-    rope_sin_.set_(angles.sin().to(rope_sin_.options()));
-  }
+  EnsureRope(position_offset + tokens.size(1));
   at::Tensor x = wte_->forward(tokens);
   for (auto& block : blocks_) x = block->forward(x, rope_cos_, rope_sin_, position_offset);
-  x = final_norm_.forward(x);
+  return Logits(x);
+}
+
+at::Tensor TransformerImpl::Logits(const at::Tensor& hidden) {
+  at::Tensor x = final_norm_.forward(hidden);
   return spec_.model.tie_embeddings() ? at::matmul(x, wte_->weight.t()) : lm_head_->forward(x);
+}
+
+std::unique_ptr<KvCache> TransformerImpl::NewCache(const CachePolicyConfig& policy, int64_t batch) const {
+  TORCH_CHECK(batch >= 1, "cache batch must be >= 1, got ", batch);
+  const at::Tensor& w = wte_->weight;
+  std::vector<std::unique_ptr<LayerKvCache>> layers;
+  for (const auto& block : blocks_) {
+    layers.push_back(MakeLayerCache(policy, block->uses_nats(), block->CacheShape(batch, w.scalar_type(), w.device())));
+  }
+  return std::make_unique<KvCache>(policy, std::move(layers));
+}
+
+at::Tensor TransformerImpl::CachedForward(const at::Tensor& tokens, KvCache& cache, bool all_logits) {
+  TORCH_CHECK(tokens.dim() == 2 && tokens.size(1) >= 1, "tokens must be [B, T] with T >= 1, got ", tokens.sizes());
+  TORCH_CHECK(cache.num_layers() == static_cast<int>(blocks_.size()), "cache has ", cache.num_layers(),
+              " layers, the model ", blocks_.size(), "; make it with NewCache");
+  torch::NoGradGuard no_grad;
+  const int64_t t = tokens.size(1);
+  EnsureRope(cache.tokens() + t);
+  at::Tensor x = wte_->forward(tokens);
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    x = blocks_[l]->ForwardCached(x, rope_cos_, rope_sin_, cache.layer(static_cast<int>(l)));
+  }
+  if (!all_logits) return Logits(x.narrow(1, t - 1, 1)).squeeze(1);
+  return Logits(x);
+}
+
+at::Tensor TransformerImpl::Prefill(const at::Tensor& tokens, KvCache& cache, bool all_logits) {
+  TORCH_CHECK(cache.tokens() == 0, "Prefill needs an empty cache (it holds ", cache.tokens(),
+              " positions); continue a sequence with Decode");
+  return CachedForward(tokens, cache, all_logits);
+}
+
+at::Tensor TransformerImpl::Decode(const at::Tensor& tokens, KvCache& cache, bool all_logits) {
+  return CachedForward(tokens, cache, all_logits);
+}
+
+void TransformerImpl::SetTypeOverride(int layer, const at::Tensor& types) {
+  TORCH_CHECK(layer >= 0 && layer < static_cast<int>(blocks_.size()), "no layer ", layer);
+  blocks_[layer]->SetTypeOverride(types);
 }
 
 at::Tensor TransformerImpl::Loss(const at::Tensor& inputs, const at::Tensor& targets) {

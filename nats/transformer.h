@@ -8,6 +8,11 @@
 //
 // Forward(tokens [B, T] int64, position_offset) -> logits [B, T, vocab]. position_offset is the
 // absolute position of tokens[:, 0] (sequence-parallel chunks and decoding start mid-sequence).
+//
+// Inference with a KV cache (NATS_SPEC.md section 6; nats/kv_cache.h): NewCache(policy, B), then
+// Prefill(prompt [B, T]) and Decode(next tokens [B, x]) with x >= 1. NAtS types come from the scorer at
+// inference (argmax + global bias, position 0 forced global), whatever is_training() says. Under the `nats`
+// policy, Prefill + Decode give the logits of forward() in eval mode on the whole sequence, to float tolerance.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -21,6 +26,7 @@
 #include <vector>
 
 #include "nats/attention.h"
+#include "nats/kv_cache.h"
 #include "runtime/config.pb.h"
 
 namespace nats {
@@ -71,7 +77,23 @@ class TransformerImpl : public torch::nn::Module {
   // Statistics of the most recent forward, one entry per layer.
   std::vector<LayerStats> LastLayerStats() const;
 
+  // A cache for `batch` sequences under `policy`, in the model's dtype and device.
+  std::unique_ptr<KvCache> NewCache(const CachePolicyConfig& policy, int64_t batch) const;
+  // Runs the prompt [B, T] through an empty cache. Returns the logits of the last position [B, vocab], or of
+  // every position [B, T, vocab] with all_logits.
+  at::Tensor Prefill(const at::Tensor& tokens, KvCache& cache, bool all_logits = false);
+  // Continues the cached sequences with tokens [B, x] (x >= 1; usually 1). Returns logits as Prefill.
+  at::Tensor Decode(const at::Tensor& tokens, KvCache& cache, bool all_logits = false);
+
+  // Tests and benchmarks only: fixes the token types of NAtS layer `layer` to types [B or 1, H_kv, N] (int,
+  // TokenType values, indexed by absolute position) in forward() and the cached paths; undefined clears it.
+  void SetTypeOverride(int layer, const at::Tensor& types);
+
  private:
+  void EnsureRope(int64_t end);
+  at::Tensor Logits(const at::Tensor& hidden);
+  at::Tensor CachedForward(const at::Tensor& tokens, KvCache& cache, bool all_logits);
+
   ModelSpec spec_;
   torch::nn::Embedding wte_{nullptr};
   std::vector<Block> blocks_;

@@ -22,9 +22,11 @@
 #include "parallel/process_grid.h"
 #include "parallel/rank_agreement.h"
 #include "parallel/zero_optimizer.h"
+#include "runtime/checkpointing.h"
 #include "runtime/config.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/metrics_log.h"
+#include "runtime/signals.h"
 
 namespace nats {
 namespace {
@@ -89,9 +91,22 @@ class TrainerState {
   std::unique_ptr<parallel::DataParallel> data_parallel;
   MetricsLog log;
   double peak_flops = 0;
+  double train_seconds = 0;        // this process's time inside training steps
   double val_bytes_per_token = 0;  // measured on the evaluated validation windows, for bits per byte
   int64_t step = 0;
   int64_t consumed_samples = 0;
+  int64_t resumed_from_step = -1;
+  double elapsed_before_resume = 0;  // training seconds of earlier runs of this job
+  std::vector<checkpoint::MetricPoint> history;
+
+  // Everything that defines the run's state, named as in the checkpoint: model weights (replicated over
+  // data-parallel ranks) and the optimizer state (this rank's shard under ZeRO-1).
+  std::vector<StateTensor> CheckpointState() const {
+    std::vector<StateTensor> state;
+    for (const auto& p : model->named_parameters()) state.push_back(WholeTensor("model/" + p.key(), p.value()));
+    for (StateTensor& t : FromNamedShards(optimizer->ExportState(), "optim/")) state.push_back(std::move(t));
+    return state;
+  }
 
   bool is_root() const { return rank == 0; }
   void Print(const std::string& line) const {
@@ -113,8 +128,41 @@ Trainer::Trainer(std::unique_ptr<TrainerState> state) : state_(std::move(state))
 Trainer::~Trainer() = default;
 
 bool Trainer::is_root() const { return state_->is_root(); }
+int64_t Trainer::step() const { return state_->step; }
 
-absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& cfg) {
+std::vector<std::pair<std::string, at::Tensor>> Trainer::NamedParameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : state_->model->named_parameters()) out.emplace_back(p.key(), p.value());
+  return out;
+}
+
+absl::StatusOr<std::string> Trainer::SaveCheckpointNow() {
+  TrainerState& st = *state_;
+  checkpoint::Manifest header;
+  *header.mutable_config() = st.cfg;
+  header.set_consumed_samples(st.consumed_samples);
+  header.set_dp(st.dp);
+  header.set_sp(st.cfg.parallel().sp());
+  header.set_zero_stage(st.cfg.parallel().zero_stage());
+  for (const auto& point : st.history) *header.add_history() = point;
+  header.set_elapsed_seconds(st.elapsed_before_resume + st.train_seconds);
+  auto saved = SaveCheckpoint(*st.comm, CheckpointRoot(st.cfg), st.step, st.CheckpointState(), header,
+                              CaptureCpuRngState(), RetentionFromConfig(st.cfg.checkpoint()));
+  if (!saved.ok()) return saved.status();
+  st.Print(absl::StrFormat("checkpoint step %d -> %s (%.1f MB in %.2f s)", st.step, saved->step_dir,
+                           saved->bytes_total / 1e6, saved->seconds));
+  st.log.Write(JsonLine()
+                   .Add("kind", "checkpoint")
+                   .Add("rank", st.rank)
+                   .Add("step", st.step)
+                   .Add("dir", saved->step_dir)
+                   .Add("bytes_this_rank", static_cast<int64_t>(saved->bytes_this_rank))
+                   .Add("bytes_total", static_cast<int64_t>(saved->bytes_total))
+                   .Add("seconds", saved->seconds));
+  return saved->step_dir;
+}
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& cfg, const TrainOptions& options) {
   if (absl::Status s = ValidateConfig(cfg); !s.ok()) return s;
   auto st = std::make_unique<TrainerState>();
   st->cfg = cfg;
@@ -236,6 +284,44 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
     return s;
   }
   st->peak_flops = MeasureMatmulFlops() * st->world;
+  InstallStopSignalHandlers();
+
+  if (options.resume) {
+    const std::string root = CheckpointRoot(cfg);
+    auto latest = checkpoint::FindLatestCheckpoint(root);
+    if (latest.ok()) {
+      std::vector<StateTensor> targets = st->CheckpointState();
+      LoadOptions lo;
+      lo.current_config = &cfg;
+      auto loaded = LoadCheckpoint(*st->comm, *latest, targets, lo);
+      if (!loaded.ok()) return loaded.status();
+      if (absl::Status s = st->optimizer->ImportState(ToNamedShards(targets, "optim/")); !s.ok()) return s;
+      const checkpoint::Manifest& m = loaded->manifest;
+      st->step = m.step();
+      st->consumed_samples = m.consumed_samples();
+      st->resumed_from_step = m.step();
+      st->elapsed_before_resume = m.elapsed_seconds();
+      st->history.assign(m.history().begin(), m.history().end());
+      if (m.config().train().batch_size() != cfg.train().batch_size()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            loaded->step_dir, ": saved with train.batch_size = ", m.config().train().batch_size(), ", now ",
+            cfg.train().batch_size(), "; resuming needs the same global batch (the loader cursor counts samples)"));
+      }
+      // The same world size gets each rank's own generator back (bit-exact resume); another world size
+      // reseeds deterministically from (seed, step, rank).
+      if (auto rng = SavedRngState(m, st->rank, st->world)) {
+        if (absl::Status s = RestoreCpuRngState(*rng); !s.ok()) return s;
+      } else {
+        torch::manual_seed(t.seed() + 1000003ull * st->step + st->rank);
+      }
+      st->Print(absl::StrFormat("resumed from %s: step %d, %d samples consumed", loaded->step_dir, st->step,
+                                st->consumed_samples));
+    } else if (absl::IsNotFound(latest.status())) {
+      st->Print(absl::StrCat("--resume: no checkpoint under ", root, " yet; starting from step 0"));
+    } else {
+      return latest.status();
+    }
+  }
 
   st->Print("effective config:\n" + ConfigToText(cfg));
   st->Print(absl::StrFormat(
@@ -308,6 +394,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
   const int64_t tokens_per_step = static_cast<int64_t>(t.batch_size()) * seq;
   TrainSummary summary;
   summary.parameters = st.model->NumParameters();
+  summary.resumed_from_step = st.resumed_from_step;
 
   auto log_eval = [&](const EvalResult& e) {
     st.Print(absl::StrFormat("eval step %d | val loss %.4f | val ppl %.2f | val bpb %.4f", st.step, e.loss,
@@ -328,11 +415,12 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
   summary.last_val_loss = first->loss;
   summary.last_val_bpb = first->bits_per_byte;
   log_eval(*first);
+  CheckpointSchedule schedule(st.cfg.checkpoint(), absl::Now());
 
   const auto run_start = Clock::now();
   auto window_start = Clock::now();
   int64_t window_tokens = 0;
-  double train_seconds = 0;
+  const int64_t first_step = st.step;
   st.model->train();
   while (st.step < total_steps) {
     const auto step_start = Clock::now();
@@ -366,7 +454,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     if (absl::Status s = st.optimizer->Step(); !s.ok()) return s;
     ++st.step;
     st.consumed_samples += t.batch_size();
-    train_seconds += SecondsSince(step_start);
+    st.train_seconds += SecondsSince(step_start);
     window_tokens += tokens_per_step;
     summary.last_train_loss = loss_value;
 
@@ -375,7 +463,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
       const double window_seconds = SecondsSince(window_start);
       const double tok_s = window_tokens / std::max(window_seconds, 1e-9);
       const double mfu = tok_s * st.model->FlopsPerToken() / st.peak_flops;
-      const double eta = (total_steps - st.step) * train_seconds / st.step;
+      const double eta = (total_steps - st.step) * st.train_seconds / (st.step - first_step);
       // NAtS layers: type fractions, mask density and KV fraction of this step's last micro-batch.
       std::vector<double> frac_g, frac_l, frac_s, density, kv;
       std::string nats_line;
@@ -434,11 +522,32 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
       summary.last_val_loss = e->loss;
       summary.last_val_bpb = e->bits_per_byte;
       log_eval(*e);
+      checkpoint::MetricPoint point;
+      point.set_step(st.step);
+      point.set_loss(loss_value);
+      point.set_val_loss(e->loss);
+      st.history.push_back(point);
+    }
+    // Every rank takes the same branch: the schedule and any stop signal are agreed by one all-reduce.
+    auto decision = DecideCheckpoint(*st.comm, schedule, st.step, absl::Now());
+    if (!decision.ok()) return decision.status();
+    const bool final_save = last && st.cfg.checkpoint().save_final();
+    if (decision->save || decision->stop || final_save) {
+      auto dir = SaveCheckpointNow();
+      if (!dir.ok()) return dir.status();
+      summary.last_checkpoint = *dir;
+      schedule.MarkSaved(absl::Now());
+    }
+    if (decision->stop) {
+      st.Print(absl::StrFormat("stop requested (signal %d): saved step %d; resume with `nats train --resume`",
+                               StopSignal(), st.step));
+      summary.stopped_by_signal = true;
+      break;
     }
   }
   summary.steps = st.step;
   summary.seconds = SecondsSince(run_start);
-  summary.tokens_per_second = st.step * tokens_per_step / std::max(train_seconds, 1e-9);
+  summary.tokens_per_second = (st.step - first_step) * tokens_per_step / std::max(st.train_seconds, 1e-9);
   return summary;
 }
 

@@ -1,0 +1,292 @@
+// Tests of the fused NAtS attention, nats/fused_attention.cpp, against the reference (the dense oracle,
+// nats/nats_attention_reference.h; NATS_SPEC.md sections 4, 5 and 9): outputs, lse and every gradient (q, k, v,
+// types) on random shapes (GQA, T not a multiple of the 64-row block, W >= T), type mixes (uniform, learned-looking
+// 3% global / 12% local / 85% sliding, all-global, all-sliding, long local segments), all three grad modes, with
+// and without the regulariser; double for tight tolerances, float for realistic ones; 1 and 2 threads. Also the
+// autograd entry point (impl kFused vs kReference) and the sparse prefill.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "nats/attention.h"
+#include "nats/fused_attention.h"
+#include "nats/nats_attention_reference.h"
+#include "nats/token_type.h"
+
+namespace nats {
+namespace {
+
+constexpr int64_t kG = static_cast<int64_t>(TokenType::kGlobal);
+constexpr int64_t kL = static_cast<int64_t>(TokenType::kLocal);
+constexpr int64_t kS = static_cast<int64_t>(TokenType::kSliding);
+
+enum class Mix { kUniform, kLearned, kAllGlobal, kAllSliding, kLongLocal, kAllLocal };
+
+struct Case {
+  int64_t b = 1, h = 2, h_kv = 1, t = 100, d = 16, window = 4;
+  Mix mix = Mix::kUniform;
+  bool force_ends = true;
+};
+
+std::string Describe(const Case& c, int seed) {
+  return "seed " + std::to_string(seed) + " B" + std::to_string(c.b) + " H" + std::to_string(c.h) + " Hkv" +
+         std::to_string(c.h_kv) + " T" + std::to_string(c.t) + " D" + std::to_string(c.d) + " W" +
+         std::to_string(c.window) + " mix" + std::to_string(static_cast<int>(c.mix));
+}
+
+struct Inputs {
+  at::Tensor q, k, v, dout;
+  at::Tensor types;  // int8 [B, H_kv, T]
+};
+
+at::Tensor RandomTypes(const Case& c) {
+  const std::vector<int64_t> shape{c.b, c.h_kv, c.t};
+  at::Tensor u = torch::rand(shape, torch::kDouble);
+  auto pick = [&](double p_global, double p_local) {
+    return torch::where(u < p_global, torch::full({}, kG, torch::kLong),
+                        torch::where(u < p_global + p_local, torch::full({}, kL, torch::kLong),
+                                     torch::full({}, kS, torch::kLong)));
+  };
+  at::Tensor types;
+  switch (c.mix) {
+    case Mix::kUniform: types = torch::randint(0, 3, shape, torch::kLong); break;
+    case Mix::kLearned: types = pick(0.03, 0.12); break;
+    case Mix::kAllGlobal: types = torch::full(shape, kG, torch::kLong); break;
+    case Mix::kAllSliding: types = torch::full(shape, kS, torch::kLong); break;
+    case Mix::kLongLocal: types = pick(0.05, 0.95); break;
+    case Mix::kAllLocal: types = torch::full(shape, kL, torch::kLong); break;
+  }
+  if (c.force_ends && c.mix != Mix::kAllSliding && c.mix != Mix::kAllLocal) {
+    types.select(-1, 0).fill_(kG);
+    types.select(-1, c.t - 1).fill_(kG);
+  }
+  return types.to(torch::kChar);
+}
+
+Inputs RandomInputs(const Case& c, int seed, torch::Dtype dtype) {
+  torch::manual_seed(seed);
+  Inputs in;
+  const auto opts = torch::TensorOptions().dtype(dtype);
+  // A larger logit scale than randn alone makes masked exp(a)/Z^M exceed 1, so clipped != exact.
+  in.q = torch::randn({c.b, c.h, c.t, c.d}, opts) * 1.5;
+  in.k = torch::randn({c.b, c.h_kv, c.t, c.d}, opts);
+  in.v = torch::randn({c.b, c.h_kv, c.t, c.d}, opts);
+  in.dout = torch::randn({c.b, c.h, c.t, c.d}, opts);
+  in.types = RandomTypes(c);
+  return in;
+}
+
+// max |got - want| <= atol + rtol * max |want|, with the location of the worst entry in the message.
+void ExpectClose(const at::Tensor& got, const at::Tensor& want, double rtol, double atol, const std::string& what) {
+  ASSERT_TRUE(got.defined()) << what << ": undefined";
+  ASSERT_EQ(got.sizes(), want.sizes()) << what;
+  at::Tensor g = got.to(torch::kDouble), w = want.to(torch::kDouble);
+  ASSERT_TRUE(torch::isfinite(g).all().item<bool>() == torch::isfinite(w).all().item<bool>()) << what << ": non-finite";
+  const double scale = w.abs().max().item<double>();
+  const at::Tensor diff = (g - w).abs();
+  const double err = diff.max().item<double>();
+  EXPECT_LE(err, atol + rtol * scale) << what << ": max abs error " << err << " (max |ref| " << scale
+                                      << ") at flat index " << diff.argmax().item<int64_t>();
+}
+
+struct Tolerance {
+  double rtol, atol;
+};
+
+// Fused forward + backward vs the reference, directly on the int types.
+void CompareWithReference(const Case& c, int seed, MaskGradMode mode, double lambda, torch::Dtype dtype,
+                          Tolerance tol) {
+  const Inputs in = RandomInputs(c, seed, dtype);
+  const std::string what = Describe(c, seed) + " mode" + std::to_string(static_cast<int>(mode)) + " lambda" +
+                           std::to_string(lambda) + (dtype == torch::kDouble ? " double" : " float");
+  AttentionOptions options;
+  options.window = c.window;
+  options.lambda = lambda;
+  options.grad_mode = mode;
+  const bool full = mode == MaskGradMode::kUnmasked;
+  // The reference runs in double on the same (possibly float) inputs: the oracle.
+  const auto dbl = [](const at::Tensor& x) { return x.to(torch::kDouble); };
+  const NatsReferenceForwardResult ref_fwd =
+      NatsReferenceForward(dbl(in.q), dbl(in.k), dbl(in.v), in.types, c.window, full);
+  const NatsReferenceGradients ref = NatsReferenceBackward(dbl(in.q), dbl(in.k), dbl(in.v), in.types, ref_fwd,
+                                                           dbl(in.dout), options, /*need_type_grad=*/true);
+  const FusedForwardResult fwd = FusedNatsForward(in.q, in.k, in.v, in.types, c.window, true, full);
+  ExpectClose(fwd.out, ref_fwd.out, tol.rtol, tol.atol, what + " out");
+  ExpectClose(fwd.lse_masked, ref_fwd.lse_masked, tol.rtol, tol.atol, what + " lse");
+  if (full) ExpectClose(fwd.lse_full, ref_fwd.lse_full, tol.rtol, tol.atol, what + " lse_full");
+  const FusedGradients got = FusedNatsBackward(in.q, in.k, in.v, in.types, fwd, in.dout, options, true);
+  ExpectClose(got.dq, ref.dq, tol.rtol, tol.atol, what + " dq");
+  ExpectClose(got.dk, ref.dk, tol.rtol, tol.atol, what + " dk");
+  ExpectClose(got.dv, ref.dv, tol.rtol, tol.atol, what + " dv");
+  ExpectClose(got.dtypes, ref.dtypes, tol.rtol, tol.atol, what + " dtypes");
+  // Each option separately: dL/dg holds the collected term, the smallest signal.
+  for (int64_t o = 0; o < kNumTokenTypes; ++o) {
+    ExpectClose(got.dtypes.select(-1, o), ref.dtypes.select(-1, o), tol.rtol, tol.atol,
+                what + " dtypes option " + std::to_string(o));
+  }
+  // Without the type gradient the backward visits visible keys only; q/k/v gradients must not change.
+  const FusedGradients plain = FusedNatsBackward(in.q, in.k, in.v, in.types, fwd, in.dout, options, false);
+  EXPECT_FALSE(plain.dtypes.defined());
+  ExpectClose(plain.dq, ref.dq, tol.rtol, tol.atol, what + " dq (no type grad)");
+  ExpectClose(plain.dk, ref.dk, tol.rtol, tol.atol, what + " dk (no type grad)");
+  ExpectClose(plain.dv, ref.dv, tol.rtol, tol.atol, what + " dv (no type grad)");
+}
+
+const std::vector<Case>& DoubleCases() {
+  static const std::vector<Case> cases = [] {
+    std::vector<Case> v;
+    v.push_back({1, 2, 1, 9, 8, 2, Mix::kUniform, true});     // tiny, single partial block, GQA
+    v.push_back({2, 4, 2, 150, 16, 5, Mix::kUniform, true});  // GQA, T not a multiple of 64
+    v.push_back({1, 3, 3, 200, 8, 300, Mix::kUniform, true});  // W >= T
+    v.push_back({1, 2, 1, 64, 32, 3, Mix::kLearned, false});   // exactly one block, no forced ends
+    v.push_back({1, 4, 2, 257, 16, 16, Mix::kLearned, true});  // realistic mix, 5 blocks
+    v.push_back({1, 2, 2, 190, 8, 7, Mix::kAllGlobal, true});  // = dense causal
+    v.push_back({1, 2, 1, 190, 8, 7, Mix::kAllSliding, true});
+    v.push_back({2, 2, 1, 230, 8, 3, Mix::kLongLocal, true});  // long local segments across blocks
+    v.push_back({1, 2, 2, 140, 8, 2, Mix::kAllLocal, false});  // one segment, no global at all
+    v.push_back({1, 1, 1, 1, 4, 0, Mix::kUniform, true});      // T = 1, W = 0
+    return v;
+  }();
+  return cases;
+}
+
+TEST(FusedAttention, MatchesReferenceInDoubleAllModes) {
+  const Tolerance tol{1e-10, 1e-11};
+  int seed = 0;
+  for (const Case& c : DoubleCases()) {
+    for (MaskGradMode mode : {MaskGradMode::kExact, MaskGradMode::kClipped, MaskGradMode::kUnmasked}) {
+      for (double lambda : {0.0, 1e-3}) CompareWithReference(c, seed++, mode, lambda, torch::kDouble, tol);
+    }
+  }
+}
+
+TEST(FusedAttention, MatchesReferenceInDoubleWithTwoThreads) {
+  const int saved = at::get_num_threads();
+  at::set_num_threads(2);
+  const Tolerance tol{1e-10, 1e-11};
+  int seed = 100;
+  for (const Case& c : DoubleCases()) {
+    CompareWithReference(c, seed++, MaskGradMode::kClipped, 1e-4, torch::kDouble, tol);
+    CompareWithReference(c, seed++, MaskGradMode::kExact, 0.0, torch::kDouble, tol);
+  }
+  at::set_num_threads(saved);
+}
+
+TEST(FusedAttention, MatchesReferenceInFloatOnRealisticShapes) {
+  const int saved = at::get_num_threads();
+  at::set_num_threads(2);
+  // Float vs a double oracle: the error is float rounding of sums over up to T terms.
+  const Tolerance tol{2e-4, 1e-5};
+  int seed = 200;
+  for (Mix mix : {Mix::kLearned, Mix::kUniform, Mix::kAllGlobal, Mix::kLongLocal}) {
+    const Case c{1, 4, 2, 333, 64, 64, mix, true};
+    for (MaskGradMode mode : {MaskGradMode::kClipped, MaskGradMode::kUnmasked}) {
+      CompareWithReference(c, seed++, mode, 1e-6, torch::kFloat, tol);
+    }
+  }
+  at::set_num_threads(saved);
+}
+
+TEST(FusedAttention, RandomShapesSweep) {
+  torch::manual_seed(7);
+  const Tolerance tol{1e-10, 1e-11};
+  for (int seed = 300; seed < 316; ++seed) {
+    Case c;
+    c.h_kv = torch::randint(1, 3, {1}).item<int64_t>();
+    c.h = c.h_kv * torch::randint(1, 4, {1}).item<int64_t>();
+    c.b = torch::randint(1, 3, {1}).item<int64_t>();
+    c.t = torch::randint(1, 200, {1}).item<int64_t>();
+    c.d = torch::randint(1, 24, {1}).item<int64_t>();
+    c.window = torch::randint(0, 80, {1}).item<int64_t>();
+    c.mix = static_cast<Mix>(seed % 6);
+    c.force_ends = seed % 3 != 0;
+    CompareWithReference(c, seed, static_cast<MaskGradMode>(seed % 3), seed % 2 ? 1e-3 : 0.0, torch::kDouble, tol);
+  }
+}
+
+TEST(FusedAttention, AllGlobalEqualsDenseCausal) {
+  const Case c{2, 4, 2, 130, 16, 3, Mix::kAllGlobal, true};
+  const Inputs in = RandomInputs(c, 1, torch::kDouble);
+  const at::Tensor got = NatsSparsePrefill(in.q, in.k, in.v, in.types, c.window);
+  ExpectClose(got, DenseCausalAttention(in.q, in.k, in.v), 1e-12, 1e-12, "all-global vs dense");
+}
+
+TEST(FusedAttention, SparsePrefillMatchesReferenceForward) {
+  const int saved = at::get_num_threads();
+  at::set_num_threads(2);
+  int seed = 400;
+  for (Mix mix : {Mix::kLearned, Mix::kUniform, Mix::kAllSliding, Mix::kLongLocal, Mix::kAllLocal}) {
+    for (int64_t window : {0, 5, 64, 1000}) {
+      const Case c{1, 4, 2, 300, 32, window, mix, true};
+      const Inputs in = RandomInputs(c, seed++, torch::kFloat);
+      const at::Tensor want =
+          NatsReferenceForward(in.q.to(torch::kDouble), in.k.to(torch::kDouble), in.v.to(torch::kDouble), in.types,
+                               window, false)
+              .out;
+      const at::Tensor got = NatsSparsePrefill(in.q, in.k, in.v, in.types, window);
+      EXPECT_EQ(got.scalar_type(), torch::kFloat);
+      ExpectClose(got, want, 1e-5, 1e-6, Describe(c, seed) + " prefill");
+    }
+  }
+  at::set_num_threads(saved);
+}
+
+// Through the public entry point with autograd: impl kFused vs kReference, gradients via .backward().
+TEST(FusedAttention, AutogradEntryPointMatchesReference) {
+  const Case c{2, 4, 2, 140, 16, 6, Mix::kUniform, true};
+  for (MaskGradMode mode : {MaskGradMode::kExact, MaskGradMode::kClipped, MaskGradMode::kUnmasked}) {
+    const Inputs in = RandomInputs(c, 500 + static_cast<int>(mode), torch::kDouble);
+    std::vector<std::vector<at::Tensor>> grads;
+    std::vector<at::Tensor> outs;
+    for (AttentionImpl impl : {AttentionImpl::kReference, AttentionImpl::kFused}) {
+      at::Tensor q = in.q.clone().requires_grad_(true), k = in.k.clone().requires_grad_(true),
+                 v = in.v.clone().requires_grad_(true);
+      at::Tensor onehot = torch::one_hot(in.types.to(torch::kLong), 3).to(torch::kDouble).requires_grad_(true);
+      AttentionOptions options;
+      options.window = c.window;
+      options.lambda = 1e-3;
+      options.grad_mode = mode;
+      options.impl = impl;
+      at::Tensor out = Attention(q, k, v, onehot, options);
+      (out * in.dout).sum().backward();
+      outs.push_back(out.detach());
+      grads.push_back({q.grad(), k.grad(), v.grad(), onehot.grad()});
+    }
+    const std::string what = "autograd mode " + std::to_string(static_cast<int>(mode));
+    ExpectClose(outs[1], outs[0], 1e-10, 1e-11, what + " out");
+    const char* names[] = {"dq", "dk", "dv", "dtypes"};
+    for (int x = 0; x < 4; ++x) ExpectClose(grads[1][x], grads[0][x], 1e-10, 1e-11, what + " " + names[x]);
+  }
+}
+
+TEST(FusedAttention, NoGradForwardUsesPrefillAndMatches) {
+  const Case c{1, 2, 1, 100, 8, 4, Mix::kLearned, true};
+  const Inputs in = RandomInputs(c, 600, torch::kDouble);
+  at::Tensor onehot = torch::one_hot(in.types.to(torch::kLong), 3).to(torch::kDouble);
+  AttentionOptions options;
+  options.window = c.window;
+  options.impl = AttentionImpl::kFused;
+  at::Tensor got;
+  {
+    torch::NoGradGuard no_grad;
+    got = Attention(in.q.requires_grad_(true), in.k, in.v, onehot, options);
+  }
+  EXPECT_FALSE(got.requires_grad());
+  ExpectClose(got, NatsReferenceForward(in.q.detach(), in.k, in.v, in.types, c.window, false).out, 1e-12, 1e-12,
+              "no-grad forward");
+}
+
+TEST(FusedAttention, RejectsSoftTypes) {
+  const Case c{1, 2, 1, 10, 4, 2, Mix::kUniform, true};
+  const Inputs in = RandomInputs(c, 700, torch::kFloat);
+  at::Tensor soft = torch::full({1, 1, 10, 3}, 1.0 / 3.0);
+  AttentionOptions options;
+  options.impl = AttentionImpl::kFused;
+  EXPECT_THROW(Attention(in.q, in.k, in.v, soft, options), c10::Error);
+}
+
+}  // namespace
+}  // namespace nats
