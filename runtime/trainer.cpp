@@ -280,7 +280,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
     std::ofstream(std::filesystem::path(t.run_dir()) / "config.textproto") << ConfigToText(cfg);
   }
   const std::string log_name = st->world == 1 ? "metrics.jsonl" : absl::StrCat("metrics.rank", st->rank, ".jsonl");
-  if (absl::Status s = st->log.Open((std::filesystem::path(t.run_dir()) / log_name).string(), false); !s.ok()) {
+  if (absl::Status s = st->log.Open((std::filesystem::path(t.run_dir()) / log_name).string(), /*append=*/options.resume); !s.ok()) {
     return s;
   }
   st->peak_flops = MeasureMatmulFlops() * st->world;
