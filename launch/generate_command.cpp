@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,16 +17,18 @@
 #include "nats/transformer.h"
 #include "runtime/config.h"
 #include "runtime/generation.h"
+#include "runtime/inference_model.h"
 #include "runtime/trainer.h"
 
 namespace nats::launch {
 namespace {
 
 constexpr char kHelp[] =
-    "usage: nats generate --config FILE.textproto [--set section.field=value ...] [--weights PATH]\n"
+    "usage: nats generate --checkpoint DIR | --config FILE.textproto [--weights PATH]  [--set A=B ...]\n"
     "                     --prompt TEXT [--max_tokens N] [--temperature T] [--top_k K] [--top_p P] [--seed S]\n"
     "                     [--policy nats|dense|streaming|h2o] [--budget N] [--max_context N] [--threads N]\n"
-    "  --config FILE      the model's config (model, nats, data.tokenizer); --set overrides fields (repeatable)\n"
+    "  --checkpoint DIR   a run's checkpoint root (e.g. runs/tiny/ckpt) or one step directory: config and weights\n"
+    "  --config FILE      instead of --checkpoint: a config (model, nats, data.tokenizer); --set overrides fields\n"
     "  --weights PATH     model weights written with torch::save(model); without it the config's random\n"
     "                     initialisation is used (the text is noise; useful to time the cache)\n"
     "  --prompt TEXT      text to continue (tokenized with data.tokenizer from data.data_dir)\n"
@@ -63,7 +66,7 @@ std::string Bytes(int64_t bytes) {
 
 int GenerateWithFlags(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv,
-                          {"config", "set", "weights", "prompt", "max_tokens", "temperature", "top_k", "top_p", "seed",
+                          {"checkpoint", "config", "set", "weights", "prompt", "max_tokens", "temperature", "top_k", "top_p", "seed",
                            "policy", "budget", "max_context", "threads"},
                           {"help"});
   if (!flags.ok()) {
@@ -74,13 +77,25 @@ int GenerateWithFlags(int argc, char** argv) {
     std::fputs(kHelp, stdout);
     return 0;
   }
-  if (!flags->Has("config")) return UsageError("--config is required (the config the model was trained with)");
+  if (flags->Has("checkpoint") == flags->Has("config")) {
+    return UsageError("give exactly one of --checkpoint DIR (a trained run, e.g. runs/tiny/ckpt) or --config FILE");
+  }
   if (!flags->Has("prompt")) return UsageError("--prompt is required: the text to continue");
+  std::vector<std::string> overrides;
+  if (auto it = flags->values.find("set"); it != flags->values.end()) overrides = it->second;
 
-  auto cfg = LoadConfigFile(flags->Get("config"));
-  if (!cfg.ok()) return UsageError(std::string(cfg.status().message()));
-  if (auto it = flags->values.find("set"); it != flags->values.end()) {
-    for (const std::string& assignment : it->second) {
+  // A checkpoint carries its config and weights; a bare config gives random weights (or --weights).
+  std::optional<InferenceModel> loaded;
+  absl::StatusOr<config::Config> cfg = config::Config();
+  if (flags->Has("checkpoint")) {
+    auto model = LoadModelForInference(flags->Get("checkpoint"), overrides);
+    if (!model.ok()) return UsageError(std::string(model.status().message()));
+    loaded = std::move(*model);
+    cfg = loaded->config;
+  } else {
+    cfg = LoadConfigFile(flags->Get("config"));
+    if (!cfg.ok()) return UsageError(std::string(cfg.status().message()));
+    for (const std::string& assignment : overrides) {
       if (absl::Status s = ApplyOverride(assignment, &*cfg); !s.ok()) return UsageError(std::string(s.message()));
     }
   }
@@ -128,19 +143,27 @@ int GenerateWithFlags(int argc, char** argv) {
   for (int32_t id : (*tokenizer)->Encode(prompt_text)) prompt.push_back(id);
   if (prompt.empty()) return UsageError("--prompt is empty; give some text to continue");
 
-  ModelSpec spec;
-  spec.model = cfg->model();
-  spec.nats = cfg->nats();
-  for (int l = 0; l < cfg->model().n_layer(); ++l) spec.nats_layers.push_back(LayerUsesNats(*cfg, l));
-  torch::manual_seed(cfg->train().seed());
-  Transformer model(spec);
-  if (flags->Has("weights")) {
+  Transformer model{nullptr};
+  if (loaded) {
+    model = loaded->model;
+    std::fprintf(stderr, "generate: model of %s (step %lld)\n", loaded->step_dir.c_str(),
+                 static_cast<long long>(loaded->step));
+  } else {
+    ModelSpec spec;
+    spec.model = cfg->model();
+    spec.nats = cfg->nats();
+    for (int l = 0; l < cfg->model().n_layer(); ++l) spec.nats_layers.push_back(LayerUsesNats(*cfg, l));
+    torch::manual_seed(cfg->train().seed());
+    model = Transformer(spec);
+  }
+  if (!loaded && flags->Has("weights")) {
     if (absl::Status s = LoadTorchSavedWeights(model, flags->Get("weights")); !s.ok()) {
       return UsageError(std::string(s.message()));
     }
-  } else {
+  } else if (!loaded) {
     std::fprintf(stderr,
-                 "generate: warning: no --weights; using the random initialisation of the config (seed %llu), so "
+                 "generate: warning: no --checkpoint or --weights; using the random initialisation of the config "
+                 "(seed %llu), so "
                  "the text is noise\n",
                  static_cast<unsigned long long>(cfg->train().seed()));
   }
