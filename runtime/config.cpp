@@ -154,7 +154,6 @@ absl::Status ValidateConfig(const config::Config& c) {
            {"optim.warmup_steps", c.optim().warmup_steps()},
            {"optim.weight_decay", c.optim().weight_decay()},
            {"optim.grad_clip", c.optim().grad_clip()},
-           {"optim.scorer_lr", c.optim().scorer_lr()},
            {"train.micro_batch_size", c.train().micro_batch_size()},
            {"train.eval_interval", c.train().eval_interval()},
            {"train.eval_windows", c.train().eval_windows()},
