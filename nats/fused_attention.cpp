@@ -1,8 +1,8 @@
 // Fused NAtS attention on CPU (NATS_SPEC.md sections 3-5); contract in nats/fused_attention.h.
 //
 // Layout of the work
-// - Tasks are (batch, query head, query block of kBlock rows), handed out dynamically (an atomic counter
-//   inside at::parallel_for, largest blocks first) because causal blocks differ in cost by up to T/kBlock.
+// - Tasks are (batch, query head, query block of kBlock rows), dealt round robin to the threads, largest
+//   blocks first (causal blocks differ in cost by up to T/kBlock); static so that results are deterministic.
 // - The mask is an interval per key: key j is visible to rows [j, L_j]. Per (batch, KV head) we keep O(T)
 //   ints: L_j, f_j (first global > j), the types, the sorted global and local positions.
 // - "Visible columns" of a query block [i0, i1): every global < i0 - W, the locals after the last global
@@ -429,14 +429,20 @@ Dims CheckShapes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
 
 at::ScalarType ComputeType(const at::Tensor& q) { return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
 
-// Runs fn(task, slot) for task in [0, n) on at::get_num_threads() threads, dynamically; slot < NumSlots().
+// Runs fn(task, slot) for task in [0, n) on at::get_num_threads() threads; slot < NumSlots().
+// Slot s takes tasks s, s + slots, s + 2 slots, ... (tasks come largest first, so the round robin balances
+// well). A static assignment rather than a shared counter: each slot's dk/dv/type buffers then receive the same
+// tasks in the same order on every run, so gradients are bit-identical for a given thread count, which exact
+// resume (checkpoints) relies on.
 int NumSlots() { return std::max(1, at::get_num_threads()); }
 
 template <typename Fn>
 void ForEachTask(int64_t n, const Fn& fn) {
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, NumSlots(), 1, [&](int64_t begin, int64_t /*end*/) {
-    for (int64_t task = next.fetch_add(1); task < n; task = next.fetch_add(1)) fn(task, begin);
+  const int64_t slots = NumSlots();
+  at::parallel_for(0, slots, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t slot = begin; slot < end; ++slot) {
+      for (int64_t task = slot; task < n; task += slots) fn(task, slot);
+    }
   });
 }
 
