@@ -426,8 +426,9 @@ TEST(NatsAttention, RejectsBadTypes) {
   AttentionOptions options;
   EXPECT_THROW(NatsAttention(in.q, in.k, in.v, in.onehot * 0.5, options), c10::Error);  // not one-hot
   EXPECT_THROW(NatsAttention(in.q, in.k, in.v, in.onehot.narrow(2, 0, 4), options), c10::Error);  // wrong T
-  options.impl = AttentionImpl::kFused;
-  EXPECT_THROW(NatsAttention(in.q, in.k, in.v, in.onehot, options), c10::Error);
+  options.impl = AttentionImpl::kFused;  // the fused kernel validates its input the same way
+  EXPECT_THROW(NatsAttention(in.q, in.k, in.v, in.onehot * 0.5, options), c10::Error);
+  EXPECT_THROW(NatsAttention(in.q, in.k, in.v, in.onehot.narrow(2, 0, 4), options), c10::Error);
 }
 
 }  // namespace
