@@ -5,12 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
-launch/install_deps.sh
-launch/build.sh "$BUILD_DIR"
-launch/fetch_corpus.sh data
-launch/fetch_tokenizer.sh data
-if [ ! -f data/books/train.tok ] || [ ! -f data/books/val.tok ]; then
-  "$BUILD_DIR/bin/nats" prepare --data_dir=data --out_dir=data/books --tokenizer=gpt2
-fi
+launch/setup.sh "$BUILD_DIR"
 mkdir -p runs
 "$BUILD_DIR/bin/nats" train --config configs/tiny.textproto "$@" | tee runs/tiny.log
+# Held-out books: perplexity by full forward and by token-by-token decoding, for each KV-cache policy.
+"$BUILD_DIR/bin/nats" eval --checkpoint runs/tiny/ckpt --windows 8 --policy all | tee -a runs/tiny.log

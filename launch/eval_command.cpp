@@ -31,7 +31,8 @@ constexpr char kHelp[] =
     "  --checkpoint DIR  a step directory or a run's checkpoint root (newest complete checkpoint)\n"
     "  --data FILE.tok   token shard to evaluate (default: the checkpoint config's data.val_path)\n"
     "  --windows N       sequential windows of model.context_length + 1 tokens (default 8)\n"
-    "  --mode M          forward: one full forward per window; decode: prefill --prefill tokens, then decode one\n"
+    "  --mode M          forward: one full forward per window; decode: prefill --prefill tokens, then decode "
+    "one\n"
     "                    token at a time with the cache policy; both (default): both, and check they agree\n"
     "  --policy P        cache policy for decode (default nats; all = nats, dense, streaming, h2o)\n"
     "  --budget N        entries per KV head for streaming (default 68) and h2o (default 128)\n";
@@ -58,8 +59,10 @@ void Accumulate(const PerplexityResult& r, PerplexityResult* sum) {
   sum->loss += r.loss * w;
   sum->kv_fraction += r.kv_fraction * w;
   sum->reference_kv_fraction += r.reference_kv_fraction * w;
-  if (sum->layer_kv_fraction.size() < r.layer_kv_fraction.size()) sum->layer_kv_fraction.resize(r.layer_kv_fraction.size());
-  for (size_t l = 0; l < r.layer_kv_fraction.size(); ++l) sum->layer_kv_fraction[l] += r.layer_kv_fraction[l] * w;
+  if (sum->layer_kv_fraction.size() < r.layer_kv_fraction.size())
+    sum->layer_kv_fraction.resize(r.layer_kv_fraction.size());
+  for (size_t l = 0; l < r.layer_kv_fraction.size(); ++l)
+    sum->layer_kv_fraction[l] += r.layer_kv_fraction[l] * w;
   sum->peak_cache_bytes = std::max(sum->peak_cache_bytes, r.peak_cache_bytes);
   sum->dense_cache_bytes = std::max(sum->dense_cache_bytes, r.dense_cache_bytes);
   sum->predicted += r.predicted;
@@ -75,17 +78,13 @@ void Finish(PerplexityResult* sum) {
 }
 
 int EvalWithFlags(int argc, char** argv) {
-  auto flags = ParseFlags(argc, argv, {"checkpoint", "data", "windows", "mode", "policy", "budget", "prefill", "set",
-                                       "threads"},
-                          {"help"});
-  if (!flags.ok()) {
-    std::fprintf(stderr, "%s\n%s", std::string(flags.status().message()).c_str(), kHelp);
-    return 2;
-  }
-  if (flags->Has("help")) {
-    std::fputs(kHelp, stdout);
-    return 0;
-  }
+  ParsedFlags parsed;
+  if (auto exit_code = ParseCommandFlags(
+          argc, argv,
+          {"checkpoint", "data", "windows", "mode", "policy", "budget", "prefill", "set", "threads"}, {},
+          kHelp, &parsed))
+    return *exit_code;
+  const ParsedFlags* flags = &parsed;
   if (!flags->Has("checkpoint")) {
     std::fprintf(stderr, "eval: --checkpoint is required (e.g. runs/tiny/ckpt)\n%s", kHelp);
     return 2;
@@ -139,7 +138,8 @@ int EvalWithFlags(int argc, char** argv) {
   std::vector<Row> rows;
   PerplexityResult forward_sum;
   if (mode != "decode") {
-    for (int64_t w = 0; w < windows; ++w) Accumulate(PerplexityByForward(loaded->model, all.narrow(0, w, 1)), &forward_sum);
+    for (int64_t w = 0; w < windows; ++w)
+      Accumulate(PerplexityByForward(loaded->model, all.narrow(0, w, 1)), &forward_sum);
     Finish(&forward_sum);
   }
   for (const std::string& name : policies) {
@@ -165,7 +165,8 @@ int EvalWithFlags(int argc, char** argv) {
     if (mode != "forward") {
       PerplexityResult sum;
       for (int64_t w = 0; w < windows; ++w) {
-        Accumulate(PerplexityByDecode(loaded->model, all.narrow(0, w, 1), pc, std::max<int64_t>(1, prefill)), &sum);
+        Accumulate(PerplexityByDecode(loaded->model, all.narrow(0, w, 1), pc, std::max<int64_t>(1, prefill)),
+                   &sum);
       }
       Finish(&sum);
       row.decode = sum;
@@ -174,13 +175,16 @@ int EvalWithFlags(int argc, char** argv) {
     rows.push_back(row);
   }
 
-  std::printf("| policy | budget | ppl (model forward) | ppl (decode with policy) | KV fraction | ref. KV fraction | peak cache / dense |\n");
+  std::printf(
+      "| policy | budget | ppl (model forward) | ppl (decode with policy) | KV fraction | ref. KV fraction | "
+      "peak cache / dense |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   int exit_code = 0;
   for (const Row& r : rows) {
     const PerplexityResult& d = r.has_decode ? r.decode : r.forward;
-    const double cache_ratio =
-        d.dense_cache_bytes > 0 ? static_cast<double>(d.peak_cache_bytes) / d.dense_cache_bytes : std::nan("");
+    const double cache_ratio = d.dense_cache_bytes > 0
+                                   ? static_cast<double>(d.peak_cache_bytes) / d.dense_cache_bytes
+                                   : std::nan("");
     std::printf("| %s | %s | %s | %s | %.4f | %.4f | %.4f |\n", r.policy.c_str(),
                 r.budget ? std::to_string(r.budget).c_str() : "-",
                 r.has_forward ? absl::StrFormat("%.3f", r.forward.perplexity).c_str() : "-",

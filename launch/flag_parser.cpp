@@ -1,5 +1,7 @@
 #include "launch/flag_parser.h"
 
+#include <cstdio>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -44,12 +46,29 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv, const std::set<std
           absl::StrCat(argv[0], ": unknown flag --", name, "; known flags: ", known()));
     }
     if (!has_value) {
-      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(argv[0], ": --", name, " needs a value"));
+      if (i + 1 >= argc)
+        return absl::InvalidArgumentError(absl::StrCat(argv[0], ": --", name, " needs a value"));
       value = argv[++i];
     }
     flags.values[name].push_back(value);
   }
   return flags;
+}
+
+std::optional<int> ParseCommandFlags(int argc, char** argv, const std::set<std::string>& valued,
+                                     std::set<std::string> boolean, const char* help, ParsedFlags* flags) {
+  boolean.insert("help");
+  auto parsed = ParseFlags(argc, argv, valued, boolean);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "%s\n%s", std::string(parsed.status().message()).c_str(), help);
+    return 2;
+  }
+  if (parsed->Has("help")) {
+    std::fputs(help, stdout);
+    return 0;
+  }
+  *flags = std::move(*parsed);
+  return std::nullopt;
 }
 
 }  // namespace nats::launch

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -25,5 +26,11 @@ struct ParsedFlags {
 // `valued`: flags that take a value; `boolean`: flags that do not. argv[0] is the subcommand.
 absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv, const std::set<std::string>& valued,
                                        const std::set<std::string>& boolean);
+
+// The common start of a subcommand: parses (with --help added to `boolean`) into *flags. Returns the exit
+// code when the command must stop here: 2 after printing the error and `help` to stderr, 0 after printing
+// `help` for --help; std::nullopt when the command should run.
+std::optional<int> ParseCommandFlags(int argc, char** argv, const std::set<std::string>& valued,
+                                     std::set<std::string> boolean, const char* help, ParsedFlags* flags);
 
 }  // namespace nats::launch

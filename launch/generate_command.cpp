@@ -1,5 +1,5 @@
-// `nats generate`: continue a prompt with a (NAtS or dense) model through the KV cache of NATS_SPEC.md section 6,
-// streaming the text, then report the cache size against a dense cache and the decode speed.
+// `nats generate`: continue a prompt with a (NAtS or dense) model through the KV cache of NATS_SPEC.md
+// section 6, streaming the text, then report the cache size against a dense cache and the decode speed.
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -25,16 +25,21 @@ namespace {
 
 constexpr char kHelp[] =
     "usage: nats generate --checkpoint DIR | --config FILE.textproto [--weights PATH]  [--set A=B ...]\n"
-    "                     --prompt TEXT [--max_tokens N] [--temperature T] [--top_k K] [--top_p P] [--seed S]\n"
+    "                     --prompt TEXT [--max_tokens N] [--temperature T] [--top_k K] [--top_p P] [--seed "
+    "S]\n"
     "                     [--policy nats|dense|streaming|h2o] [--budget N] [--max_context N] [--threads N]\n"
-    "  --checkpoint DIR   a run's checkpoint root (e.g. runs/tiny/ckpt) or one step directory: config and weights\n"
-    "  --config FILE      instead of --checkpoint: a config (model, nats, data.tokenizer); --set overrides fields\n"
+    "  --checkpoint DIR   a run's checkpoint root (e.g. runs/tiny/ckpt) or one step directory: config and "
+    "weights\n"
+    "  --config FILE      instead of --checkpoint: a config (model, nats, data.tokenizer); --set overrides "
+    "fields\n"
     "  --weights PATH     model weights written with torch::save(model); without it the config's random\n"
     "                     initialisation is used (the text is noise; useful to time the cache)\n"
     "  --prompt TEXT      text to continue (tokenized with data.tokenizer from data.data_dir)\n"
     "  --max_tokens N     tokens to generate (default 64); stops early at <|endoftext|>\n"
-    "  --temperature T    0 = greedy (default 1); --top_k K (0 = off), --top_p P (1 = off), --seed S (default 0)\n"
-    "  --policy P         KV cache: nats (default; NAtS layers keep what the scorer selects), dense (every token),\n"
+    "  --temperature T    0 = greedy (default 1); --top_k K (0 = off), --top_p P (1 = off), --seed S "
+    "(default 0)\n"
+    "  --policy P         KV cache: nats (default; NAtS layers keep what the scorer selects), dense (every "
+    "token),\n"
     "                     streaming (4 sink tokens + recent), h2o (heavy hitters + recent)\n"
     "  --budget N         entries per KV head for streaming (default 68) and h2o (default 128)\n"
     "  --max_context N    prompt + generated tokens allowed (default model.context_length)\n"
@@ -65,20 +70,17 @@ std::string Bytes(int64_t bytes) {
 }
 
 int GenerateWithFlags(int argc, char** argv) {
-  auto flags = ParseFlags(argc, argv,
-                          {"checkpoint", "config", "set", "weights", "prompt", "max_tokens", "temperature", "top_k", "top_p", "seed",
-                           "policy", "budget", "max_context", "threads"},
-                          {"help"});
-  if (!flags.ok()) {
-    std::fprintf(stderr, "%s\n%s", std::string(flags.status().message()).c_str(), kHelp);
-    return 2;
-  }
-  if (flags->Has("help")) {
-    std::fputs(kHelp, stdout);
-    return 0;
-  }
+  ParsedFlags parsed;
+  if (auto exit_code =
+          ParseCommandFlags(argc, argv,
+                            {"checkpoint", "config", "set", "weights", "prompt", "max_tokens", "temperature",
+                             "top_k", "top_p", "seed", "policy", "budget", "max_context", "threads"},
+                            {}, kHelp, &parsed))
+    return *exit_code;
+  const ParsedFlags* flags = &parsed;
   if (flags->Has("checkpoint") == flags->Has("config")) {
-    return UsageError("give exactly one of --checkpoint DIR (a trained run, e.g. runs/tiny/ckpt) or --config FILE");
+    return UsageError(
+        "give exactly one of --checkpoint DIR (a trained run, e.g. runs/tiny/ckpt) or --config FILE");
   }
   if (!flags->Has("prompt")) return UsageError("--prompt is required: the text to continue");
   std::vector<std::string> overrides;
@@ -96,7 +98,8 @@ int GenerateWithFlags(int argc, char** argv) {
     cfg = LoadConfigFile(flags->Get("config"));
     if (!cfg.ok()) return UsageError(std::string(cfg.status().message()));
     for (const std::string& assignment : overrides) {
-      if (absl::Status s = ApplyOverride(assignment, &*cfg); !s.ok()) return UsageError(std::string(s.message()));
+      if (absl::Status s = ApplyOverride(assignment, &*cfg); !s.ok())
+        return UsageError(std::string(s.message()));
     }
   }
   if (absl::Status s = ValidateConfig(*cfg); !s.ok()) return UsageError(std::string(s.message()));
@@ -161,11 +164,12 @@ int GenerateWithFlags(int argc, char** argv) {
       return UsageError(std::string(s.message()));
     }
   } else if (!loaded) {
-    std::fprintf(stderr,
-                 "generate: warning: no --checkpoint or --weights; using the random initialisation of the config "
-                 "(seed %llu), so "
-                 "the text is noise\n",
-                 static_cast<unsigned long long>(cfg->train().seed()));
+    std::fprintf(
+        stderr,
+        "generate: warning: no --checkpoint or --weights; using the random initialisation of the config "
+        "(seed %llu), so "
+        "the text is noise\n",
+        static_cast<unsigned long long>(cfg->train().seed()));
   }
   opt.stop_token = (*tokenizer)->eot_id();
 
@@ -188,9 +192,11 @@ int GenerateWithFlags(int argc, char** argv) {
   std::fflush(stdout);
 
   const CacheSummary& c = result->cache;
-  const double decode_rate = result->decode_seconds > 0 ? result->tokens.size() / result->decode_seconds : 0.0;
+  const double decode_rate =
+      result->decode_seconds > 0 ? result->tokens.size() / result->decode_seconds : 0.0;
   std::string layers;
-  for (double f : c.layer_kv_fraction) absl::StrAppend(&layers, layers.empty() ? "" : " ", absl::StrFormat("%.3f", f));
+  for (double f : c.layer_kv_fraction)
+    absl::StrAppend(&layers, layers.empty() ? "" : " ", absl::StrFormat("%.3f", f));
   std::fprintf(stderr,
                "generate: %zu prompt + %zu generated tokens; prefill %.3f s (%.0f tok/s), decode %.1f tok/s\n"
                "generate: cache (%s, %d layers): %lld retained entries vs %lld dense (%.1f%%), "
@@ -201,8 +207,9 @@ int GenerateWithFlags(int argc, char** argv) {
                CachePolicyName(opt.policy.policy).c_str(), static_cast<int>(c.layer_kv_fraction.size()),
                static_cast<long long>(c.retained_entries), static_cast<long long>(c.dense_entries),
                c.dense_entries > 0 ? 100.0 * c.retained_entries / c.dense_entries : 0.0,
-               static_cast<long long>(c.reference_entries), Bytes(c.bytes).c_str(), Bytes(c.peak_bytes).c_str(),
-               Bytes(c.allocated_bytes).c_str(), Bytes(c.dense_bytes).c_str(), layers.c_str());
+               static_cast<long long>(c.reference_entries), Bytes(c.bytes).c_str(),
+               Bytes(c.peak_bytes).c_str(), Bytes(c.allocated_bytes).c_str(), Bytes(c.dense_bytes).c_str(),
+               layers.c_str());
   return 0;
 }
 

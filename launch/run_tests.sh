@@ -6,12 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-launch/install_deps.sh
-launch/build.sh "$BUILD_DIR"
-launch/fetch_corpus.sh data
-launch/fetch_tokenizer.sh data
-if [ ! -f data/books/train.tok ] || [ ! -f data/books/val.tok ]; then
-  "$BUILD_DIR/bin/nats" prepare --data_dir=data --out_dir=data/books --tokenizer=gpt2
-fi
+launch/setup.sh "$BUILD_DIR"
 cd "$BUILD_DIR"
 ctest --output-on-failure -j2 "$@"

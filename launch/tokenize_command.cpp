@@ -14,15 +14,10 @@ int RunTokenize(int argc, char** argv) {
   constexpr char kHelp[] =
       "usage: nats tokenize [--tokenizer=gpt2|byte] [--data_dir=data] [--json] < text\n"
       "  prints the ids of standard input, one per line (or one JSON array with --json)\n";
-  auto flags = ParseFlags(argc, argv, {"tokenizer", "data_dir"}, {"json", "help"});
-  if (!flags.ok()) {
-    std::fprintf(stderr, "%s\n%s", std::string(flags.status().message()).c_str(), kHelp);
-    return 2;
-  }
-  if (flags->Has("help")) {
-    std::fputs(kHelp, stdout);
-    return 0;
-  }
+  ParsedFlags parsed;
+  if (auto exit_code = ParseCommandFlags(argc, argv, {"tokenizer", "data_dir"}, {"json"}, kHelp, &parsed))
+    return *exit_code;
+  const ParsedFlags* flags = &parsed;
   auto tokenizer = data::MakeTokenizer(flags->Get("tokenizer", "gpt2"), flags->Get("data_dir", "data"));
   if (!tokenizer.ok()) {
     std::fprintf(stderr, "tokenize: %s\n", std::string(tokenizer.status().message()).c_str());

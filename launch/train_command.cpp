@@ -21,15 +21,10 @@ constexpr char kHelp[] =
     "SIGTERM/SIGINT/SIGUSR1: finish the step, save a checkpoint, exit 0 (a second signal exits at once).\n";
 
 int TrainWithFlags(int argc, char** argv) {
-  auto flags = ParseFlags(argc, argv, {"config", "set"}, {"help", "resume"});
-  if (!flags.ok()) {
-    std::fprintf(stderr, "%s\n%s", std::string(flags.status().message()).c_str(), kHelp);
-    return 2;
-  }
-  if (flags->Has("help")) {
-    std::fputs(kHelp, stdout);
-    return 0;
-  }
+  ParsedFlags parsed;
+  if (auto exit_code = ParseCommandFlags(argc, argv, {"config", "set"}, {"resume"}, kHelp, &parsed))
+    return *exit_code;
+  const ParsedFlags* flags = &parsed;
   if (!flags->Has("config")) {
     std::fprintf(stderr, "train: --config is required\n%s", kHelp);
     return 2;
@@ -62,10 +57,10 @@ int TrainWithFlags(int argc, char** argv) {
   if (!(*trainer)->is_root()) return 0;
   std::printf("%s\n", absl::StrFormat("summary: %d steps in %s, %.0f tok/s, val loss %.4f -> %.4f (ppl %.2f, "
                                       "%.4f bits/byte), final train loss %.4f",
-                                      summary->steps, FormatDuration(summary->seconds), summary->tokens_per_second,
-                                      summary->first_val_loss, summary->last_val_loss,
-                                      std::exp(summary->last_val_loss), summary->last_val_bpb,
-                                      summary->last_train_loss)
+                                      summary->steps, FormatDuration(summary->seconds),
+                                      summary->tokens_per_second, summary->first_val_loss,
+                                      summary->last_val_loss, std::exp(summary->last_val_loss),
+                                      summary->last_val_bpb, summary->last_train_loss)
                           .c_str());
   std::printf("%s\n", JsonLine()
                           .Add("kind", "summary")
