@@ -115,11 +115,10 @@ class TrainerState {
     std::fflush(stdout);
   }
 
-  double AverageOverRanks(double value) {
+  absl::StatusOr<double> AverageOverRanks(double value) {
     if (world == 1) return value;
     at::Tensor t = torch::tensor({value}, torch::kFloat64);
-    absl::Status s = comm->AllReduce(t, parallel::ReduceOp::kAvg);
-    TORCH_CHECK(s.ok(), s.ToString());
+    if (absl::Status s = comm->AllReduce(t, parallel::ReduceOp::kAvg); !s.ok()) return s;
     return t.item<double>();
   }
 };
@@ -442,7 +441,9 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     if (st.data_parallel) {
       if (absl::Status s = st.data_parallel->FinishGradientSync(); !s.ok()) return s;
     }
-    loss_value = st.AverageOverRanks(loss_value);
+    auto averaged = st.AverageOverRanks(loss_value);
+    if (!averaged.ok()) return averaged.status();
+    loss_value = *averaged;
     if (!std::isfinite(loss_value)) {
       return absl::InternalError(absl::StrCat(
           "step ", st.step, ": training loss is ", loss_value,
