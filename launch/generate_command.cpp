@@ -152,12 +152,8 @@ int GenerateWithFlags(int argc, char** argv) {
     std::fprintf(stderr, "generate: model of %s (step %lld)\n", loaded->step_dir.c_str(),
                  static_cast<long long>(loaded->step));
   } else {
-    ModelSpec spec;
-    spec.model = cfg->model();
-    spec.nats = cfg->nats();
-    for (int l = 0; l < cfg->model().n_layer(); ++l) spec.nats_layers.push_back(LayerUsesNats(*cfg, l));
     torch::manual_seed(cfg->train().seed());
-    model = Transformer(spec);
+    model = Transformer(ModelSpecFromConfig(*cfg));
   }
   if (!loaded && flags->Has("weights")) {
     if (absl::Status s = LoadTorchSavedWeights(model, flags->Get("weights")); !s.ok()) {

@@ -51,12 +51,12 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
 
+#include "nats/masks.h"
 #include "nats/token_type.h"
 
 // The hot loops below must vectorise; the project builds with -O2, where GCC does not vectorise them.
@@ -859,20 +859,11 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-void CheckOneHot(const at::Tensor& onehot) {
-  TORCH_CHECK(onehot.dim() == 4 && onehot.size(-1) == kNumTokenTypes,
-              "NAtS types must be a one-hot [B, H_kv, T, 3] tensor, got ", onehot.sizes());
-  // The mask is defined at one-hot points only; a soft input would be silently rounded by argmax.
-  TORCH_CHECK(at::logical_or(onehot.eq(0), onehot.eq(1)).all().item<bool>() && onehot.sum(-1).eq(1).all().item<bool>(),
-              "NAtS types must be exactly one-hot (use the scorer's straight-through output)");
-}
-
 class FusedNatsAttentionFunction : public torch::autograd::Function<FusedNatsAttentionFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             const at::Tensor& onehot, int64_t window, double lambda, int64_t grad_mode) {
-    CheckOneHot(onehot);
-    const at::Tensor types = onehot.argmax(-1).to(at::kChar);
+    const at::Tensor types = TypesFromOneHot(onehot);
     const auto mode = static_cast<MaskGradMode>(grad_mode);
     const bool full = mode == MaskGradMode::kUnmasked;  // Z^F is needed only by that mode's type gradient
     FusedForwardResult fwd = FusedNatsForward(q, k, v, types, window, /*keep_lse=*/true, full);
@@ -911,8 +902,7 @@ at::Tensor FusedNatsAttention(const at::Tensor& q, const at::Tensor& k, const at
                           (q.requires_grad() || k.requires_grad() || v.requires_grad() || types.requires_grad());
   if (!needs_grad) {
     // Inference: no lse to keep, no autograd node; only the keys each query sees are visited.
-    CheckOneHot(types);
-    return NatsSparsePrefill(q, k, v, types.argmax(-1).to(at::kChar), options.window);
+    return NatsSparsePrefill(q, k, v, TypesFromOneHot(types), options.window);
   }
   return FusedNatsAttentionFunction::apply(q, k, v, types, options.window, options.lambda,
                                            static_cast<int64_t>(options.grad_mode));

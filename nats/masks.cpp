@@ -132,4 +132,12 @@ MaskStats ComputeMaskStats(const at::Tensor& types, int64_t window) {
   return stats;
 }
 
+at::Tensor TypesFromOneHot(const at::Tensor& onehot) {
+  TORCH_CHECK(onehot.dim() == 4 && onehot.size(-1) == kNumTokenTypes,
+              "NAtS types must be a one-hot [B, H_kv, T, 3] tensor, got ", onehot.sizes());
+  TORCH_CHECK(at::logical_or(onehot.eq(0), onehot.eq(1)).all().item<bool>() && onehot.sum(-1).eq(1).all().item<bool>(),
+              "NAtS types must be exactly one-hot (use the scorer's straight-through output)");
+  return onehot.argmax(-1).to(at::kChar);
+}
+
 }  // namespace nats

@@ -60,4 +60,9 @@ struct MaskStats {
 };
 MaskStats ComputeMaskStats(const at::Tensor& types, int64_t window);
 
+// int8 types [B, H_kv, T] of a float one-hot [B, H_kv, T, 3] (the scorer's straight-through output).
+// TORCH_CHECK-fails unless it is exactly one-hot: the mask is defined at one-hot points only, and a soft
+// input would otherwise be silently rounded by the argmax.
+at::Tensor TypesFromOneHot(const at::Tensor& onehot);
+
 }  // namespace nats

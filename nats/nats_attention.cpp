@@ -234,13 +234,7 @@ class ReferenceNatsAttentionFunction : public torch::autograd::Function<Referenc
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             const at::Tensor& onehot, int64_t window, double lambda, int64_t grad_mode) {
-    TORCH_CHECK(onehot.dim() == 4 && onehot.size(-1) == kNumTokenTypes,
-                "NAtS types must be a one-hot [B, H_kv, T, 3] tensor, got ", onehot.sizes());
-    // The mask is defined at one-hot points only; a soft input would be silently rounded by argmax.
-    TORCH_CHECK(at::logical_or(onehot.eq(0), onehot.eq(1)).all().item<bool>() &&
-                    onehot.sum(-1).eq(1).all().item<bool>(),
-                "NAtS types must be exactly one-hot (use the scorer's straight-through output)");
-    const at::Tensor types = onehot.argmax(-1).to(at::kChar);
+    const at::Tensor types = TypesFromOneHot(onehot);
     const auto mode = static_cast<MaskGradMode>(grad_mode);
     NatsReferenceForwardResult fwd =
         NatsReferenceForward(q, k, v, types, window, /*keep_full_lse=*/mode == MaskGradMode::kUnmasked);

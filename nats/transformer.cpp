@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "nats/masks.h"
+#include "nats/model_shape.h"
 #include "nats/scorer.h"
 #include "nats/token_type.h"
 
@@ -37,14 +38,6 @@ torch::nn::AnyModule MakeNorm(const config::ModelConfig& m) {
   return torch::nn::AnyModule(torch::nn::LayerNorm(torch::nn::LayerNormOptions({m.d_model()})));
 }
 
-int KvHeads(const config::ModelConfig& m) { return m.n_kv_head() > 0 ? m.n_kv_head() : m.n_head(); }
-
-int FfnWidth(const config::ModelConfig& m) {
-  if (m.d_ff() > 0) return m.d_ff();
-  if (m.mlp() == config::ModelConfig::SWIGLU) return (8 * m.d_model() / 3 + 63) / 64 * 64;
-  return 4 * m.d_model();
-}
-
 }  // namespace
 
 class BlockImpl : public torch::nn::Module {
@@ -52,7 +45,7 @@ class BlockImpl : public torch::nn::Module {
   BlockImpl(const ModelSpec& spec, int layer) : spec_(spec), layer_(layer) {
     const auto& m = spec.model;
     n_head_ = m.n_head();
-    n_kv_ = KvHeads(m);
+    n_kv_ = ResolvedKvHeads(m);
     head_dim_ = m.d_model() / m.n_head();
     use_nats_ = spec.nats_layers.at(layer);
     norm1_any_ = MakeNorm(m);
@@ -62,7 +55,7 @@ class BlockImpl : public torch::nn::Module {
     qkv_ = register_module(
         "qkv", torch::nn::Linear(torch::nn::LinearOptions(m.d_model(), (n_head_ + 2 * n_kv_) * head_dim_).bias(false)));
     proj_ = register_module("proj", torch::nn::Linear(torch::nn::LinearOptions(m.d_model(), m.d_model()).bias(false)));
-    const int ff = FfnWidth(m);
+    const int ff = ResolvedFfnWidth(m);
     swiglu_ = m.mlp() == config::ModelConfig::SWIGLU;
     fc_ = register_module("fc", torch::nn::Linear(torch::nn::LinearOptions(m.d_model(), ff).bias(false)));
     if (swiglu_) {

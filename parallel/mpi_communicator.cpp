@@ -412,14 +412,23 @@ absl::Status MpiCommunicator::Broadcast(at::Tensor& t, int root) {
 }
 
 absl::Status MpiCommunicator::Send(const at::Tensor& t, int peer, int tag) {
-  if (auto s = internal::CheckTensor(t, "Send", false, false); !s.ok()) return s;
+  // MPI_Isend only reads the buffer; PointToPoint takes a non-const handle because Recv writes it.
+  at::Tensor handle = t;
+  return PointToPoint(handle, peer, tag, /*send=*/true);
+}
+
+absl::Status MpiCommunicator::Recv(at::Tensor& t, int peer, int tag) { return PointToPoint(t, peer, tag, false); }
+
+absl::Status MpiCommunicator::PointToPoint(at::Tensor& t, int peer, int tag, bool send) {
+  const char* what = send ? "Send" : "Recv";
+  if (auto s = internal::CheckTensor(t, what, false, false); !s.ok()) return s;
   if (peer < 0 || peer >= size_ || tag < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("Send: peer ", peer, " must be in [0, ", size_,
-                                                   ") and tag ", tag, " non-negative"));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": peer ", peer, " must be in [0, ", size_, ") and tag ",
+                                                   tag, " non-negative"));
   }
   const MpiType type = TypeOf(t);
-  auto work = std::make_unique<MpiWork>(absl::StrCat(Describe("Send", t), " to rank ", peer, " tag ", tag), timeout_,
-                                        rank_, size_);
+  auto work = std::make_unique<MpiWork>(
+      absl::StrCat(Describe(what, t), send ? " to rank " : " from rank ", peer, " tag ", tag), timeout_, rank_, size_);
   work->Keep(t);
   char* base = static_cast<char*>(t.data_ptr());
   const int64_t total = t.numel() * type.scale;
@@ -428,36 +437,10 @@ absl::Status MpiCommunicator::Send(const at::Tensor& t, int peer, int tag) {
   for (int64_t begin = 0; begin < total || begin == 0; begin += kMaxChunk) {
     const int64_t n = std::min(kMaxChunk, total - begin);
     MPI_Request r;
-    int rc = MPI_Isend(base + begin * mpi_elem_bytes, static_cast<int>(n), type.type, peer, tag, comm_, &r);
+    int rc = send ? MPI_Isend(base + begin * mpi_elem_bytes, static_cast<int>(n), type.type, peer, tag, comm_, &r)
+                  : MPI_Irecv(base + begin * mpi_elem_bytes, static_cast<int>(n), type.type, peer, tag, comm_, &r);
     if (rc != MPI_SUCCESS) {
-      work->Fail(MpiError(rc, "MPI_Isend"));
-      break;
-    }
-    work->AddRequest(r);
-    if (total == 0) break;
-  }
-  return work->Wait();
-}
-
-absl::Status MpiCommunicator::Recv(at::Tensor& t, int peer, int tag) {
-  if (auto s = internal::CheckTensor(t, "Recv", false, false); !s.ok()) return s;
-  if (peer < 0 || peer >= size_ || tag < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("Recv: peer ", peer, " must be in [0, ", size_,
-                                                   ") and tag ", tag, " non-negative"));
-  }
-  const MpiType type = TypeOf(t);
-  auto work = std::make_unique<MpiWork>(absl::StrCat(Describe("Recv", t), " from rank ", peer, " tag ", tag),
-                                        timeout_, rank_, size_);
-  work->Keep(t);
-  char* base = static_cast<char*>(t.data_ptr());
-  const int64_t total = t.numel() * type.scale;
-  const int64_t mpi_elem_bytes = t.element_size() / type.scale;
-  for (int64_t begin = 0; begin < total || begin == 0; begin += kMaxChunk) {
-    const int64_t n = std::min(kMaxChunk, total - begin);
-    MPI_Request r;
-    int rc = MPI_Irecv(base + begin * mpi_elem_bytes, static_cast<int>(n), type.type, peer, tag, comm_, &r);
-    if (rc != MPI_SUCCESS) {
-      work->Fail(MpiError(rc, "MPI_Irecv"));
+      work->Fail(MpiError(rc, send ? "MPI_Isend" : "MPI_Irecv"));
       break;
     }
     work->AddRequest(r);

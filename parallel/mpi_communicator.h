@@ -76,6 +76,9 @@ class MpiCommunicator : public Communicator {
   // row shape and dtype; returns the same error on every rank otherwise.
   absl::StatusOr<std::vector<int64_t>> ExchangeRows(const at::Tensor& like, int64_t rows, absl::string_view what);
 
+  // Send (send = true) or Recv of `t` with `peer`, in chunks MPI's int counts can address.
+  absl::Status PointToPoint(at::Tensor& t, int peer, int tag, bool send);
+
   MPI_Comm comm_;
   int rank_ = 0;
   int size_ = 1;

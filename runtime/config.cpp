@@ -1,5 +1,7 @@
 #include "runtime/config.h"
 
+#include "nats/model_shape.h"
+
 #include <fstream>
 #include <sstream>
 
@@ -254,17 +256,6 @@ uint64_t ConfigHash(const config::Config& cfg) {
     h *= 1099511628211ull;
   }
   return h;
-}
-
-int ResolvedKvHeads(const config::ModelConfig& m) { return m.n_kv_head() > 0 ? m.n_kv_head() : m.n_head(); }
-
-int ResolvedFfnWidth(const config::ModelConfig& m) {
-  if (m.d_ff() > 0) return m.d_ff();
-  if (m.mlp() == config::ModelConfig::SWIGLU) {
-    const int w = (8 * m.d_model() / 3 + 63) / 64 * 64;
-    return w;
-  }
-  return 4 * m.d_model();
 }
 
 bool LayerUsesNats(const config::Config& c, int layer) {

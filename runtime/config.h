@@ -32,10 +32,6 @@ std::string ConfigToText(const config::Config& config);
 // A stable 64-bit hash of the serialized config, compared across ranks at start-up.
 uint64_t ConfigHash(const config::Config& config);
 
-// Resolved values that depend on defaults: n_kv_head (0 -> n_head), d_ff (0 -> by MLP kind).
-int ResolvedKvHeads(const config::ModelConfig& model);
-int ResolvedFfnWidth(const config::ModelConfig& model);
-
 // True when layer `layer` uses NAtS attention under this config.
 bool LayerUsesNats(const config::Config& config, int layer);
 

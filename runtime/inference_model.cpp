@@ -10,6 +10,14 @@
 
 namespace nats {
 
+ModelSpec ModelSpecFromConfig(const config::Config& cfg) {
+  ModelSpec spec;
+  spec.model = cfg.model();
+  spec.nats = cfg.nats();
+  for (int l = 0; l < cfg.model().n_layer(); ++l) spec.nats_layers.push_back(LayerUsesNats(cfg, l));
+  return spec;
+}
+
 absl::StatusOr<InferenceModel> LoadModelForInference(const std::string& path,
                                                      const std::vector<std::string>& set_overrides) {
   auto step_dir = checkpoint::ResolveCheckpointPath(path);
@@ -24,11 +32,7 @@ absl::StatusOr<InferenceModel> LoadModelForInference(const std::string& path,
     if (absl::Status s = ApplyOverride(assignment, &out.config); !s.ok()) return s;
   }
   if (absl::Status s = ValidateConfig(out.config); !s.ok()) return s;
-  ModelSpec spec;
-  spec.model = out.config.model();
-  spec.nats = out.config.nats();
-  for (int l = 0; l < spec.model.n_layer(); ++l) spec.nats_layers.push_back(LayerUsesNats(out.config, l));
-  out.model = Transformer(spec);
+  out.model = Transformer(ModelSpecFromConfig(out.config));
   out.model->eval();
 
   std::vector<StateTensor> targets;

@@ -16,6 +16,9 @@
 
 namespace nats {
 
+// The model shape and per-layer attention choice a config describes (nats.layers via LayerUsesNats).
+ModelSpec ModelSpecFromConfig(const config::Config& config);
+
 struct InferenceModel {
   config::Config config;
   Transformer model{nullptr};

@@ -15,6 +15,7 @@
 #include "data/loader.h"
 #include "data/token_shard.h"
 #include "data/tokenizer.h"
+#include "nats/model_shape.h"
 #include "nats/transformer.h"
 #include "parallel/adamw.h"
 #include "parallel/communicator.h"
@@ -24,6 +25,7 @@
 #include "parallel/zero_optimizer.h"
 #include "runtime/checkpointing.h"
 #include "runtime/config.h"
+#include "runtime/inference_model.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/metrics_log.h"
 #include "runtime/signals.h"
@@ -51,14 +53,6 @@ double MeasureMatmulFlops() {
     ++reps;
   }
   return 2.0 * n * n * n * reps / SecondsSince(start);
-}
-
-ModelSpec SpecFromConfig(const config::Config& cfg) {
-  ModelSpec spec;
-  spec.model = cfg.model();
-  spec.nats = cfg.nats();
-  for (int l = 0; l < cfg.model().n_layer(); ++l) spec.nats_layers.push_back(LayerUsesNats(cfg, l));
-  return spec;
 }
 
 }  // namespace
@@ -231,7 +225,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   st->tokenizer = std::move(*tokenizer);
 
   // Model and optimizer. Every rank builds the same initial weights from the same seed.
-  st->model = Transformer(SpecFromConfig(cfg));
+  st->model = Transformer(ModelSpecFromConfig(cfg));
   std::vector<parallel::OptimizerParam> params;
   std::string shapes;
   for (auto& p : st->model->named_parameters()) {

@@ -1,0 +1,17 @@
+// nats/model_shape.h
+//
+// Model dimensions that depend on defaults in ModelConfig (runtime/config.proto): one definition used by the
+// model, the config validation and the logs. LibTorch-free.
+#pragma once
+
+#include "runtime/config.pb.h"
+
+namespace nats {
+
+// Key/value heads: model.n_kv_head, or n_head when it is 0 (no GQA).
+int ResolvedKvHeads(const config::ModelConfig& model);
+
+// MLP hidden width: model.d_ff, or 4 d_model (GELU) / 8/3 d_model rounded up to 64 (SwiGLU) when it is 0.
+int ResolvedFfnWidth(const config::ModelConfig& model);
+
+}  // namespace nats
