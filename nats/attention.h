@@ -39,4 +39,18 @@ at::Tensor DenseCausalAttention(const at::Tensor& q, const at::Tensor& k, const 
 at::Tensor NatsAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types,
                          const AttentionOptions& options);
 
+// Attention for one contiguous chunk of a sequence whose earlier positions live on other ranks (sequence
+// parallelism; implemented by parallel::SequenceParallel, NATS_SPEC.md section 7). nats/ only sees this
+// interface and never talks to other ranks itself. q, k, v, types as Attention() for the chunk's positions
+// (RoPE applied at absolute positions); the result equals the rows of a whole-sequence Attention() call.
+class ChunkAttention {
+ public:
+  virtual ~ChunkAttention() = default;
+  // Absolute position of the chunk's first token and the whole sequence's length N.
+  virtual int64_t chunk_begin() const = 0;
+  virtual int64_t sequence_length() const = 0;
+  virtual at::Tensor Attend(int layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const at::Tensor& types, const AttentionOptions& options) = 0;
+};
+
 }  // namespace nats

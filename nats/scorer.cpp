@@ -10,11 +10,11 @@ namespace {
 
 constexpr int64_t kGlobal = static_cast<int64_t>(TokenType::kGlobal);
 
-// [B, H_kv, T, 1] bool: true at the positions forced global.
-at::Tensor ForcedPositions(int64_t t, bool first, bool last, const at::TensorOptions& opts) {
+// [1, 1, T, 1] bool: true at the chunk positions forced global (sequence positions 0 and N-1).
+at::Tensor ForcedPositions(int64_t t, int64_t start_pos, int64_t total_len, const at::TensorOptions& opts) {
   at::Tensor forced = at::zeros({t}, opts.dtype(at::kBool));
-  if (first) forced[0] = true;
-  if (last) forced[t - 1] = true;
+  if (start_pos == 0) forced[0] = true;
+  if (start_pos + t == total_len) forced[t - 1] = true;
   return forced.view({1, 1, t, 1});
 }
 
@@ -30,12 +30,15 @@ ScorerImpl::ScorerImpl(int64_t d_model, int64_t n_kv_head) : n_kv_head_(n_kv_hea
 }
 
 ScorerOutput ScorerImpl::Forward(const at::Tensor& x_normed, bool training, double tau, double global_bias,
-                                 int64_t start_pos) {
+                                 int64_t start_pos, int64_t total_len) {
   TORCH_CHECK(x_normed.dim() == 3, "scorer input must be [B, T, d_model], got ", x_normed.sizes());
   TORCH_CHECK(tau > 0.0, "Gumbel temperature tau must be > 0, got ", tau);
   const int64_t b = x_normed.size(0);
   const int64_t t = x_normed.size(1);
   TORCH_CHECK(t >= 1, "scorer input has no positions");
+  if (total_len == 0) total_len = start_pos + t;
+  TORCH_CHECK(start_pos >= 0 && start_pos + t <= total_len, "scorer chunk [", start_pos, ", ", start_pos + t,
+              ") lies outside a sequence of ", total_len, " positions");
 
   ScorerOutput result;
   // NATS_SPEC 2: the scorer sends no gradient into its input.
@@ -50,7 +53,9 @@ ScorerOutput ScorerImpl::Forward(const at::Tensor& x_normed, bool training, doub
     at::Tensor gumbel;
     {
       torch::NoGradGuard no_grad;
-      gumbel = -at::empty_like(result.logits).exponential_().clamp_min(1e-30).log();
+      // Drawn for all N positions, then cut: a chunk of a sequence-parallel run gets the single-rank noise.
+      at::Tensor whole = at::empty({b, n_kv_head_, total_len, kNumTokenTypes}, result.logits.options());
+      gumbel = -whole.exponential_().narrow(2, start_pos, t).clamp_min(1e-30).log();
     }
     at::Tensor soft = at::softmax((result.logits + gumbel) / tau, -1);
     at::Tensor index = soft.argmax(-1);
@@ -58,8 +63,8 @@ ScorerOutput ScorerImpl::Forward(const at::Tensor& x_normed, bool training, doub
     // Straight-through: `soft - soft.detach()` is exactly 0 in the forward, so the value is exactly one-hot
     // (hard - soft + soft would round), while the gradient is that of `soft`.
     at::Tensor onehot = hard + (soft - soft.detach());
-    // NATS_SPEC 2: positions 0 and T-1 forced global; `where` gives them zero gradient.
-    at::Tensor forced = ForcedPositions(t, /*first=*/true, /*last=*/true, result.logits.options());
+    // NATS_SPEC 2: positions 0 and N-1 forced global; `where` gives them zero gradient.
+    at::Tensor forced = ForcedPositions(t, start_pos, total_len, result.logits.options());
     result.onehot = at::where(forced, global_onehot, onehot);
     result.types = at::where(forced.squeeze(-1), at::zeros({}, index.options()), index).to(at::kChar);
     result.soft = soft.detach();

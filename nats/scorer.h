@@ -5,10 +5,12 @@
 // - Training: hard straight-through Gumbel-softmax with temperature tau on the DETACHED input. The forward
 //   value is exactly one-hot; the backward goes through softmax((logits + gumbel) / tau), so with
 //   dL/dy from the attention, dL/dlogit_o = ysoft_o * (dL/dy_o - sum_o' ysoft_o' dL/dy_o') / tau
-//   (NATS_SPEC 5.3). Positions 0 and T-1 are forced global and get zero gradient.
+//   (NATS_SPEC 5.3). Positions 0 and N-1 of the training sequence are forced global and get zero gradient.
 // - Inference: argmax of logits + global_bias on the global option; position 0 (of the sequence) forced
 //   global. No sampling.
-// The Gumbel noise comes from the global torch generator, so torch::manual_seed makes a run reproducible.
+// The Gumbel noise comes from the global torch generator, so torch::manual_seed makes a run reproducible. It is
+// drawn for the whole sequence of total_len positions and then cut to this chunk, so ranks that share a sequence
+// (sequence parallelism, same generator state) sample exactly the noise a single rank would.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -33,8 +35,10 @@ class ScorerImpl : public torch::nn::Module {
   // x_normed: [B, T, d_model], the normalised hidden state that feeds Q/K/V (detached here).
   // start_pos: sequence position of x_normed[:, 0]; at inference only a chunk starting at 0 forces its first
   // token global (a decode step continuing a sequence must not).
+  // total_len (training): length N of the whole sequence this chunk belongs to; 0 means start_pos + T. The
+  // chunk forces position 0 and N-1 global where it holds them.
   ScorerOutput Forward(const at::Tensor& x_normed, bool training, double tau = 1.0, double global_bias = 0.1,
-                       int64_t start_pos = 0);
+                       int64_t start_pos = 0, int64_t total_len = 0);
 
   int64_t n_kv_head() const { return n_kv_head_; }
   const torch::nn::Linear& proj() const { return proj_; }

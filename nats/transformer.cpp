@@ -74,8 +74,11 @@ class BlockImpl : public torch::nn::Module {
   // Residual output projections (scaled at init, GPT-2 style).
   std::vector<at::Tensor> ResidualProjections() { return {proj_->weight, fc_out_->weight}; }
 
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t offset) {
+  // chunk: sequence-parallel attention for a chunk starting at `offset` (nullptr: x is the whole sequence).
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t offset,
+                     ChunkAttention* chunk) {
     Projected p = Project(x, cos, sin, offset);
+    const int64_t total_len = chunk != nullptr ? chunk->sequence_length() : offset + x.size(1);
     at::Tensor types;  // undefined: dense causal attention (every token global)
     if (use_nats_) {
       if (type_override_.defined()) {
@@ -83,12 +86,14 @@ class BlockImpl : public torch::nn::Module {
         types = at::one_hot(last_types_.to(at::kLong), kNumTokenTypes).to(p.q.scalar_type());
       } else {
         // NATS_SPEC 2: the scorer reads the same normed input as Q/K/V (detached inside the scorer).
-        ScorerOutput typed = scorer_->Forward(p.h, is_training(), spec_.nats.tau(), spec_.nats.global_bias(), offset);
+        ScorerOutput typed =
+            scorer_->Forward(p.h, is_training(), spec_.nats.tau(), spec_.nats.global_bias(), offset, total_len);
         types = typed.onehot;
         last_types_ = typed.types;
       }
     }
-    at::Tensor y = Attention(p.q, p.k, p.v.contiguous(), types, options_);
+    at::Tensor y = chunk != nullptr ? chunk->Attend(layer_, p.q, p.k, p.v.contiguous(), types, options_)
+                                    : Attention(p.q, p.k, p.v.contiguous(), types, options_);
     return Finish(x, y);
   }
 
@@ -250,9 +255,14 @@ void TransformerImpl::EnsureRope(int64_t end) {
 
 at::Tensor TransformerImpl::forward(const at::Tensor& tokens, int64_t position_offset) {
   TORCH_CHECK(tokens.dim() == 2, "tokens must be [B, T]");
+  if (chunk_ != nullptr) {
+    TORCH_CHECK(position_offset == 0 || position_offset == chunk_->chunk_begin(), "forward at offset ",
+                position_offset, " but the sequence-parallel chunk starts at ", chunk_->chunk_begin());
+    position_offset = chunk_->chunk_begin();
+  }
   EnsureRope(position_offset + tokens.size(1));
   at::Tensor x = wte_->forward(tokens);
-  for (auto& block : blocks_) x = block->forward(x, rope_cos_, rope_sin_, position_offset);
+  for (auto& block : blocks_) x = block->forward(x, rope_cos_, rope_sin_, position_offset, chunk_);
   return Logits(x);
 }
 
@@ -295,6 +305,8 @@ at::Tensor TransformerImpl::Prefill(const at::Tensor& tokens, KvCache& cache, bo
 at::Tensor TransformerImpl::Decode(const at::Tensor& tokens, KvCache& cache, bool all_logits) {
   return CachedForward(tokens, cache, all_logits);
 }
+
+void TransformerImpl::SetChunkAttention(ChunkAttention* chunk) { chunk_ = chunk; }
 
 void TransformerImpl::SetTypeOverride(int layer, const at::Tensor& types) {
   TORCH_CHECK(layer >= 0 && layer < static_cast<int>(blocks_.size()), "no layer ", layer);

@@ -85,6 +85,12 @@ class TransformerImpl : public torch::nn::Module {
   // Continues the cached sequences with tokens [B, x] (x >= 1; usually 1). Returns logits as Prefill.
   at::Tensor Decode(const at::Tensor& tokens, KvCache& cache, bool all_logits = false);
 
+  // Sequence parallelism: while `chunk` is set, forward(tokens) runs the chunk's positions
+  // chunk->chunk_begin() .. + T-1 of a sequence of chunk->sequence_length() tokens, every attention layer goes
+  // through chunk->Attend, and the scorer forces positions 0 and N-1 of the whole sequence. nullptr clears it.
+  // Not owned; it must outlive the forward and backward passes that use it.
+  void SetChunkAttention(ChunkAttention* chunk);
+
   // Tests and benchmarks only: fixes the token types of NAtS layer `layer` to types [B or 1, H_kv, N] (int,
   // TokenType values, indexed by absolute position) in forward() and the cached paths; undefined clears it.
   void SetTypeOverride(int layer, const at::Tensor& types);
@@ -95,6 +101,7 @@ class TransformerImpl : public torch::nn::Module {
   at::Tensor CachedForward(const at::Tensor& tokens, KvCache& cache, bool all_logits);
 
   ModelSpec spec_;
+  ChunkAttention* chunk_ = nullptr;
   torch::nn::Embedding wte_{nullptr};
   std::vector<Block> blocks_;
   torch::nn::AnyModule final_norm_;
