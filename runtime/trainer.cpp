@@ -22,6 +22,7 @@
 #include "parallel/data_parallel.h"
 #include "parallel/process_grid.h"
 #include "parallel/rank_agreement.h"
+#include "parallel/sequence_parallel.h"
 #include "parallel/zero_optimizer.h"
 #include "runtime/checkpointing.h"
 #include "runtime/config.h"
@@ -83,6 +84,8 @@ class TrainerState {
   Transformer model{nullptr};
   std::unique_ptr<parallel::AdamW> optimizer;  // plain AdamW, or its ZeRO-1 sharded form
   std::unique_ptr<parallel::DataParallel> data_parallel;
+  // sp > 1: this rank's chunk of every sequence and the retained-KV exchange (owned here, used by the model).
+  std::unique_ptr<parallel::SequenceParallel> sequence_parallel;
   MetricsLog log;
   double peak_flops = 0;
   double train_seconds = 0;        // this process's time inside training steps
@@ -107,6 +110,12 @@ class TrainerState {
     if (!is_root()) return;
     std::fprintf(stdout, "%s\n", line.c_str());
     std::fflush(stdout);
+  }
+
+  // This rank's chunk [begin, end) of a training window of `seq` tokens ([0, seq) without sequence parallelism).
+  std::pair<int64_t, int64_t> Chunk(int64_t seq) const {
+    if (!sequence_parallel) return {0, seq};
+    return {sequence_parallel->chunk_begin(), sequence_parallel->chunk_end()};
   }
 
   absl::StatusOr<double> AverageOverRanks(double value) {
@@ -160,8 +169,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   auto st = std::make_unique<TrainerState>();
   st->cfg = cfg;
   const int sp = cfg.parallel().sp();
-  if (sp != 1) {
-    return absl::UnimplementedError("parallel.sp > 1 (sequence parallelism) is not available yet; set parallel.sp=1");
+  if (sp > cfg.model().context_length()) {
+    return absl::InvalidArgumentError(absl::StrCat("parallel.sp = ", sp, " exceeds model.context_length = ",
+                                                   cfg.model().context_length(),
+                                                   "; every sequence-parallel rank needs at least one token"));
   }
   auto backend = parallel::MakeCommunicator(static_cast<parallel::Backend>(
       cfg.parallel().backend() == config::ParallelConfig::AUTO    ? parallel::Backend::kAuto
@@ -246,7 +257,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   ao.eps = o.eps();
   ao.weight_decay = o.weight_decay();
   if (cfg.parallel().zero_stage() == 1) {
-    auto zero = parallel::ZeroOptimizer::Create(std::move(params), ao, st->grid->dp());
+    // Gradients are averaged over the whole world (dp x sp), so every rank holds the same gradient and the
+    // optimizer state can be sharded over all of them.
+    auto zero = parallel::ZeroOptimizer::Create(std::move(params), ao, *st->comm);
     if (!zero.ok()) return zero.status();
     st->optimizer = std::move(*zero);
   } else {
@@ -261,6 +274,18 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
     // Same seed gives the same weights already; the broadcast makes that a guarantee, not an assumption.
     if (absl::Status s = st->data_parallel->BroadcastParameters(0); !s.ok()) return s;
   }
+  if (st->grid->sp_size() > 1) {
+    st->sequence_parallel = std::make_unique<parallel::SequenceParallel>(
+        st->grid->sp(), cfg.parallel().sp_exchange() == config::ParallelConfig::FULL ? parallel::SpExchange::kFull
+                                                                                    : parallel::SpExchange::kRetained);
+    st->sequence_parallel->SetSequenceLength(cfg.model().context_length());
+    // Each rank's loss is its chunk's share times sp: the gradient average over dp x sp then sums over sp.
+    st->sequence_parallel->SetLossScale(st->grid->sp_size());
+    st->model->SetChunkAttention(st->sequence_parallel.get());
+  }
+  // Data-parallel ranks draw independent Gumbel noise for their different samples (the weights above came from
+  // the common seed); the sp ranks of one sequence share a stream, which the scorer needs (nats/scorer.h).
+  if (st->dp > 1) torch::manual_seed(t.seed() + 1000003ull * st->grid->dp_rank());
 
   // Run directory: the effective config and the metrics log.
   std::error_code ec;
@@ -305,7 +330,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
       if (auto rng = SavedRngState(m, st->rank, st->world)) {
         if (absl::Status s = RestoreCpuRngState(*rng); !s.ok()) return s;
       } else {
-        torch::manual_seed(t.seed() + 1000003ull * st->step + st->rank);
+        // By data-parallel rank: the ranks of one sequence must draw the same Gumbel noise.
+        torch::manual_seed(t.seed() + 1000003ull * st->step + st->grid->dp_rank());
       }
       st->Print(absl::StrFormat("resumed from %s: step %d, %d samples consumed", loaded->step_dir, st->step,
                                 st->consumed_samples));
@@ -323,10 +349,13 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
       cfg.model().context_length(), cfg.model().vocab_size(), st->model->NumParameters() / 1e6,
       config::ModelConfig::Attention_Name(cfg.model().attention())));
   st->Print(absl::StrFormat(
-      "run: %d rank(s) (%s), dp %d, batch %d = %d micro x %d accum x %d dp, %d threads/rank, train %d tokens, "
-      "val %d tokens, matmul peak %.1f GFLOP/s",
-      st->world, std::string(st->comm->backend()), st->dp, t.batch_size(), st->micro_batch, st->accum_steps,
-      st->dp, threads, st->train_shard->num_tokens(), st->val_shard->num_tokens(), st->peak_flops / 1e9));
+      "run: %d rank(s) (%s), dp %d x sp %d%s, batch %d = %d micro x %d accum x %d dp, %d threads/rank, "
+      "train %d tokens, val %d tokens, matmul peak %.1f GFLOP/s",
+      st->world, std::string(st->comm->backend()), st->dp, st->grid->sp_size(),
+      st->grid->sp_size() == 1 ? ""
+      : cfg.parallel().sp_exchange() == config::ParallelConfig::FULL ? " (full KV exchange)"
+                                                                     : " (retained KV exchange)",
+      t.batch_size(), st->micro_batch, st->accum_steps, st->dp, threads, st->train_shard->num_tokens(), st->val_shard->num_tokens(), st->peak_flops / 1e9));
   return std::unique_ptr<Trainer>(new Trainer(std::move(st)));
 }
 
@@ -343,6 +372,9 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
   const int64_t begin = total * dp_rank / st.dp, end = total * (dp_rank + 1) / st.dp;
   torch::NoGradGuard no_grad;
   st.model->eval();
+  // Exchange statistics describe training steps; evaluation's exchanges are not counted.
+  std::vector<parallel::SpLayerStats> training_sp_stats;
+  if (st.sequence_parallel) training_sp_stats = st.sequence_parallel->stats();
   double loss_sum = 0, bytes = 0;
   int64_t tokens = 0;
   for (int64_t first = begin; first < end; first += st.micro_batch) {
@@ -350,13 +382,19 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
     auto rows = data::EvalWindows(*st.val_shard, seq, first, count);
     if (!rows.ok()) return rows.status();
     at::Tensor batch = torch::from_blob(rows->data(), {count, seq + 1}, torch::kInt32).to(torch::kInt64);
-    at::Tensor logits = st.model->forward(batch.narrow(1, 0, seq));
-    at::Tensor targets = batch.narrow(1, 1, seq);
+    const auto [begin, end] = st.Chunk(seq);  // the whole window without sequence parallelism
+    at::Tensor logits;
+    try {
+      logits = st.model->forward(batch.narrow(1, begin, end - begin));
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("evaluation: ", e.what_without_backtrace()));
+    }
+    at::Tensor targets = batch.narrow(1, begin + 1, end - begin);
     at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}),
                                              {}, at::Reduction::Sum);
     loss_sum += loss.item<double>();
     tokens += targets.numel();
-    if (st.val_bytes_per_token == 0) {
+    if (st.val_bytes_per_token == 0 && st.grid->sp_rank() == 0) {  // bytes of whole windows, counted once
       std::vector<int32_t> ids(rows->begin(), rows->end());
       for (int64_t r = 0; r < count; ++r) {
         auto text = st.tokenizer->Decode(absl::MakeConstSpan(ids.data() + r * (seq + 1) + 1, seq));
@@ -365,10 +403,16 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
     }
   }
   st.model->train();
+  if (st.sequence_parallel) {
+    st.sequence_parallel->ResetStats();
+    for (size_t l = 0; l < training_sp_stats.size(); ++l) {
+      st.sequence_parallel->StatsFor(static_cast<int>(l)) = training_sp_stats[l];
+    }
+  }
   at::Tensor sums = torch::tensor({loss_sum, static_cast<double>(tokens), bytes}, torch::kFloat64);
   if (st.world > 1) {
+    // Each sp rank scored its own chunk of the group's windows: the sums add up to the whole windows.
     if (absl::Status s = st.comm->AllReduce(sums, parallel::ReduceOp::kSum); !s.ok()) return s;
-    sums /= st.cfg.parallel().sp();  // sp ranks of a group evaluated the same windows
   }
   EvalResult r;
   r.tokens = static_cast<int64_t>(sums[1].item<double>());
@@ -414,6 +458,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
   auto window_start = Clock::now();
   int64_t window_tokens = 0;
   const int64_t first_step = st.step;
+  int64_t last_logged_step = st.step;
   st.model->train();
   while (st.step < total_steps) {
     const auto step_start = Clock::now();
@@ -424,13 +469,23 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
                            .to(torch::kInt64);
     st.optimizer->ZeroGrad();
     double loss_value = 0;
+    // A collective that fails inside autograd (the sequence-parallel exchange) throws; it ends the run with
+    // its message like any other failed collective.
+    try {
     for (int64_t micro = 0; micro < st.accum_steps; ++micro) {
       // Gradients are all-reduced in buckets while the last micro-step's backward still runs.
       if (st.data_parallel) st.data_parallel->set_sync(micro + 1 == st.accum_steps);
       at::Tensor batch = local.narrow(0, micro * st.micro_batch, st.micro_batch);
-      at::Tensor loss = st.model->Loss(batch.narrow(1, 0, seq), batch.narrow(1, 1, seq));
+      const auto [begin, end] = st.Chunk(seq);
+      // With sequence parallelism the chunk's mean loss is weighted by its share of the sequence times sp, so
+      // that the average over ranks is the whole sequence's mean (SequenceParallel::SetLossScale).
+      const double share = static_cast<double>(end - begin) * st.grid->sp_size() / static_cast<double>(seq);
+      at::Tensor loss = st.model->Loss(batch.narrow(1, begin, end - begin), batch.narrow(1, begin + 1, end - begin)) * share;
       (loss / static_cast<double>(st.accum_steps)).backward();
       loss_value += loss.item<double>() / st.accum_steps;
+    }
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("step ", st.step, ": ", e.what_without_backtrace()));
     }
     if (st.data_parallel) {
       if (absl::Status s = st.data_parallel->FinishGradientSync(); !s.ok()) return s;
@@ -479,6 +534,12 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
         nats_line = absl::StrFormat(" | G/L/S %.3f/%.3f/%.3f | density %.3f | kv %.3f", mean(frac_g), mean(frac_l),
                                     mean(frac_s), mean(density), mean(kv));
       }
+      if (st.sequence_parallel) {
+        double sent = 0;
+        for (const auto& ls : st.sequence_parallel->stats()) sent += ls.bytes_sent;
+        absl::StrAppend(&nats_line, absl::StrFormat(" | sp KV sent %.2f MB/step",
+                                                    sent / 1e6 / std::max<int64_t>(1, st.step - last_logged_step)));
+      }
       st.Print(absl::StrFormat("step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | MFU %.1f%%%s | ETA %s",
                                st.step, total_steps, loss_value, lr, *grad_norm, tok_s, 100 * mfu, nats_line,
                                FormatDuration(eta)));
@@ -496,6 +557,25 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
             .AddArray("mask_density", density)
             .AddArray("kv_fraction", kv);
       }
+      if (st.sequence_parallel) {
+        // Per layer, per training step of this window (forward packets + backward gradient replies).
+        std::vector<double> sent, received, prefix, packet;
+        double sp_seconds = 0;
+        const double steps_in_window = std::max<int64_t>(1, st.step - last_logged_step);
+        for (const auto& ls : st.sequence_parallel->stats()) {
+          sent.push_back(ls.bytes_sent / steps_in_window);
+          received.push_back(ls.bytes_received / steps_in_window);
+          prefix.push_back(ls.calls ? static_cast<double>(ls.prefix_entries) / ls.calls : 0.0);
+          packet.push_back(ls.calls ? static_cast<double>(ls.packet_entries) / ls.calls : 0.0);
+          sp_seconds += ls.comm_seconds;
+        }
+        line.AddArray("sp_bytes_sent", sent)
+            .AddArray("sp_bytes_received", received)
+            .AddArray("sp_packet_entries", packet)
+            .AddArray("sp_prefix_entries", prefix)
+            .Add("sp_comm_s", sp_seconds / steps_in_window);
+        st.sequence_parallel->ResetStats();
+      }
       if (st.data_parallel) {
         const auto& ds = st.data_parallel->stats();
         line.Add("dp_bytes_reduced", ds.bytes_reduced)
@@ -510,6 +590,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
                        .Add("elapsed_s", SecondsSince(run_start)));
       window_start = Clock::now();
       window_tokens = 0;
+      last_logged_step = st.step;
     }
     if ((t.eval_interval() > 0 && st.step % t.eval_interval() == 0) || last) {
       auto e = Evaluate();
