@@ -14,10 +14,12 @@ at::Tensor DenseCausalAttention(const at::Tensor& q, const at::Tensor& k, const 
     kk = k.repeat_interleave(n_rep, /*dim=*/1);
     vv = v.repeat_interleave(n_rep, /*dim=*/1);
   }
-  const int64_t t = q.size(2);
+  const int64_t tq = q.size(2), tk = k.size(2);
+  TORCH_CHECK(tq <= tk, "dense attention: ", tq, " queries but only ", tk, " keys");
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
   at::Tensor scores = at::matmul(q, kk.transpose(-2, -1)) * scale;
-  at::Tensor causal = at::ones({t, t}, q.options().dtype(at::kBool)).triu(1);
+  // Query i sits at key position (tk - tq) + i.
+  at::Tensor causal = at::ones({tq, tk}, q.options().dtype(at::kBool)).triu(1 + tk - tq);
   scores = scores.masked_fill(causal, -std::numeric_limits<double>::infinity());
   return at::matmul(at::softmax(scores, -1), vv);
 }

@@ -32,7 +32,8 @@ struct AttentionOptions {
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types,
                      const AttentionOptions& options);
 
-// Plain causal softmax attention, matmul-softmax-matmul (the dense baseline; GQA by repeating K/V).
+// Plain causal softmax attention, matmul-softmax-matmul (the dense baseline; GQA by repeating K/V). q may hold
+// only the LAST Tq of the Tk key positions (a sequence-parallel chunk after its received prefix).
 at::Tensor DenseCausalAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
 // NAtS attention; defined in nats_attention.cpp (reference) and the fused kernel file.

@@ -67,7 +67,8 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
     at::Tensor meta = at::stack({at::div(rows, h * tc, "floor"), at::remainder(at::div(rows, tc, "floor"), h),
                                  at::remainder(rows, tc) + begin, types.reshape({-1}).index_select(0, rows)},
                                 1)
-                          .contiguous();  // [n, 4]: batch row, KV head, absolute position, type
+                          .to(at::kInt)
+                          .contiguous();  // [n, 4] int32: batch row, KV head, absolute position, type
     at::Tensor payload =
         at::cat({k.reshape({-1, d}).index_select(0, rows), v.reshape({-1, d}).index_select(0, rows)}, 1).contiguous();
 
@@ -80,16 +81,17 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
     const int64_t cut = begin - window_len;  // positions < cut are globals or live locals, compacted
     std::vector<int64_t> last_global(b * h, -1), count(b * h, 0);
     for (int q = 0; q < rank; ++q) {
-      auto m = metas[q].accessor<int64_t, 2>();
+      auto m = metas[q].accessor<int32_t, 2>();
       for (int64_t e = 0; e < m.size(0); ++e) {
-        if (m[e][3] == kGlobal) last_global[m[e][0] * h + m[e][1]] = std::max(last_global[m[e][0] * h + m[e][1]], m[e][2]);
+        const int64_t bh = m[e][0] * h + m[e][1];
+        if (m[e][3] == kGlobal) last_global[bh] = std::max<int64_t>(last_global[bh], m[e][2]);
       }
     }
     auto compacted = [&](int64_t bh, int64_t pos, int64_t type) {
       return pos < cut && (type == kGlobal || (type == kLocal && pos > last_global[bh]));
     };
     for (int q = 0; q < rank; ++q) {
-      auto m = metas[q].accessor<int64_t, 2>();
+      auto m = metas[q].accessor<int32_t, 2>();
       for (int64_t e = 0; e < m.size(0); ++e) {
         const int64_t bh = m[e][0] * h + m[e][1];
         if (compacted(bh, m[e][2], m[e][3])) ++count[bh];
@@ -108,7 +110,7 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
     for (int64_t bh = 0; bh < b * h; ++bh) fill[bh] = pad_to - count[bh];
     int64_t global_index = 0, used_entries = 0;
     for (int q = 0; q < rank; ++q) {
-      auto m = metas[q].accessor<int64_t, 2>();
+      auto m = metas[q].accessor<int32_t, 2>();
       plan->used_rows.push_back(m.size(0));
       for (int64_t e = 0; e < m.size(0); ++e, ++global_index) {
         const int64_t bh = m[e][0] * h + m[e][1], pos = m[e][2], type = m[e][3];
@@ -240,6 +242,8 @@ SequenceParallel::SequenceParallel(Communicator& sp, SpExchange mode) : comm_(sp
 void SequenceParallel::SetSequenceLength(int64_t length) {
   TORCH_CHECK(length >= comm_.size(), "sequence parallel: a sequence of ", length, " tokens cannot be split over ",
               comm_.size(), " ranks; lower parallel.sp or raise model.context_length");
+  TORCH_CHECK(length < (int64_t{1} << 31), "sequence parallel: positions travel as int32; ", length,
+              " tokens is too long");
   length_ = length;
   std::tie(begin_, end_) = ChunkBounds(length, comm_.size(), comm_.rank());
 }
@@ -280,11 +284,13 @@ at::Tensor SequenceParallel::Attend(int layer, const at::Tensor& q, const at::Te
     at::Tensor reg = ChunkRegulariserGradient(int_types, options.lambda * loss_scale_, q.size(1) / h, begin_, length_, after);
     own_types = AddToGradientFunction::apply(types, reg.to(types.scalar_type()));
   }
-  at::Tensor q_ext = at::cat({at::zeros({b, q.size(1), prefix, d}, q.options()), q}, 2);
   at::Tensor k_ext = at::cat({pre[0].to(k.scalar_type()), k}, 2);
   at::Tensor v_ext = at::cat({pre[1].to(v.scalar_type()), v}, 2);
-  at::Tensor types_ext = dense ? at::Tensor() : at::cat({pre[2], own_types}, 2);
-  return Attention(q_ext, k_ext, v_ext, types_ext, kernel).narrow(2, prefix, tc);
+  // Dense: only the chunk's rows against prefix + chunk. NAtS: the kernels take square problems, so the prefix
+  // rows run with zero queries; their outputs are dropped and get no gradient, so they change nothing.
+  if (dense) return DenseCausalAttention(q, k_ext, v_ext);
+  at::Tensor q_ext = at::cat({at::zeros({b, q.size(1), prefix, d}, q.options()), q}, 2);
+  return Attention(q_ext, k_ext, v_ext, at::cat({pre[2], own_types}, 2), kernel).narrow(2, prefix, tc);
 }
 
 at::Tensor ChunkRegulariserGradient(const at::Tensor& types, double lambda, int64_t n_rep, int64_t begin,

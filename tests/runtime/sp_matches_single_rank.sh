@@ -6,7 +6,8 @@
 #    scorer-gradient terms;
 #  - dp 2 x sp 2 with ZeRO-1 against dp 2 (data-parallel ranks draw their own Gumbel noise, so the reference
 #    for a dp 2 run is a dp 2 run);
-#  - the retained exchange sends fewer bytes than the full one.
+#  - the retained exchange sends fewer bytes than the full one;
+#  - an sp 2 run stopped after 5 steps and resumed from its checkpoint gives the same 10 losses, bit for bit.
 # usage: sp_matches_single_rank.sh NATS_BINARY SOURCE_DIR DATA_DIR
 set -euo pipefail
 nats=$1 src=$2 data=$3
@@ -27,6 +28,10 @@ common=(--config "$src/configs/tiny_nats.textproto" --set train.steps=10 --set t
 "${mpi[@]}" -np 2 "$nats" train "${common[@]}" --set train.run_dir="$out/dp2" > "$out/dp2.log"
 "${mpi[@]}" -np 4 "$nats" train "${common[@]}" --set train.run_dir="$out/dp2_sp2" --set parallel.sp=2 \
   --set parallel.sp_exchange=FULL --set parallel.zero_stage=1 > "$out/dp2_sp2.log"
+"${mpi[@]}" -np 2 "$nats" train "${common[@]}" --set train.run_dir="$out/sp2_resumed" --set parallel.sp=2 \
+  --set train.steps=5 --set checkpoint.save_final=true > "$out/sp2_first.log"
+"${mpi[@]}" -np 2 "$nats" train "${common[@]}" --set train.run_dir="$out/sp2_resumed" --set parallel.sp=2 \
+  --resume > "$out/sp2_second.log"
 python3 - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]
@@ -52,5 +57,10 @@ full = train("sp2_full/metrics.rank0.jsonl")[10]["sp_bytes_sent"]
 kept = train("sp2_retained/metrics.rank0.jsonl")[10]["sp_bytes_sent"]
 print(f"bytes sent per layer at step 10, rank 0: retained {kept}, full {full}")
 assert all(k < f for k, f in zip(kept, full)), "the retained exchange must send less than the full one"
+straight, resumed = train("sp2_retained/metrics.rank0.jsonl"), train("sp2_resumed/metrics.rank0.jsonl")
+assert sorted(resumed) == list(range(1, 11)), sorted(resumed)
+assert all(straight[s]["loss"] == resumed[s]["loss"] for s in straight), \
+    [(s, straight[s]["loss"], resumed[s]["loss"]) for s in straight]
+print("sp 2: 5 steps + resume + 5 steps = 10 straight steps, bit for bit")
 print("sequence-parallel runs match the single-rank loss curve")
 PY
