@@ -259,6 +259,9 @@ at::Tensor SequenceParallel::Attend(int layer, const at::Tensor& q, const at::Te
   TORCH_CHECK(tc == end_ - begin_, "sequence parallel: layer ", layer, " got ", tc, " positions, the chunk [",
               begin_, ", ", end_, ") of rank ", comm_.rank(), " has ", end_ - begin_);
   const bool dense = !types.defined();
+  TORCH_CHECK(dense || mode_ == SpExchange::kFull || options.grad_mode != MaskGradMode::kUnmasked,
+              "sequence parallel: mask-gradient mode `unmasked` needs every earlier key (the unmasked softmax); "
+              "use the full exchange (parallel.sp_exchange = FULL) or mode `clipped`");
   at::Tensor onehot = types;
   if (dense) {  // every token global: the exchange moves the whole prefix
     onehot = at::zeros({b, h, tc, kNumTokenTypes}, k.options());

@@ -9,12 +9,21 @@
 // positions) and attends to that prefix plus its own chunk. In backward, the dK, dV and type gradients of
 // the received entries go back to their owners with one all-to-all-v and are added there.
 //
+// Two choices beyond the letter of the spec, both on purpose:
+//  - a packet carries ALL of the last W positions, not only the sliding ones among them (at most W extra
+//    entries): the window then stays contiguous (next paragraph), and a window global's "collected" term
+//    (NATS_SPEC 5.3, C_j) sees the real keys of the cut-off locals inside the window (older ones of the same
+//    segment are among the dropped terms);
+//  - there is no explicit has-global flag: every global is sent, so the receiver knows the last global before
+//    its chunk and drops the locals it cut off.
+//
 // Exactness (tests/parallel/sequence_parallel_test.cpp):
 //  - forward outputs, the loss and the gradients of q, k, v, hence of every model weight except the
 //    scorers, equal the single-rank run to float rounding in both modes;
 //  - mode kFull moves every earlier position and gives exact scorer (type) gradients;
 //  - mode kRetained drops the type-gradient terms that need entries a rank never received (chiefly "what if
-//    this expired token were global" from later ranks' rows).
+//    this expired token were global" from later ranks' rows). It refuses MaskGradMode::kUnmasked, whose
+//    normaliser sums over every earlier key.
 // Dense layers (no types) exchange the whole prefix: every token is global.
 //
 // How the prefix is laid out (why the single-sequence kernels can run it unchanged): rank r builds
@@ -43,9 +52,12 @@ enum class SpExchange { kRetained = 0, kFull = 1 };
 struct SpLayerStats {
   int64_t calls = 0;
   int64_t packet_entries = 0;   // (position, KV head, batch row) entries this rank contributed to all-gathers
-  int64_t bytes_sent = 0;       // forward all-gather packets + backward gradient replies sent by this rank
-  int64_t bytes_received = 0;   // the same, received from ranks whose data this rank used
-  int64_t prefix_entries = 0;   // earlier entries this rank attended to (sum over batch rows and KV heads)
+  // Forward packets this rank contributed to the all-gather (each reaches the sp-1 other ranks) plus the
+  // backward gradient replies it sent.
+  int64_t bytes_sent = 0;
+  int64_t bytes_received = 0;   // every other rank's packets (also later ranks', unused) plus replies received
+  int64_t prefix_entries = 0;   // earlier entries placed in this rank's prefix (sum over batch rows and KV heads;
+                                // window entries that are already invisible included)
   int64_t prefix_slots = 0;     // padded prefix length per head (the kernel's extra rows)
   double comm_seconds = 0;      // time inside the exchange (packing, collectives, unpacking)
 };

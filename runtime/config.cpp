@@ -195,6 +195,12 @@ absl::Status ValidateConfig(const config::Config& c) {
     return absl::InvalidArgumentError(
         absl::StrCat("optim.decay_fraction = ", c.optim().decay_fraction(), ": must be in [0, 1]"));
   }
+  if (c.parallel().sp() > 1 && c.parallel().sp_exchange() == config::ParallelConfig::RETAINED &&
+      c.model().attention() == config::ModelConfig::NATS && c.nats().grad_mode() == config::NatsConfig::UNMASKED) {
+    return absl::InvalidArgumentError(
+        "nats.grad_mode = UNMASKED normalises by the softmax over every earlier key, which "
+        "parallel.sp_exchange = RETAINED never moves; use parallel.sp_exchange = FULL or nats.grad_mode = CLIPPED");
+  }
   for (int layer : c.nats().layers()) {
     if (layer < 0 || layer >= m.n_layer()) {
       return absl::InvalidArgumentError(

@@ -537,7 +537,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
       if (st.sequence_parallel) {
         double sent = 0;
         for (const auto& ls : st.sequence_parallel->stats()) sent += ls.bytes_sent;
-        absl::StrAppend(&nats_line, absl::StrFormat(" | sp KV sent %.2f MB/step",
+        absl::StrAppend(&nats_line, absl::StrFormat(" | sp KV packets %.2f MB/step",
                                                     sent / 1e6 / std::max<int64_t>(1, st.step - last_logged_step)));
       }
       st.Print(absl::StrFormat("step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | MFU %.1f%%%s | ETA %s",

@@ -82,7 +82,8 @@ std::vector<AttentionCase> AttentionCases() {
     cases.push_back({"all_global" + suffix, "all_global", 29, 3, impl});
   }
   cases.push_back({"exact_grad_mode", "mix", 29, 3, AttentionImpl::kFused, MaskGradMode::kExact});
-  cases.push_back({"unmasked_grad_mode", "mix", 29, 3, AttentionImpl::kFused, MaskGradMode::kUnmasked});
+  cases.push_back({"window_zero", "mix", 29, 0, AttentionImpl::kFused});
+  cases.push_back({"chunks_of_one_token", "mix", 4, 1, AttentionImpl::kFused});
   cases.push_back({"no_regulariser", "mix", 29, 3, AttentionImpl::kFused, MaskGradMode::kClipped, 0.0});
   cases.push_back({"long_window_no_inner_global", "no_inner_global", 40, 15, AttentionImpl::kFused});
   cases.push_back({"dense", "dense", 29, 3, AttentionImpl::kFused});
@@ -143,10 +144,25 @@ void RunAttentionCase(const AttentionCase& c, SpExchange mode) {
 }
 
 TEST(SequenceParallelAttention, MatchesSingleRankInFullMode) {
-  for (const auto& c : AttentionCases()) {
+  std::vector<AttentionCase> cases = AttentionCases();
+  // `unmasked` normalises by the softmax over every earlier key: only the full exchange has them.
+  cases.push_back({"unmasked_grad_mode", "mix", 29, 3, AttentionImpl::kFused, MaskGradMode::kUnmasked});
+  for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
     RunAttentionCase(c, SpExchange::kFull);
   }
+}
+
+TEST(SequenceParallelAttention, RetainedModeRefusesUnmaskedGradients) {
+  Communicator& comm = World();
+  SequenceParallel sp(comm, SpExchange::kRetained);
+  sp.SetSequenceLength(8);
+  const int64_t tc = sp.chunk_end() - sp.chunk_begin();
+  AttentionOptions options;
+  options.grad_mode = MaskGradMode::kUnmasked;
+  at::Tensor x = at::zeros({1, 1, tc, 4}, at::kDouble);
+  at::Tensor types = at::one_hot(at::zeros({1, 1, tc}, at::kLong), kNumTokenTypes).to(at::kDouble);
+  EXPECT_THROW(sp.Attend(0, x, x, x, types, options), c10::Error);
 }
 
 TEST(SequenceParallelAttention, MatchesSingleRankInRetainedMode) {

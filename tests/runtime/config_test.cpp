@@ -107,6 +107,15 @@ TEST(Config, ValidationNamesTheField) {
   EXPECT_NE(error_of("parallel.zero_stage=3").find("parallel.zero_stage"), std::string::npos);
   config::Config ok;
   EXPECT_TRUE(ValidateConfig(ok).ok());
+  // Sequence parallelism with the retained exchange cannot form the unmasked softmax (every earlier key).
+  config::Config sp;
+  for (const char* a : {"parallel.sp=2", "model.attention=NATS", "nats.grad_mode=UNMASKED"}) {
+    ASSERT_TRUE(ApplyOverride(a, &sp).ok()) << a;
+  }
+  absl::Status refused = ValidateConfig(sp);
+  EXPECT_NE(refused.message().find("parallel.sp_exchange"), absl::string_view::npos) << refused;
+  ASSERT_TRUE(ApplyOverride("parallel.sp_exchange=FULL", &sp).ok());
+  EXPECT_TRUE(ValidateConfig(sp).ok()) << ValidateConfig(sp);
 }
 
 TEST(Config, PrintedConfigIsCompleteAndParsesBack) {
