@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `nats train` with sequence parallelism on the demo books follows the single-rank loss curve (NAtS model,
 # W = 16, the real scorer with Gumbel noise):
-#  - sp 2, exchange `full`, 2 micro-batches of 2 per step: exact scorer gradients, so losses agree to float
-#    rounding at every step;
+#  - every run accumulates gradients over micro-batches of 2 (the Gumbel noise depends on the micro-batch
+#    shape, so the single-rank reference uses the same);
+#  - sp 2, exchange `full`: exact scorer gradients, so losses agree to float rounding at every step;
 #  - sp 4, exchange `retained`: the forward is exact (step 1), later steps drift only through the dropped
 #    scorer-gradient terms;
 #  - dp 2 x sp 2 with ZeRO-1 against dp 2 (data-parallel ranks draw their own Gumbel noise, so the reference
@@ -17,12 +18,12 @@ trap 'rm -rf "$out"' EXIT
 mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none)
 common=(--config "$src/configs/tiny_nats.textproto" --set train.steps=10 --set train.log_interval=1
         --set train.eval_interval=0 --set train.eval_windows=4 --set train.threads=1
-        --set checkpoint.save_final=false
+        --set checkpoint.save_final=false --set train.micro_batch_size=2
         --set data.train_path="$data/books/train.tok" --set data.val_path="$data/books/val.tok"
         --set data.data_dir="$data")
 "$nats" train "${common[@]}" --set train.run_dir="$out/one" > "$out/one.log"
 "${mpi[@]}" -np 2 "$nats" train "${common[@]}" --set train.run_dir="$out/sp2_full" --set parallel.sp=2 \
-  --set parallel.sp_exchange=FULL --set train.micro_batch_size=2 > "$out/sp2_full.log"
+  --set parallel.sp_exchange=FULL > "$out/sp2_full.log"
 "${mpi[@]}" -np 2 "$nats" train "${common[@]}" --set train.run_dir="$out/sp2_retained" --set parallel.sp=2 \
   > "$out/sp2_retained.log"
 "${mpi[@]}" -np 4 "$nats" train "${common[@]}" --set train.run_dir="$out/sp4" --set parallel.sp=4 > "$out/sp4.log"
