@@ -52,15 +52,16 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
     const int64_t begin = sp->chunk_begin();
     const bool full = sp->mode() == SpExchange::kFull;
     at::Tensor types = onehot.argmax(-1);  // [B, H, Tc] int64
+    const at::TensorOptions long_options = types.options();  // on the model's device (CUDA under NCCL)
 
     // This rank's packet (its boundary state): globals, locals after its last global, the last W positions.
     at::Tensor keep;
     if (full) {
-      keep = at::ones({b, h, tc}, at::kBool);
+      keep = at::ones({b, h, tc}, long_options.dtype(at::kBool));
     } else {
-      at::Tensor pos = at::arange(tc, at::kLong).view({1, 1, tc});
+      at::Tensor pos = at::arange(tc, long_options).view({1, 1, tc});
       at::Tensor is_global = types == kGlobal;
-      at::Tensor last_global = at::where(is_global, pos, at::full({}, -1, at::kLong)).amax(-1, /*keepdim=*/true);
+      at::Tensor last_global = at::where(is_global, pos, at::full({}, -1, long_options)).amax(-1, /*keepdim=*/true);
       keep = is_global | ((types == kLocal) & (pos > last_global)) | (pos >= tc - window);
     }
     at::Tensor rows = keep.reshape({-1}).nonzero().squeeze(1);  // ascending (b, h, t)
@@ -75,6 +76,8 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
     std::vector<at::Tensor> metas, payloads;
     ThrowIfError(comm.AllGatherV(meta, &metas), "AllGatherV (KV metadata)");
     ThrowIfError(comm.AllGatherV(payload, &payloads), "AllGatherV (KV packet)");
+    // The selection below is a host loop over the (small) metadata; the KV stays on its device.
+    for (at::Tensor& m : metas) m = m.to(at::kCPU);
 
     // Select, per (batch row, KV head), what a query at `begin` can still see, and lay it out (header comment).
     const int64_t window_len = full ? begin : std::min(window, begin);
@@ -136,6 +139,8 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
 
     std::vector<at::Tensor> used(payloads.begin(), payloads.begin() + rank);
     used.push_back(at::zeros({1, 2 * d}, payload.options()));
+    slot_source = slot_source.to(payload.device());
+    slot_type = slot_type.to(payload.device());
     at::Tensor gathered = at::cat(used, 0).index_select(0, slot_source).view({b, h, prefix, 2 * d});
     at::Tensor k_pre = gathered.narrow(-1, 0, d).contiguous();
     at::Tensor v_pre = gathered.narrow(-1, d, d).contiguous();
@@ -277,15 +282,16 @@ at::Tensor SequenceParallel::Attend(int layer, const at::Tensor& q, const at::Te
   if (!dense && options.lambda != 0.0 && at::GradMode::is_enabled() && types.requires_grad()) {
     // The first global of every chunk, so a local near this chunk's end knows its next global e_j.
     at::Tensor int_types = types.detach().argmax(-1);
-    at::Tensor pos = at::arange(tc, at::kLong).view({1, 1, tc}) + begin_;
-    at::Tensor first = at::where(int_types == kGlobal, pos, at::full({}, length_, at::kLong)).amin(-1).contiguous();
-    at::Tensor all = at::empty({comm_.size() * b * h}, at::kLong);
+    const at::TensorOptions long_options = int_types.options();
+    at::Tensor pos = at::arange(tc, long_options).view({1, 1, tc}) + begin_;
+    at::Tensor first = at::where(int_types == kGlobal, pos, at::full({}, length_, long_options)).amin(-1).contiguous();
+    at::Tensor all = at::empty({comm_.size() * b * h}, long_options);
     ThrowIfError(comm_.AllGather(first.reshape({-1}), all), "AllGather (first global per chunk)");
-    at::Tensor after = at::full({b * h}, length_, at::kLong);
+    at::Tensor after = at::full({b * h}, length_, long_options);
     for (int r = comm_.rank() + 1; r < comm_.size(); ++r) after = at::minimum(after, all.narrow(0, r * b * h, b * h));
     after = at::clamp_max(after, length_ - 1).view({b, h});
     at::Tensor reg = ChunkRegulariserGradient(int_types, options.lambda * loss_scale_, q.size(1) / h, begin_, length_, after);
-    own_types = AddToGradientFunction::apply(types, reg.to(types.scalar_type()));
+    own_types = AddToGradientFunction::apply(types, reg.to(types.options()));
   }
   at::Tensor k_ext = at::cat({pre[0].to(k.scalar_type()), k}, 2);
   at::Tensor v_ext = at::cat({pre[1].to(v.scalar_type()), v}, 2);
@@ -299,8 +305,8 @@ at::Tensor SequenceParallel::Attend(int layer, const at::Tensor& q, const at::Te
 at::Tensor ChunkRegulariserGradient(const at::Tensor& types, double lambda, int64_t n_rep, int64_t begin,
                                     int64_t length, const at::Tensor& next_global_after) {
   const int64_t b = types.size(0), h = types.size(1), t = types.size(2);
-  at::Tensor ty = types.to(at::kLong).contiguous();
-  at::Tensor after = next_global_after.to(at::kLong).contiguous();
+  at::Tensor ty = types.to(at::kCPU, at::kLong).contiguous();  // a host loop; the caller moves the result
+  at::Tensor after = next_global_after.to(at::kCPU, at::kLong).contiguous();
   at::Tensor out = at::zeros({b, h, t, kNumTokenTypes}, at::kDouble);
   auto ta = ty.accessor<int64_t, 3>();
   auto na = after.accessor<int64_t, 2>();
