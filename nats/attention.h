@@ -26,6 +26,10 @@ struct AttentionOptions {
   double lambda = 0.0;       // sparsity regulariser strength (NATS_SPEC.md section 5.4)
   MaskGradMode grad_mode = MaskGradMode::kClipped;
   AttentionImpl impl = AttentionImpl::kReference;
+  // Rows before this one are not needed (a sequence-parallel prefix: zero queries, no output gradient). The
+  // fused kernel skips the query blocks that end at or before it (their outputs are zero); the reference
+  // computes every row. Callers must neither read those rows nor send them a gradient.
+  int64_t query_begin = 0;
 };
 
 // Causal (dense) attention when `types` is undefined; NAtS attention otherwise.

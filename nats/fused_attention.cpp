@@ -460,7 +460,8 @@ TaskIndex Decode(int64_t task, const Dims& dims, int64_t n_blocks) {
 
 template <typename T>
 void ForwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::vector<HeadMeta>& metas,
-                   const Dims& dims, int64_t window, bool all_causal, at::Tensor& out, T* lse, T* lse_full) {
+                   const Dims& dims, int64_t window, bool all_causal, int64_t query_begin, at::Tensor& out, T* lse,
+                   T* lse_full) {
   const int d = static_cast<int>(dims.d);
   const int64_t t = dims.t;
   const int64_t n_blocks = (t + kBlock - 1) / kBlock;
@@ -475,6 +476,7 @@ void ForwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
     const HeadMeta& meta = metas[bhk];
     const int32_t i0 = static_cast<int32_t>(ti.qb * kBlock);
     const int32_t i1 = static_cast<int32_t>(std::min<int64_t>(t, i0 + kBlock));
+    if (i1 <= query_begin) return;  // rows nobody reads (out was zero-filled)
     const int rows = i1 - i0;
     const T* qb = qp + (ti.bh * t + i0) * d;
     const T* kh = kp + bhk * t * d;
@@ -539,15 +541,19 @@ void ForwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
 template <typename T>
 FusedForwardResult ForwardTyped(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                 const at::Tensor& types, int64_t window, bool keep_lse, bool keep_full_lse,
-                                const Dims& dims) {
+                                int64_t query_begin, const Dims& dims) {
   const at::ScalarType st = ComputeType(q);
   const at::Tensor qc = q.to(st).contiguous(), kc = k.to(st).contiguous(), vc = v.to(st).contiguous();
   const std::vector<HeadMeta> metas = BuildMeta(types, window);
-  at::Tensor out = at::empty(qc.sizes(), qc.options());
+  // Skipped rows (query_begin) keep these zeros.
+  auto alloc = [&](at::IntArrayRef shape) {
+    return query_begin > 0 ? at::zeros(shape, qc.options()) : at::empty(shape, qc.options());
+  };
+  at::Tensor out = alloc(qc.sizes());
   FusedForwardResult result;
-  if (keep_lse) result.lse_masked = at::empty({dims.b, dims.h, dims.t}, qc.options());
-  if (keep_full_lse) result.lse_full = at::empty({dims.b, dims.h, dims.t}, qc.options());
-  ForwardKernel<T>(qc, kc, vc, metas, dims, window, keep_full_lse, out,
+  if (keep_lse) result.lse_masked = alloc({dims.b, dims.h, dims.t});
+  if (keep_full_lse) result.lse_full = alloc({dims.b, dims.h, dims.t});
+  ForwardKernel<T>(qc, kc, vc, metas, dims, window, keep_full_lse, query_begin, out,
                    keep_lse ? result.lse_masked.data_ptr<T>() : nullptr,
                    keep_full_lse ? result.lse_full.data_ptr<T>() : nullptr);
   result.out = out.to(q.scalar_type());
@@ -595,6 +601,8 @@ void BackwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
     const HeadMeta& meta = metas[bhk];
     const int32_t i0 = static_cast<int32_t>(ti.qb * kBlock);
     const int32_t i1 = static_cast<int32_t>(std::min<int64_t>(t, i0 + kBlock));
+    // Rows before query_begin have dO = 0, so every term they would add is exactly zero (dq was zero-filled).
+    if (i1 <= options.query_begin) return;
     const int rows = i1 - i0;
     const int64_t row_off = (ti.bh * t + i0) * d;
     const T* qb = qp + row_off;
@@ -767,7 +775,7 @@ FusedGradients BackwardTyped(const at::Tensor& q, const at::Tensor& k, const at:
       }
     }
   });
-  at::Tensor dq = at::empty(qc.sizes(), qc.options());
+  at::Tensor dq = options.query_begin > 0 ? at::zeros(qc.sizes(), qc.options()) : at::empty(qc.sizes(), qc.options());
   BackwardKernel<T>(qc, kc, vc, oc, doc, lse.data_ptr<T>(), full ? lse_full.data_ptr<T>() : nullptr, metas, dims,
                     options, need_type_grad, dq, slots);
 
@@ -826,13 +834,16 @@ FusedGradients BackwardTyped(const at::Tensor& q, const at::Tensor& k, const at:
 }  // namespace
 
 FusedForwardResult FusedNatsForward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                    const at::Tensor& types, int64_t window, bool keep_lse, bool keep_full_lse) {
+                                    const at::Tensor& types, int64_t window, bool keep_lse, bool keep_full_lse,
+                                    int64_t query_begin) {
   TORCH_CHECK(window >= 0, "NAtS window must be >= 0, got ", window);
   const Dims dims = CheckShapes(q, k, v, types);
   TORCH_CHECK(q.device().is_cpu(), "fused NAtS attention runs on CPU tensors; got ", q.device());
   at::NoGradGuard no_grad;
-  if (ComputeType(q) == at::kDouble) return ForwardTyped<double>(q, k, v, types, window, keep_lse, keep_full_lse, dims);
-  return ForwardTyped<float>(q, k, v, types, window, keep_lse, keep_full_lse, dims);
+  if (ComputeType(q) == at::kDouble) {
+    return ForwardTyped<double>(q, k, v, types, window, keep_lse, keep_full_lse, query_begin, dims);
+  }
+  return ForwardTyped<float>(q, k, v, types, window, keep_lse, keep_full_lse, query_begin, dims);
 }
 
 FusedGradients FusedNatsBackward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -850,8 +861,8 @@ FusedGradients FusedNatsBackward(const at::Tensor& q, const at::Tensor& k, const
 }
 
 at::Tensor NatsSparsePrefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types,
-                             int64_t window) {
-  return FusedNatsForward(q, k, v, types, window, /*keep_lse=*/false, /*keep_full_lse=*/false).out;
+                             int64_t window, int64_t query_begin) {
+  return FusedNatsForward(q, k, v, types, window, /*keep_lse=*/false, /*keep_full_lse=*/false, query_begin).out;
 }
 
 namespace {
@@ -862,11 +873,13 @@ using torch::autograd::variable_list;
 class FusedNatsAttentionFunction : public torch::autograd::Function<FusedNatsAttentionFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            const at::Tensor& onehot, int64_t window, double lambda, int64_t grad_mode) {
+                            const at::Tensor& onehot, int64_t window, double lambda, int64_t grad_mode,
+                            int64_t query_begin) {
     const at::Tensor types = TypesFromOneHot(onehot);
     const auto mode = static_cast<MaskGradMode>(grad_mode);
     const bool full = mode == MaskGradMode::kUnmasked;  // Z^F is needed only by that mode's type gradient
-    FusedForwardResult fwd = FusedNatsForward(q, k, v, types, window, /*keep_lse=*/true, full);
+    FusedForwardResult fwd = FusedNatsForward(q, k, v, types, window, /*keep_lse=*/true, full, query_begin);
+    ctx->saved_data["query_begin"] = query_begin;
     ctx->save_for_backward({q, k, v, types, fwd.out, fwd.lse_masked, fwd.lse_full});
     ctx->saved_data["window"] = window;
     ctx->saved_data["lambda"] = lambda;
@@ -882,6 +895,7 @@ class FusedNatsAttentionFunction : public torch::autograd::Function<FusedNatsAtt
     options.window = ctx->saved_data["window"].toInt();
     options.lambda = ctx->saved_data["lambda"].toDouble();
     options.grad_mode = static_cast<MaskGradMode>(ctx->saved_data["grad_mode"].toInt());
+    options.query_begin = ctx->saved_data["query_begin"].toInt();
     at::Tensor dout = grad_outputs[0];
     if (!dout.defined()) dout = at::zeros_like(saved[0]);
     const bool need_type_grad = ctx->needs_input_grad(3);
@@ -889,7 +903,7 @@ class FusedNatsAttentionFunction : public torch::autograd::Function<FusedNatsAtt
         FusedNatsBackward(saved[0], saved[1], saved[2], saved[3], fwd, dout, options, need_type_grad);
     at::Tensor dtypes;
     if (need_type_grad) dtypes = grads.dtypes.to(ctx->saved_data["types_dtype"].toScalarType());
-    return {grads.dq, grads.dk, grads.dv, dtypes, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {grads.dq, grads.dk, grads.dv, dtypes, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -902,10 +916,10 @@ at::Tensor FusedNatsAttention(const at::Tensor& q, const at::Tensor& k, const at
                           (q.requires_grad() || k.requires_grad() || v.requires_grad() || types.requires_grad());
   if (!needs_grad) {
     // Inference: no lse to keep, no autograd node; only the keys each query sees are visited.
-    return NatsSparsePrefill(q, k, v, TypesFromOneHot(types), options.window);
+    return NatsSparsePrefill(q, k, v, TypesFromOneHot(types), options.window, options.query_begin);
   }
   return FusedNatsAttentionFunction::apply(q, k, v, types, options.window, options.lambda,
-                                           static_cast<int64_t>(options.grad_mode));
+                                           static_cast<int64_t>(options.grad_mode), options.query_begin);
 }
 
 }  // namespace nats

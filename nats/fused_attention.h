@@ -32,8 +32,10 @@ struct FusedForwardResult {
 };
 
 // NATS_SPEC 4. `keep_full_lse` makes the forward visit every causal key (needed by MaskGradMode::kUnmasked).
+// Query blocks ending at or before `query_begin` are skipped (zero output; AttentionOptions::query_begin).
 FusedForwardResult FusedNatsForward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                    const at::Tensor& types, int64_t window, bool keep_lse, bool keep_full_lse);
+                                    const at::Tensor& types, int64_t window, bool keep_lse, bool keep_full_lse,
+                                    int64_t query_begin = 0);
 
 struct FusedGradients {
   at::Tensor dq, dk, dv;  // like q, k, v
@@ -49,7 +51,7 @@ FusedGradients FusedNatsBackward(const at::Tensor& q, const at::Tensor& k, const
 // Inference prefill (no autograd): each query attends only to the keys it can see, cost ~ T x retained.
 // Same output as the training-mode forward with the same int types. Returns [B, H, T, D] like q.
 at::Tensor NatsSparsePrefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                             const at::Tensor& types, int64_t window);
+                             const at::Tensor& types, int64_t window, int64_t query_begin = 0);
 
 // The autograd-aware fused NAtS attention: what NatsAttention runs for AttentionImpl::kFused. `types` is the
 // exactly one-hot [B, H_kv, T, 3]; its gradient is dtypes above. With grad mode off (or nothing needing a

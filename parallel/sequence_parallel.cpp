@@ -278,6 +278,7 @@ at::Tensor SequenceParallel::Attend(int layer, const at::Tensor& q, const at::Te
 
   AttentionOptions kernel = options;
   kernel.lambda = 0.0;  // added below at absolute positions
+  kernel.query_begin = prefix;  // the prefix rows are never read (the fused kernel skips whole blocks of them)
   at::Tensor own_types = types;
   if (!dense && options.lambda != 0.0 && at::GradMode::is_enabled() && types.requires_grad()) {
     // The first global of every chunk, so a local near this chunk's end knows its next global e_j.
@@ -296,7 +297,8 @@ at::Tensor SequenceParallel::Attend(int layer, const at::Tensor& q, const at::Te
   at::Tensor k_ext = at::cat({pre[0].to(k.scalar_type()), k}, 2);
   at::Tensor v_ext = at::cat({pre[1].to(v.scalar_type()), v}, 2);
   // Dense: only the chunk's rows against prefix + chunk. NAtS: the kernels take square problems, so the prefix
-  // rows run with zero queries; their outputs are dropped and get no gradient, so they change nothing.
+  // rows run with zero queries; their outputs are dropped and get no gradient, so they change nothing, and the
+  // fused kernel skips the query blocks that lie wholly inside the prefix (AttentionOptions::query_begin).
   if (dense) return DenseCausalAttention(q, k_ext, v_ext);
   at::Tensor q_ext = at::cat({at::zeros({b, q.size(1), prefix, d}, q.options()), q}, 2);
   return Attention(q_ext, k_ext, v_ext, at::cat({pre[2], own_types}, 2), kernel).narrow(2, prefix, tc);

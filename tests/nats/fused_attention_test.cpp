@@ -279,6 +279,41 @@ TEST(FusedAttention, NoGradForwardUsesPrefillAndMatches) {
               "no-grad forward");
 }
 
+TEST(FusedAttention, QueryBeginSkipsLeadingRowsWithoutChangingTheRest) {
+  // A sequence-parallel prefix: rows before query_begin have zero queries and no output gradient. Skipping their
+  // blocks must leave every other output and every gradient as the kernel computes them with query_begin = 0.
+  const Case c{1, 4, 2, 300, 8, 5, Mix::kUniform, true};
+  for (int64_t query_begin : {64, 150, 299}) {
+    Inputs in = RandomInputs(c, 700 + static_cast<int>(query_begin), torch::kDouble);
+    in.q.narrow(2, 0, query_begin).zero_();
+    in.dout.narrow(2, 0, query_begin).zero_();
+    for (MaskGradMode mode : {MaskGradMode::kClipped, MaskGradMode::kExact, MaskGradMode::kUnmasked}) {
+      std::vector<std::vector<at::Tensor>> results;
+      for (int64_t begin : {int64_t{0}, query_begin}) {
+        at::Tensor q = in.q.clone().requires_grad_(true), k = in.k.clone().requires_grad_(true),
+                   v = in.v.clone().requires_grad_(true);
+        at::Tensor onehot = torch::one_hot(in.types.to(torch::kLong), 3).to(torch::kDouble).requires_grad_(true);
+        AttentionOptions options;
+        options.window = c.window;
+        options.lambda = 1e-3;
+        options.grad_mode = mode;
+        options.impl = AttentionImpl::kFused;
+        options.query_begin = begin;
+        at::Tensor out = Attention(q, k, v, onehot, options);
+        (out * in.dout).sum().backward();
+        results.push_back({out.detach().narrow(2, query_begin, c.t - query_begin), q.grad(), k.grad(), v.grad(),
+                           onehot.grad()});
+      }
+      const char* names[] = {"out (rows >= query_begin)", "dq", "dk", "dv", "dtypes"};
+      for (int x = 0; x < 5; ++x) {
+        ExpectClose(results[1][x], results[0][x], 1e-12, 1e-13,
+                    "query_begin " + std::to_string(query_begin) + " mode " +
+                        std::to_string(static_cast<int>(mode)) + " " + names[x]);
+      }
+    }
+  }
+}
+
 TEST(FusedAttention, RejectsSoftTypes) {
   const Case c{1, 2, 1, 10, 4, 2, Mix::kUniform, true};
   const Inputs in = RandomInputs(c, 700, torch::kFloat);

@@ -83,6 +83,9 @@ std::vector<AttentionCase> AttentionCases() {
   }
   cases.push_back({"exact_grad_mode", "mix", 29, 3, AttentionImpl::kFused, MaskGradMode::kExact});
   cases.push_back({"window_zero", "mix", 29, 0, AttentionImpl::kFused});
+  // Prefixes longer than the fused kernel's 64-row blocks (it skips the blocks wholly inside them).
+  cases.push_back({"long_prefix_all_global", "all_global", 260, 3, AttentionImpl::kFused});
+  cases.push_back({"long_prefix_mix_long_window", "mix", 260, 90, AttentionImpl::kFused});
   cases.push_back({"chunks_of_one_token", "mix", 4, 1, AttentionImpl::kFused});
   cases.push_back({"no_regulariser", "mix", 29, 3, AttentionImpl::kFused, MaskGradMode::kClipped, 0.0});
   cases.push_back({"long_window_no_inner_global", "no_inner_global", 40, 15, AttentionImpl::kFused});
