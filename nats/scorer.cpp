@@ -30,7 +30,7 @@ ScorerImpl::ScorerImpl(int64_t d_model, int64_t n_kv_head) : n_kv_head_(n_kv_hea
 }
 
 ScorerOutput ScorerImpl::Forward(const at::Tensor& x_normed, bool training, double tau, double global_bias,
-                                 int64_t start_pos, int64_t total_len) {
+                                 int64_t start_pos, int64_t total_len, const NoiseKey* noise, int64_t layer) {
   TORCH_CHECK(x_normed.dim() == 3, "scorer input must be [B, T, d_model], got ", x_normed.sizes());
   TORCH_CHECK(tau > 0.0, "Gumbel temperature tau must be > 0, got ", tau);
   const int64_t b = x_normed.size(0);
@@ -53,9 +53,14 @@ ScorerOutput ScorerImpl::Forward(const at::Tensor& x_normed, bool training, doub
     at::Tensor gumbel;
     {
       torch::NoGradGuard no_grad;
-      // Drawn for all N positions, then cut: a chunk of a sequence-parallel run gets the single-rank noise.
-      at::Tensor whole = at::empty({b, n_kv_head_, total_len, kNumTokenTypes}, result.logits.options());
-      gumbel = -whole.exponential_().narrow(2, start_pos, t).clamp_min(1e-30).log();
+      if (noise != nullptr) {
+        gumbel = CounterGumbel(*noise, layer, b, n_kv_head_, start_pos, t, result.logits.scalar_type())
+                     .to(result.logits.device());
+      } else {
+        // Drawn for all N positions, then cut: a chunk of a sequence-parallel run gets the single-rank noise.
+        at::Tensor whole = at::empty({b, n_kv_head_, total_len, kNumTokenTypes}, result.logits.options());
+        gumbel = -whole.exponential_().narrow(2, start_pos, t).clamp_min(1e-30).log();
+      }
     }
     at::Tensor soft = at::softmax((result.logits + gumbel) / tau, -1);
     at::Tensor index = soft.argmax(-1);

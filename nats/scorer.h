@@ -8,9 +8,11 @@
 //   (NATS_SPEC 5.3). Positions 0 and N-1 of the training sequence are forced global and get zero gradient.
 // - Inference: argmax of logits + global_bias on the global option; position 0 (of the sequence) forced
 //   global. No sampling.
-// The Gumbel noise comes from the global torch generator, so torch::manual_seed makes a run reproducible. It is
-// drawn for the whole sequence of total_len positions and then cut to this chunk, so ranks that share a sequence
-// (sequence parallelism, same generator state) sample exactly the noise a single rank would.
+// The Gumbel noise is counter-based when a NoiseKey is given (nats/gumbel_noise.h; what the trainer uses): a pure
+// function of (seed, layer, sample, head, position), the same however the batch is split over ranks, chunks and
+// micro-batches. Without a key it comes from the global torch generator (torch::manual_seed makes it
+// reproducible), drawn for the whole sequence of total_len positions and cut to the chunk, so ranks that share a
+// sequence and a generator state still sample what a single rank would.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -18,6 +20,8 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+
+#include "nats/gumbel_noise.h"
 
 namespace nats {
 
@@ -37,8 +41,10 @@ class ScorerImpl : public torch::nn::Module {
   // token global (a decode step continuing a sequence must not).
   // total_len (training): length N of the whole sequence this chunk belongs to; 0 means start_pos + T. The
   // chunk forces position 0 and N-1 global where it holds them.
+  // noise (training): the counter-based source and this scorer's layer index; nullptr: the torch generator.
   ScorerOutput Forward(const at::Tensor& x_normed, bool training, double tau = 1.0, double global_bias = 0.1,
-                       int64_t start_pos = 0, int64_t total_len = 0);
+                       int64_t start_pos = 0, int64_t total_len = 0, const NoiseKey* noise = nullptr,
+                       int64_t layer = 0);
 
   int64_t n_kv_head() const { return n_kv_head_; }
   const torch::nn::Linear& proj() const { return proj_; }

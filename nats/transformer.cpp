@@ -76,7 +76,7 @@ class BlockImpl : public torch::nn::Module {
 
   // chunk: sequence-parallel attention for a chunk starting at `offset` (nullptr: x is the whole sequence).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t offset,
-                     ChunkAttention* chunk) {
+                     ChunkAttention* chunk, const NoiseKey* noise) {
     Projected p = Project(x, cos, sin, offset);
     const int64_t total_len = chunk != nullptr ? chunk->sequence_length() : offset + x.size(1);
     at::Tensor types;  // undefined: dense causal attention (every token global)
@@ -87,7 +87,8 @@ class BlockImpl : public torch::nn::Module {
       } else {
         // NATS_SPEC 2: the scorer reads the same normed input as Q/K/V (detached inside the scorer).
         ScorerOutput typed =
-            scorer_->Forward(p.h, is_training(), spec_.nats.tau(), spec_.nats.global_bias(), offset, total_len);
+            scorer_->Forward(p.h, is_training(), spec_.nats.tau(), spec_.nats.global_bias(), offset, total_len, noise,
+                             layer_);
         types = typed.onehot;
         last_types_ = typed.types;
       }
@@ -262,7 +263,8 @@ at::Tensor TransformerImpl::forward(const at::Tensor& tokens, int64_t position_o
   }
   EnsureRope(position_offset + tokens.size(1));
   at::Tensor x = wte_->forward(tokens);
-  for (auto& block : blocks_) x = block->forward(x, rope_cos_, rope_sin_, position_offset, chunk_);
+  const NoiseKey* noise = has_noise_key_ ? &noise_key_ : nullptr;
+  for (auto& block : blocks_) x = block->forward(x, rope_cos_, rope_sin_, position_offset, chunk_, noise);
   return Logits(x);
 }
 

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "nats/attention.h"
+#include "nats/gumbel_noise.h"
 #include "nats/kv_cache.h"
 #include "runtime/config.pb.h"
 
@@ -91,6 +92,11 @@ class TransformerImpl : public torch::nn::Module {
   // Not owned; it must outlive the forward and backward passes that use it.
   void SetChunkAttention(ChunkAttention* chunk);
 
+  // Training-mode Gumbel noise from the counter-based source (nats/gumbel_noise.h): batch row r of the next
+  // forward passes is global sample key.first_sample + r. Without a key the scorers use the torch generator.
+  void SetNoiseKey(const NoiseKey& key) { noise_key_ = key; has_noise_key_ = true; }
+  void ClearNoiseKey() { has_noise_key_ = false; }
+
   // Tests and benchmarks only: fixes the token types of NAtS layer `layer` to types [B or 1, H_kv, N] (int,
   // TokenType values, indexed by absolute position) in forward() and the cached paths; undefined clears it.
   void SetTypeOverride(int layer, const at::Tensor& types);
@@ -102,6 +108,8 @@ class TransformerImpl : public torch::nn::Module {
 
   ModelSpec spec_;
   ChunkAttention* chunk_ = nullptr;
+  NoiseKey noise_key_;
+  bool has_noise_key_ = false;
   torch::nn::Embedding wte_{nullptr};
   std::vector<Block> blocks_;
   torch::nn::AnyModule final_norm_;

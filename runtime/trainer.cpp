@@ -283,9 +283,6 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
     st->sequence_parallel->SetLossScale(st->grid->sp_size());
     st->model->SetChunkAttention(st->sequence_parallel.get());
   }
-  // Data-parallel ranks draw independent Gumbel noise for their different samples (the weights above came from
-  // the common seed); the sp ranks of one sequence share a stream, which the scorer needs (nats/scorer.h).
-  if (st->dp > 1) torch::manual_seed(t.seed() + 1000003ull * st->grid->dp_rank());
 
   // Run directory: the effective config and the metrics log.
   std::error_code ec;
@@ -330,7 +327,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
       if (auto rng = SavedRngState(m, st->rank, st->world)) {
         if (absl::Status s = RestoreCpuRngState(*rng); !s.ok()) return s;
       } else {
-        // By data-parallel rank: the ranks of one sequence must draw the same Gumbel noise.
+        // By data-parallel rank: the ranks of one sequence keep one generator state (the scorer's training noise
+        // is counter-based and needs none, but anything drawn from the generator stays in step).
         torch::manual_seed(t.seed() + 1000003ull * st->step + st->grid->dp_rank());
       }
       st->Print(absl::StrFormat("resumed from %s: step %d, %d samples consumed", loaded->step_dir, st->step,
@@ -480,6 +478,10 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
       // With sequence parallelism the chunk's mean loss is weighted by its share of the sequence times sp, so
       // that the average over ranks is the whole sequence's mean (SequenceParallel::SetLossScale).
       const double share = static_cast<double>(end - begin) * st.grid->sp_size() / static_cast<double>(seq);
+      // Gumbel noise keyed by global sample index: the same for any dp x sp layout, micro-batching or resume.
+      st.model->SetNoiseKey({static_cast<uint64_t>(t.seed()),
+                             st.consumed_samples + st.grid->dp_rank() * st.loader->local_batch() +
+                                 micro * st.micro_batch});
       at::Tensor loss = st.model->Loss(batch.narrow(1, begin, end - begin), batch.narrow(1, begin + 1, end - begin)) * share;
       (loss / static_cast<double>(st.accum_steps)).backward();
       loss_value += loss.item<double>() / st.accum_steps;
