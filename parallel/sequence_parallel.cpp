@@ -56,7 +56,9 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
 
     // This rank's packet (its boundary state): globals, locals after its last global, the last W positions.
     at::Tensor keep;
-    if (full) {
+    if (rank == size - 1) {  // no later rank reads the last chunk's boundary state: contribute an empty packet
+      keep = at::zeros({b, h, tc}, long_options.dtype(at::kBool));
+    } else if (full) {
       keep = at::ones({b, h, tc}, long_options.dtype(at::kBool));
     } else {
       at::Tensor pos = at::arange(tc, long_options).view({1, 1, tc});

@@ -4,7 +4,8 @@
 // The sp ranks of one group hold contiguous chunks [begin, end) of the same sequences (ChunkBounds). Per
 // attention layer each rank packs its boundary state: its global tokens, its local tokens after its last
 // global (the receiver learns whether a later global cut them off from the globals it also receives), and
-// its last W positions; one variable-size all-gather delivers every packet. Rank r keeps what a query at its
+// its last W positions; one variable-size all-gather delivers every packet (the last rank's is empty: no rank
+// reads it). Rank r keeps what a query at its
 // chunk start could still see (every earlier global, the locals after the last earlier global, the last W
 // positions) and attends to that prefix plus its own chunk. In backward, the dK, dV and type gradients of
 // the received entries go back to their owners with one all-to-all-v and are added there.

@@ -192,8 +192,11 @@ TEST(SequenceParallelAttention, RetainedModeMovesOnlyTheBoundaryState) {
     torch::NoGradGuard no_grad;
     sp.Attend(0, RandomTensor(1, {b, h, tc, d}, at::kDouble), RandomTensor(2, {b, h, tc, d}, at::kDouble),
               RandomTensor(3, {b, h, tc, d}, at::kDouble), onehot.narrow(2, s, tc), options);
-    bytes[static_cast<int>(mode)] = sp.stats().at(0).bytes_sent;
+    at::Tensor sent = torch::tensor({static_cast<double>(sp.stats().at(0).bytes_sent)}, at::kDouble);
+    ASSERT_TRUE(comm.AllReduce(sent, ReduceOp::kSum).ok());  // over ranks: the last one sends nothing
+    bytes[static_cast<int>(mode)] = static_cast<int64_t>(sent.item<double>());
   }
+  EXPECT_GT(bytes[0], 0);
   EXPECT_LT(bytes[0] * 4, bytes[1]) << "retained " << bytes[0] << " bytes, full " << bytes[1];
 }
 
