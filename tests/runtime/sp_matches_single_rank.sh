@@ -7,6 +7,7 @@
 #  - sp 4, exchange `retained`: the forward is exact (step 1), later steps drift only through the dropped
 #    scorer-gradient terms;
 #  - dp 2, and dp 2 x sp 2 with ZeRO-1, against the single rank too;
+#  - a dense model (every layer dense: the exchange moves the whole prefix) with sp 2;
 #  - the retained exchange sends fewer bytes than the full one;
 #  - an sp 2 run stopped after 5 steps and resumed from its checkpoint gives the same 10 losses, bit for bit.
 # usage: sp_matches_single_rank.sh NATS_BINARY SOURCE_DIR DATA_DIR
@@ -29,6 +30,9 @@ common=(--config "$src/configs/tiny_nats.textproto" --set train.steps=10 --set t
 "${mpi[@]}" -np 2 "$nats" train "${common[@]}" --set train.run_dir="$out/dp2" > "$out/dp2.log"
 "${mpi[@]}" -np 4 "$nats" train "${common[@]}" --set train.run_dir="$out/dp2_sp2" --set parallel.sp=2 \
   --set parallel.sp_exchange=FULL --set parallel.zero_stage=1 > "$out/dp2_sp2.log"
+"$nats" train "${common[@]}" --set model.attention=DENSE --set train.run_dir="$out/dense_one" > "$out/dense_one.log"
+"${mpi[@]}" -np 2 "$nats" train "${common[@]}" --set model.attention=DENSE --set train.run_dir="$out/dense_sp2" \
+  --set parallel.sp=2 > "$out/dense_sp2.log"
 "${mpi[@]}" -np 2 "$nats" train "${common[@]}" --set train.run_dir="$out/sp2_resumed" --set parallel.sp=2 \
   --set train.steps=5 --set checkpoint.save_final=true > "$out/sp2_first.log"
 "${mpi[@]}" -np 2 "$nats" train "${common[@]}" --set train.run_dir="$out/sp2_resumed" --set parallel.sp=2 \
@@ -55,6 +59,7 @@ compare("one/metrics.jsonl", "sp2_retained/metrics.rank1.jsonl", 1e-4, 5e-3)
 compare("one/metrics.jsonl", "sp4/metrics.rank3.jsonl", 1e-4, 5e-3)
 compare("one/metrics.jsonl", "dp2/metrics.rank1.jsonl", 1e-4, 2e-3)
 compare("one/metrics.jsonl", "dp2_sp2/metrics.rank3.jsonl", 1e-4, 2e-3)
+compare("dense_one/metrics.jsonl", "dense_sp2/metrics.rank1.jsonl", 1e-4, 2e-3)
 full = train("sp2_full/metrics.rank0.jsonl")[10]["sp_bytes_sent"]
 kept = train("sp2_retained/metrics.rank0.jsonl")[10]["sp_bytes_sent"]
 print(f"bytes sent per layer at step 10, rank 0: retained {kept}, full {full}")
