@@ -72,14 +72,24 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
                                 1)
                           .to(at::kInt)
                           .contiguous();  // [n, 4] int32: batch row, KV head, absolute position, type
-    at::Tensor payload =
-        at::cat({k.reshape({-1, d}).index_select(0, rows), v.reshape({-1, d}).index_select(0, rows)}, 1).contiguous();
-
-    std::vector<at::Tensor> metas, payloads;
-    ThrowIfError(comm.AllGatherV(meta, &metas), "AllGatherV (KV metadata)");
-    ThrowIfError(comm.AllGatherV(payload, &payloads), "AllGatherV (KV packet)");
+    // One packet row per entry: [4 metadata columns | K | V] in the activation dtype, so that one all-gather
+    // moves everything. float32 carries the int32 metadata bit for bit; float64 holds it exactly as numbers.
+    const at::ScalarType dtype = k.scalar_type();
+    TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
+                "sequence parallel exchanges float32 or float64 activations, got ", dtype);
+    at::Tensor packet = at::cat({dtype == at::kFloat ? meta.view(at::kFloat) : meta.to(dtype),
+                                 k.reshape({-1, d}).index_select(0, rows), v.reshape({-1, d}).index_select(0, rows)},
+                                1)
+                            .contiguous();
+    std::vector<at::Tensor> packets;
+    ThrowIfError(comm.AllGatherV(packet, &packets), "AllGatherV (KV packets)");
     // The selection below is a host loop over the (small) metadata; the KV stays on its device.
-    for (at::Tensor& m : metas) m = m.to(at::kCPU);
+    std::vector<at::Tensor> metas, payloads;
+    for (const at::Tensor& p : packets) {
+      at::Tensor m = p.narrow(1, 0, 4).contiguous();
+      metas.push_back((dtype == at::kFloat ? m.view(at::kInt) : m.to(at::kInt)).to(at::kCPU).contiguous());
+      payloads.push_back(p.narrow(1, 4, 2 * d));
+    }
 
     // Select, per (batch row, KV head), what a query at `begin` can still see, and lay it out (header comment).
     const int64_t window_len = full ? begin : std::min(window, begin);
@@ -140,9 +150,9 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
     }
 
     std::vector<at::Tensor> used(payloads.begin(), payloads.begin() + rank);
-    used.push_back(at::zeros({1, 2 * d}, payload.options()));
-    slot_source = slot_source.to(payload.device());
-    slot_type = slot_type.to(payload.device());
+    used.push_back(at::zeros({1, 2 * d}, packet.options()));
+    slot_source = slot_source.to(packet.device());
+    slot_type = slot_type.to(packet.device());
     at::Tensor gathered = at::cat(used, 0).index_select(0, slot_source).view({b, h, prefix, 2 * d});
     at::Tensor k_pre = gathered.narrow(-1, 0, d).contiguous();
     at::Tensor v_pre = gathered.narrow(-1, d, d).contiguous();
@@ -151,9 +161,9 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
     SpLayerStats& st = sp->StatsFor(static_cast<int>(layer));
     st.calls += 1;
     st.packet_entries += rows.numel();
-    st.bytes_sent += Bytes(meta) + Bytes(payload);
+    st.bytes_sent += Bytes(packet);
     for (int q = 0; q < size; ++q) {
-      if (q != rank) st.bytes_received += Bytes(metas[q]) + Bytes(payloads[q]);
+      if (q != rank) st.bytes_received += Bytes(packets[q]);
     }
     st.prefix_entries += used_entries;
     st.prefix_slots += prefix;
@@ -168,7 +178,7 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
     plan->own_rows = rows;
     plan->slot_source = slot_source;
     plan->n_used = n_used;
-    plan->float_options = payload.options();
+    plan->float_options = packet.options();
     ctx->saved_data["plan"] = c10::IValue::make_capsule(plan);
     st.comm_seconds += SecondsSince(start);
     return {k_pre, v_pre, onehot_pre};
