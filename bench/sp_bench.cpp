@@ -2,14 +2,14 @@
 // step time with sp = 2 vs sp = 1; peak memory per rank). Run under mpirun; every rank is one sp rank of one
 // sequence (world = sp; dp = 1).
 //
-// A trained NAtS checkpoint supplies the weights and hence the learned scorer; the model runs in training mode,
-// so the token types are the ones training would use (straight-through Gumbel samples; the same noise on every
-// rank). One window of `--tokens` tokens from `--data` (a validation shard) is the sequence.
+// A trained NAtS checkpoint supplies the weights and hence the learned scorer; the model runs in training
+// mode, so the token types are the ones training would use (straight-through Gumbel samples; the same noise
+// on every rank). One window of `--tokens` tokens from `--data` (a validation shard) is the sequence.
 //  - `--train`: forward + backward per step (the exchange moves packets forward and gradient replies back);
 //    otherwise forward only (the all-gather of packets alone).
 //  - world size 1: the plain model, no exchange (the sp = 1 baseline).
-// Prints one JSON line (rank 0): step time, bytes sent per layer and step summed over ranks, packet and prefix
-// entries, the type fractions of the chunk on rank 0, and the largest peak RSS over ranks.
+// Prints one JSON line (rank 0): step time, bytes sent per layer and step summed over ranks, packet and
+// prefix entries, the type fractions of the chunk on rank 0, and the largest peak RSS over ranks.
 //
 // usage: mpirun -np P sp_bench --checkpoint DIR [--data data/books_byte/val.tok] [--tokens 8192] [--steps 2]
 //                              [--mode retained|full] [--train] [--threads 1]
@@ -42,10 +42,11 @@ struct Args {
 };
 
 [[noreturn]] void Usage(const char* why) {
-  std::fprintf(stderr,
-               "sp_bench: %s\nusage: mpirun -np P sp_bench --checkpoint DIR [--data FILE] [--tokens N] [--steps K] "
-               "[--mode retained|full] [--train] [--threads T]\n",
-               why);
+  std::fprintf(
+      stderr,
+      "sp_bench: %s\nusage: mpirun -np P sp_bench --checkpoint DIR [--data FILE] [--tokens N] [--steps K] "
+      "[--mode retained|full] [--train] [--threads T]\n",
+      why);
   std::exit(2);
 }
 
@@ -57,14 +58,22 @@ Args Parse(int argc, char** argv) {
       if (i + 1 >= argc) Usage(("missing value for " + flag).c_str());
       return argv[++i];
     };
-    if (flag == "--checkpoint") a.checkpoint = value();
-    else if (flag == "--data") a.data = value();
-    else if (flag == "--tokens") a.tokens = std::atoll(value().c_str());
-    else if (flag == "--steps") a.steps = std::atoi(value().c_str());
-    else if (flag == "--threads") a.threads = std::atoi(value().c_str());
-    else if (flag == "--mode") a.mode = value();
-    else if (flag == "--train") a.train = true;
-    else Usage(("unknown flag " + flag).c_str());
+    if (flag == "--checkpoint")
+      a.checkpoint = value();
+    else if (flag == "--data")
+      a.data = value();
+    else if (flag == "--tokens")
+      a.tokens = std::atoll(value().c_str());
+    else if (flag == "--steps")
+      a.steps = std::atoi(value().c_str());
+    else if (flag == "--threads")
+      a.threads = std::atoi(value().c_str());
+    else if (flag == "--mode")
+      a.mode = value();
+    else if (flag == "--train")
+      a.train = true;
+    else
+      Usage(("unknown flag " + flag).c_str());
   }
   if (a.checkpoint.empty()) Usage("--checkpoint is required");
   if (a.mode != "retained" && a.mode != "full") Usage("--mode must be retained or full");
@@ -101,13 +110,14 @@ int main(int argc, char** argv) {
   model->train();
   auto shard = data::TokenShard::Open(args.data);
   if (!shard.ok()) Usage(std::string(shard.status().ToString()).c_str());
-  if (static_cast<int64_t>(shard->num_tokens()) < args.tokens + 1) Usage("--data is shorter than --tokens + 1");
+  if (static_cast<int64_t>(shard->num_tokens()) < args.tokens + 1)
+    Usage("--data is shorter than --tokens + 1");
   std::vector<int32_t> ids(args.tokens + 1);
   shard->Read(0, ids.size(), ids.data());
   at::Tensor tokens = torch::from_blob(ids.data(), {1, args.tokens + 1}, torch::kInt32).to(torch::kInt64);
 
-  parallel::SequenceParallel exchange(world, args.mode == "full" ? parallel::SpExchange::kFull
-                                                                 : parallel::SpExchange::kRetained);
+  parallel::SequenceParallel exchange(
+      world, args.mode == "full" ? parallel::SpExchange::kFull : parallel::SpExchange::kRetained);
   exchange.SetSequenceLength(args.tokens);
   exchange.SetLossScale(sp);
   int64_t begin = 0, end = args.tokens;
@@ -166,9 +176,9 @@ int main(int argc, char** argv) {
         "{\"tokens\":%lld,\"sp\":%d,\"mode\":\"%s\",\"train\":%s,\"threads\":%d,\"step_s\":%.4f,"
         "\"bytes_per_layer_step\":%s,\"packet_entries\":%s,\"prefix_entries\":%s,\"frac_global_rank0\":%s,"
         "\"peak_rss_mb_max\":%.1f}\n",
-        static_cast<long long>(args.tokens), sp, args.mode.c_str(), args.train ? "true" : "false", args.threads,
-        mean_step, Array(bytes).c_str(), Array(packet).c_str(), Array(prefix).c_str(), Array(global_frac).c_str(),
-        peak.item<double>());
+        static_cast<long long>(args.tokens), sp, args.mode.c_str(), args.train ? "true" : "false",
+        args.threads, mean_step, Array(bytes).c_str(), Array(packet).c_str(), Array(prefix).c_str(),
+        Array(global_frac).c_str(), peak.item<double>());
   }
   model->SetChunkAttention(nullptr);
   world_or->reset();  // every communicator goes before MPI does

@@ -1,10 +1,10 @@
 // nats/gumbel_noise.h
 //
 // Counter-based Gumbel(0, 1) noise for the scorer's straight-through sampling (NATS_SPEC.md section 2).
-// Every value is a pure function of (seed, layer, global sample index, KV head, position, option), so it does not
-// depend on how the batch is cut up: data-parallel ranks, sequence-parallel chunks, micro-batches, resuming or
-// resharding all see exactly the noise one process would draw for the same samples. No generator state is
-// consumed, and a chunk costs O(chunk), not O(sequence).
+// Every value is a pure function of (seed, layer, global sample index, KV head, position, option), so it does
+// not depend on how the batch is cut up: data-parallel ranks, sequence-parallel chunks, micro-batches,
+// resuming or resharding all see exactly the noise one process would draw for the same samples. No generator
+// state is consumed, and a chunk costs O(chunk), not O(sequence).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -19,7 +19,8 @@ struct NoiseKey {
   int64_t first_sample = 0;
 };
 
-// Gumbel(0, 1) noise [batch, heads, length, 3] for sequence positions begin .. begin + length - 1, in `dtype`.
+// Gumbel(0, 1) noise [batch, heads, length, 3] for sequence positions begin .. begin + length - 1, in
+// `dtype`.
 at::Tensor CounterGumbel(const NoiseKey& key, int64_t layer, int64_t batch, int64_t heads, int64_t begin,
                          int64_t length, at::ScalarType dtype);
 

@@ -43,27 +43,29 @@ struct ExchangePlan : torch::CustomClassHolder {
 class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& k,
-                                                const at::Tensor& v, const at::Tensor& onehot, SequenceParallel* sp,
-                                                int64_t layer, int64_t window) {
+                                                const at::Tensor& v, const at::Tensor& onehot,
+                                                SequenceParallel* sp, int64_t layer, int64_t window) {
     const auto start = std::chrono::steady_clock::now();
     Communicator& comm = sp->comm();
     const int rank = comm.rank(), size = comm.size();
     const int64_t b = k.size(0), h = k.size(1), tc = k.size(2), d = k.size(3);
     const int64_t begin = sp->chunk_begin();
     const bool full = sp->mode() == SpExchange::kFull;
-    at::Tensor types = onehot.argmax(-1);  // [B, H, Tc] int64
+    at::Tensor types = onehot.argmax(-1);                    // [B, H, Tc] int64
     const at::TensorOptions long_options = types.options();  // on the model's device (CUDA under NCCL)
 
     // This rank's packet (its boundary state): globals, locals after its last global, the last W positions.
     at::Tensor keep;
-    if (rank == size - 1) {  // no later rank reads the last chunk's boundary state: contribute an empty packet
+    if (rank ==
+        size - 1) {  // no later rank reads the last chunk's boundary state: contribute an empty packet
       keep = at::zeros({b, h, tc}, long_options.dtype(at::kBool));
     } else if (full) {
       keep = at::ones({b, h, tc}, long_options.dtype(at::kBool));
     } else {
       at::Tensor pos = at::arange(tc, long_options).view({1, 1, tc});
       at::Tensor is_global = types == kGlobal;
-      at::Tensor last_global = at::where(is_global, pos, at::full({}, -1, long_options)).amax(-1, /*keepdim=*/true);
+      at::Tensor last_global =
+          at::where(is_global, pos, at::full({}, -1, long_options)).amax(-1, /*keepdim=*/true);
       keep = is_global | ((types == kLocal) & (pos > last_global)) | (pos >= tc - window);
     }
     at::Tensor rows = keep.reshape({-1}).nonzero().squeeze(1);  // ascending (b, h, t)
@@ -77,10 +79,11 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
     const at::ScalarType dtype = k.scalar_type();
     TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
                 "sequence parallel exchanges float32 or float64 activations, got ", dtype);
-    at::Tensor packet = at::cat({dtype == at::kFloat ? meta.view(at::kFloat) : meta.to(dtype),
-                                 k.reshape({-1, d}).index_select(0, rows), v.reshape({-1, d}).index_select(0, rows)},
-                                1)
-                            .contiguous();
+    at::Tensor packet =
+        at::cat({dtype == at::kFloat ? meta.view(at::kFloat) : meta.to(dtype),
+                 k.reshape({-1, d}).index_select(0, rows), v.reshape({-1, d}).index_select(0, rows)},
+                1)
+            .contiguous();
     std::vector<at::Tensor> packets;
     ThrowIfError(comm.AllGatherV(packet, &packets), "AllGatherV (KV packets)");
     // The selection below is a host loop over the (small) metadata; the KV stays on its device.
@@ -91,7 +94,8 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
       payloads.push_back(p.narrow(1, 4, 2 * d));
     }
 
-    // Select, per (batch row, KV head), what a query at `begin` can still see, and lay it out (header comment).
+    // Select, per (batch row, KV head), what a query at `begin` can still see, and lay it out (header
+    // comment).
     const int64_t window_len = full ? begin : std::min(window, begin);
     const int64_t cut = begin - window_len;  // positions < cut are globals or live locals, compacted
     std::vector<int64_t> last_global(b * h, -1), count(b * h, 0);
@@ -156,7 +160,8 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
     at::Tensor gathered = at::cat(used, 0).index_select(0, slot_source).view({b, h, prefix, 2 * d});
     at::Tensor k_pre = gathered.narrow(-1, 0, d).contiguous();
     at::Tensor v_pre = gathered.narrow(-1, d, d).contiguous();
-    at::Tensor onehot_pre = at::one_hot(slot_type, kNumTokenTypes).to(onehot.scalar_type()).view({b, h, prefix, 3});
+    at::Tensor onehot_pre =
+        at::one_hot(slot_type, kNumTokenTypes).to(onehot.scalar_type()).view({b, h, prefix, 3});
 
     SpLayerStats& st = sp->StatsFor(static_cast<int>(layer));
     st.calls += 1;
@@ -196,8 +201,9 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
     auto or_zeros = [&](const at::Tensor& g, int64_t last) {
       return g.defined() ? g.to(fo.dtype()) : at::zeros({b, h, plan.prefix, last}, fo);
     };
-    at::Tensor g = at::cat({or_zeros(grads[0], d), or_zeros(grads[1], d), or_zeros(grads[2], kNumTokenTypes)}, -1)
-                       .reshape({b * h * plan.prefix, width});
+    at::Tensor g =
+        at::cat({or_zeros(grads[0], d), or_zeros(grads[1], d), or_zeros(grads[2], kNumTokenTypes)}, -1)
+            .reshape({b * h * plan.prefix, width});
     // Sum every slot's gradient into the received entry it came from (pads go to the extra last row).
     at::Tensor per_entry = at::zeros({plan.n_used + 1, width}, fo).index_add_(0, plan.slot_source, g);
     std::vector<at::Tensor> send;
@@ -212,14 +218,15 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
     const int64_t n_own = plan.own_rows.numel();
     at::Tensor own = at::zeros({n_own, width}, fo);
     for (int q = rank + 1; q < size; ++q) {
-      TORCH_INTERNAL_ASSERT(recv[q].size(0) == n_own, "sequence parallel: rank ", q, " returned ", recv[q].size(0),
-                            " gradient rows for ", n_own, " sent entries");
+      TORCH_INTERNAL_ASSERT(recv[q].size(0) == n_own, "sequence parallel: rank ", q, " returned ",
+                            recv[q].size(0), " gradient rows for ", n_own, " sent entries");
       own += recv[q];
     }
     const int64_t flat = b * h * plan.chunk;
     at::Tensor dk = at::zeros({flat, d}, fo).index_add_(0, plan.own_rows, own.narrow(1, 0, d));
     at::Tensor dv = at::zeros({flat, d}, fo).index_add_(0, plan.own_rows, own.narrow(1, d, d));
-    at::Tensor dt = at::zeros({flat, kNumTokenTypes}, fo).index_add_(0, plan.own_rows, own.narrow(1, 2 * d, 3));
+    at::Tensor dt =
+        at::zeros({flat, kNumTokenTypes}, fo).index_add_(0, plan.own_rows, own.narrow(1, 2 * d, 3));
 
     SpLayerStats& st = plan.sp->StatsFor(plan.layer);
     for (int q = 0; q < size; ++q) {
@@ -227,8 +234,12 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
       if (q != rank) st.bytes_received += Bytes(recv[q]);
     }
     st.comm_seconds += SecondsSince(start);
-    return {dk.view({b, h, plan.chunk, d}), dv.view({b, h, plan.chunk, d}),
-            dt.view({b, h, plan.chunk, kNumTokenTypes}), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dk.view({b, h, plan.chunk, d}),
+            dv.view({b, h, plan.chunk, d}),
+            dt.view({b, h, plan.chunk, kNumTokenTypes}),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor()};
   }
 };
 
@@ -236,7 +247,8 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
 // term, not a loss term).
 class AddToGradientFunction : public torch::autograd::Function<AddToGradientFunction> {
  public:
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& add) {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& add) {
     ctx->saved_data["add"] = add;
     return x.clone();
   }
@@ -257,8 +269,9 @@ std::pair<int64_t, int64_t> ChunkBounds(int64_t length, int size, int rank) {
 SequenceParallel::SequenceParallel(Communicator& sp, SpExchange mode) : comm_(sp), mode_(mode) {}
 
 void SequenceParallel::SetSequenceLength(int64_t length) {
-  TORCH_CHECK(length >= comm_.size(), "sequence parallel: a sequence of ", length, " tokens cannot be split over ",
-              comm_.size(), " ranks; lower parallel.sp or raise model.context_length");
+  TORCH_CHECK(length >= comm_.size(), "sequence parallel: a sequence of ", length,
+              " tokens cannot be split over ", comm_.size(),
+              " ranks; lower parallel.sp or raise model.context_length");
   TORCH_CHECK(length < (int64_t{1} << 31), "sequence parallel: positions travel as int32; ", length,
               " tokens is too long");
   length_ = length;
@@ -276,9 +289,10 @@ at::Tensor SequenceParallel::Attend(int layer, const at::Tensor& q, const at::Te
   TORCH_CHECK(tc == end_ - begin_, "sequence parallel: layer ", layer, " got ", tc, " positions, the chunk [",
               begin_, ", ", end_, ") of rank ", comm_.rank(), " has ", end_ - begin_);
   const bool dense = !types.defined();
-  TORCH_CHECK(dense || mode_ == SpExchange::kFull || options.grad_mode != MaskGradMode::kUnmasked,
-              "sequence parallel: mask-gradient mode `unmasked` needs every earlier key (the unmasked softmax); "
-              "use the full exchange (parallel.sp_exchange = FULL) or mode `clipped`");
+  TORCH_CHECK(
+      dense || mode_ == SpExchange::kFull || options.grad_mode != MaskGradMode::kUnmasked,
+      "sequence parallel: mask-gradient mode `unmasked` needs every earlier key (the unmasked softmax); "
+      "use the full exchange (parallel.sp_exchange = FULL) or mode `clipped`");
   at::Tensor onehot = types;
   if (dense) {  // every token global: the exchange moves the whole prefix
     onehot = at::zeros({b, h, tc, kNumTokenTypes}, k.options());
@@ -290,27 +304,32 @@ at::Tensor SequenceParallel::Attend(int layer, const at::Tensor& q, const at::Te
 
   AttentionOptions kernel = options;
   kernel.lambda = 0.0;  // added below at absolute positions
-  kernel.query_begin = prefix;  // the prefix rows are never read (the fused kernel skips whole blocks of them)
+  kernel.query_begin =
+      prefix;  // the prefix rows are never read (the fused kernel skips whole blocks of them)
   at::Tensor own_types = types;
   if (!dense && options.lambda != 0.0 && at::GradMode::is_enabled() && types.requires_grad()) {
     // The first global of every chunk, so a local near this chunk's end knows its next global e_j.
     at::Tensor int_types = types.detach().argmax(-1);
     const at::TensorOptions long_options = int_types.options();
     at::Tensor pos = at::arange(tc, long_options).view({1, 1, tc}) + begin_;
-    at::Tensor first = at::where(int_types == kGlobal, pos, at::full({}, length_, long_options)).amin(-1).contiguous();
+    at::Tensor first =
+        at::where(int_types == kGlobal, pos, at::full({}, length_, long_options)).amin(-1).contiguous();
     at::Tensor all = at::empty({comm_.size() * b * h}, long_options);
     ThrowIfError(comm_.AllGather(first.reshape({-1}), all), "AllGather (first global per chunk)");
     at::Tensor after = at::full({b * h}, length_, long_options);
-    for (int r = comm_.rank() + 1; r < comm_.size(); ++r) after = at::minimum(after, all.narrow(0, r * b * h, b * h));
+    for (int r = comm_.rank() + 1; r < comm_.size(); ++r)
+      after = at::minimum(after, all.narrow(0, r * b * h, b * h));
     after = at::clamp_max(after, length_ - 1).view({b, h});
-    at::Tensor reg = ChunkRegulariserGradient(int_types, options.lambda * loss_scale_, q.size(1) / h, begin_, length_, after);
+    at::Tensor reg = ChunkRegulariserGradient(int_types, options.lambda * loss_scale_, q.size(1) / h, begin_,
+                                              length_, after);
     own_types = AddToGradientFunction::apply(types, reg.to(types.options()));
   }
   at::Tensor k_ext = at::cat({pre[0].to(k.scalar_type()), k}, 2);
   at::Tensor v_ext = at::cat({pre[1].to(v.scalar_type()), v}, 2);
-  // Dense: only the chunk's rows against prefix + chunk. NAtS: the kernels take square problems, so the prefix
-  // rows run with zero queries; their outputs are dropped and get no gradient, so they change nothing, and the
-  // fused kernel skips the query blocks that lie wholly inside the prefix (AttentionOptions::query_begin).
+  // Dense: only the chunk's rows against prefix + chunk. NAtS: the kernels take square problems, so the
+  // prefix rows run with zero queries; their outputs are dropped and get no gradient, so they change nothing,
+  // and the fused kernel skips the query blocks that lie wholly inside the prefix
+  // (AttentionOptions::query_begin).
   if (dense) return DenseCausalAttention(q, k_ext, v_ext);
   at::Tensor q_ext = at::cat({at::zeros({b, q.size(1), prefix, d}, q.options()), q}, 2);
   return Attention(q_ext, k_ext, v_ext, at::cat({pre[2], own_types}, 2), kernel).narrow(2, prefix, tc);

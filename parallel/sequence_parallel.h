@@ -52,15 +52,15 @@ enum class SpExchange { kRetained = 0, kFull = 1 };
 // Communication and prefix sizes of one layer, summed over the forward/backward calls since ResetStats().
 struct SpLayerStats {
   int64_t calls = 0;
-  int64_t packet_entries = 0;   // (position, KV head, batch row) entries this rank contributed to all-gathers
+  int64_t packet_entries = 0;  // (position, KV head, batch row) entries this rank contributed to all-gathers
   // Forward packets this rank contributed to the all-gather (each reaches the sp-1 other ranks) plus the
   // backward gradient replies it sent.
   int64_t bytes_sent = 0;
-  int64_t bytes_received = 0;   // every other rank's packets (also later ranks', unused) plus replies received
-  int64_t prefix_entries = 0;   // earlier entries placed in this rank's prefix (sum over batch rows and KV heads;
-                                // window entries that are already invisible included)
-  int64_t prefix_slots = 0;     // padded prefix length per head (the kernel's extra rows)
-  double comm_seconds = 0;      // time inside the exchange (packing, collectives, unpacking)
+  int64_t bytes_received = 0;  // every other rank's packets (also later ranks', unused) plus replies received
+  int64_t prefix_entries = 0;  // earlier entries placed in this rank's prefix (sum over batch rows and KV
+                               // heads; window entries that are already invisible included)
+  int64_t prefix_slots = 0;  // padded prefix length per head (the kernel's extra rows)
+  double comm_seconds = 0;   // time inside the exchange (packing, collectives, unpacking)
 };
 
 // Rank `rank`'s chunk [begin, end) of a sequence of `length` tokens split over `size` ranks; the chunk sizes
@@ -75,10 +75,10 @@ class SequenceParallel : public ChunkAttention {
   // The next forward passes run chunks of sequences of `length` tokens (the model's context length).
   void SetSequenceLength(int64_t length);
 
-  // The factor by which the caller multiplies the chunk's share of the loss (1 by default). The trainer uses the
-  // sp size, so that averaging gradients over all ranks sums them over the sp ranks of a sequence. Gradient
-  // terms that are not part of the loss (the sparsity regulariser) get the same factor, so that they, too,
-  // reach the single-rank value after the average.
+  // The factor by which the caller multiplies the chunk's share of the loss (1 by default). The trainer uses
+  // the sp size, so that averaging gradients over all ranks sums them over the sp ranks of a sequence.
+  // Gradient terms that are not part of the loss (the sparsity regulariser) get the same factor, so that
+  // they, too, reach the single-rank value after the average.
   void SetLossScale(double scale) { loss_scale_ = scale; }
 
   int64_t chunk_begin() const override { return begin_; }
@@ -105,9 +105,9 @@ class SequenceParallel : public ChunkAttention {
 };
 
 // The NATS_SPEC 5.4 regulariser for a chunk at absolute positions begin..begin+T-1 of a sequence of `length`
-// tokens: [B, H_kv, T, 3] (dL/dg, dL/dl, dL/ds additions). types [B, H_kv, T] int; next_global_after [B, H_kv]
-// int64: the first global position >= the chunk's end (length - 1 when there is none). With begin = 0 and
-// length = T it equals what the single-sequence kernels add.
+// tokens: [B, H_kv, T, 3] (dL/dg, dL/dl, dL/ds additions). types [B, H_kv, T] int; next_global_after [B,
+// H_kv] int64: the first global position >= the chunk's end (length - 1 when there is none). With begin = 0
+// and length = T it equals what the single-sequence kernels add.
 at::Tensor ChunkRegulariserGradient(const at::Tensor& types, double lambda, int64_t n_rep, int64_t begin,
                                     int64_t length, const at::Tensor& next_global_after);
 

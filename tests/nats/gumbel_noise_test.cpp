@@ -1,12 +1,13 @@
 // Counter-based Gumbel noise (nats/gumbel_noise.h): the same values however a batch is split (rows by sample
-// index, positions by chunk), different values for different seeds, layers, samples, heads and positions, and the
-// Gumbel(0, 1) distribution (mean = Euler-Mascheroni constant, variance = pi^2 / 6, CDF exp(-exp(-x))).
+// index, positions by chunk), different values for different seeds, layers, samples, heads and positions, and
+// the Gumbel(0, 1) distribution (mean = Euler-Mascheroni constant, variance = pi^2 / 6, CDF exp(-exp(-x))).
+#include "nats/gumbel_noise.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
 
-#include "nats/gumbel_noise.h"
 #include "nats/scorer.h"
 
 namespace nats {

@@ -8,6 +8,8 @@
 //    the three mask-gradient modes; the sparsity regulariser.
 //  - Model level (double, training mode, the real scorer with Gumbel noise): loss and every weight gradient
 //    match the single rank; scorer weights exactly in mode `full`, by cosine in mode `retained`.
+#include "parallel/sequence_parallel.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -18,7 +20,6 @@
 #include "nats/attention.h"
 #include "nats/token_type.h"
 #include "nats/transformer.h"
-#include "parallel/sequence_parallel.h"
 #include "tests/parallel/test_world.h"
 
 namespace nats::parallel {
@@ -110,7 +111,8 @@ void RunAttentionCase(const AttentionCase& c, SpExchange mode) {
   options.lambda = c.lambda;
 
   // The single rank, whole sequence.
-  at::Tensor rq = q.clone().requires_grad_(), rk = k.clone().requires_grad_(), rv = v.clone().requires_grad_();
+  at::Tensor rq = q.clone().requires_grad_(), rk = k.clone().requires_grad_(),
+             rv = v.clone().requires_grad_();
   at::Tensor rt = dense ? at::Tensor() : onehot.clone().requires_grad_();
   at::Tensor ref = Attention(rq, rk, rv, rt, options);
   (ref * weight).sum().backward();
@@ -139,9 +141,10 @@ void RunAttentionCase(const AttentionCase& c, SpExchange mode) {
       std::printf("[ retained ] %-32s ranks %d: type-gradient cosine vs single rank %.4f\n", c.name.c_str(),
                   comm.size(), cosine);
     }
-    // Only later ranks' rows for entries they never received are dropped; the chunk's own rows are exact. With
-    // random q, k, v a masked entry's gradient is as large as a visible one's, the worst case: in `all_sliding`
-    // every token's "what if global" term comes mostly from rows on later ranks (measured 0.47 at 4 ranks).
+    // Only later ranks' rows for entries they never received are dropped; the chunk's own rows are exact.
+    // With random q, k, v a masked entry's gradient is as large as a visible one's, the worst case: in
+    // `all_sliding` every token's "what if global" term comes mostly from rows on later ranks (measured 0.47
+    // at 4 ranks).
     EXPECT_GT(cosine, 0.4) << c.name;
   }
 }
@@ -176,8 +179,8 @@ TEST(SequenceParallelAttention, MatchesSingleRankInRetainedMode) {
 }
 
 TEST(SequenceParallelAttention, RetainedModeMovesOnlyTheBoundaryState) {
-  // With mostly sliding tokens, what an exchange moves is the globals, live locals and the last W positions of
-  // each rank, far less than the whole chunk that mode full moves.
+  // With mostly sliding tokens, what an exchange moves is the globals, live locals and the last W positions
+  // of each rank, far less than the whole chunk that mode full moves.
   Communicator& comm = World();
   if (comm.size() == 1) GTEST_SKIP() << "needs at least 2 ranks";
   const int64_t b = 1, h = 2, d = 8, n = 400;
@@ -224,8 +227,8 @@ struct ModelGrads {
   std::vector<std::pair<std::string, at::Tensor>> grads;
 };
 
-// Forward + backward of `model` on tokens [B, N + 1] with the generator seeded; loss = mean over the rows' tokens
-// (the chunk's share when `sp` is set, scaled as the trainer does: sum / (B N) * sp_size).
+// Forward + backward of `model` on tokens [B, N + 1] with the generator seeded; loss = mean over the rows'
+// tokens (the chunk's share when `sp` is set, scaled as the trainer does: sum / (B N) * sp_size).
 ModelGrads RunModel(Transformer& model, const at::Tensor& tokens, SequenceParallel* sp) {
   const int64_t n = tokens.size(1) - 1;
   model->zero_grad();
@@ -243,7 +246,8 @@ ModelGrads RunModel(Transformer& model, const at::Tensor& tokens, SequenceParall
   model->SetChunkAttention(sp);
   at::Tensor logits = model->forward(inputs);
   model->SetChunkAttention(nullptr);
-  at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1})) * scale;
+  at::Tensor loss =
+      at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1})) * scale;
   loss.backward();
   ModelGrads out;
   out.loss = loss.item<double>();
@@ -251,8 +255,8 @@ ModelGrads RunModel(Transformer& model, const at::Tensor& tokens, SequenceParall
   return out;
 }
 
-// dp x sp grid over the world: sp ranks adjacent (as ProcessGrid). Every rank computes the single-rank results
-// of every dp group's batch and averages them, as data parallelism does.
+// dp x sp grid over the world: sp ranks adjacent (as ProcessGrid). Every rank computes the single-rank
+// results of every dp group's batch and averages them, as data parallelism does.
 void RunModelCase(int dp, SpExchange mode) {
   Communicator& world = World();
   const int sp_size = world.size() / dp;
@@ -294,8 +298,8 @@ void RunModelCase(int dp, SpExchange mode) {
     if (name.find("scorer") != std::string::npos && mode == SpExchange::kRetained) {
       const double cosine = (g * want).sum().item<double>() / (g.norm() * want.norm()).item<double>();
       if (world.rank() == 0) {
-        std::printf("[ retained ] model dp %d x sp %d: %-16s gradient cosine vs single rank %.4f\n", dp, sp_size,
-                    name.c_str(), cosine);
+        std::printf("[ retained ] model dp %d x sp %d: %-16s gradient cosine vs single rank %.4f\n", dp,
+                    sp_size, name.c_str(), cosine);
       }
       // Measured 0.92-0.99 for 2-4 ranks; the floor leaves room for other seeds but would catch a lost term
       // of the chunk's own rows or a misrouted gradient reply (those drop it far lower).
@@ -317,7 +321,8 @@ TEST(SequenceParallelModel, DataTimesSequenceParallel) {
 }
 
 TEST(SequenceParallelRegulariser, ChunksAddUpToTheWholeSequence) {
-  // ChunkRegulariserGradient over chunks (with the next global beyond each) equals the whole-sequence version.
+  // ChunkRegulariserGradient over chunks (with the next global beyond each) equals the whole-sequence
+  // version.
   const int64_t n = 23;
   at::Tensor types = MakeTypes("mix", 1, 2, n, 31);
   at::Tensor whole = ChunkRegulariserGradient(types, 0.5, 2, 0, n, at::full({1, 2}, n - 1, at::kLong));
