@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "nats/linear_cross_entropy.h"
 #include "nats/masks.h"
 #include "nats/model_shape.h"
 #include "nats/scorer.h"
@@ -255,6 +256,10 @@ void TransformerImpl::EnsureRope(int64_t end) {
 }
 
 at::Tensor TransformerImpl::forward(const at::Tensor& tokens, int64_t position_offset) {
+  return Logits(Body(tokens, position_offset));
+}
+
+at::Tensor TransformerImpl::Body(const at::Tensor& tokens, int64_t position_offset) {
   TORCH_CHECK(tokens.dim() == 2, "tokens must be [B, T]");
   if (chunk_ != nullptr) {
     TORCH_CHECK(position_offset == 0 || position_offset == chunk_->chunk_begin(), "forward at offset ",
@@ -265,7 +270,7 @@ at::Tensor TransformerImpl::forward(const at::Tensor& tokens, int64_t position_o
   at::Tensor x = wte_->forward(tokens);
   const NoiseKey* noise = has_noise_key_ ? &noise_key_ : nullptr;
   for (auto& block : blocks_) x = block->forward(x, rope_cos_, rope_sin_, position_offset, chunk_, noise);
-  return Logits(x);
+  return x;
 }
 
 at::Tensor TransformerImpl::Logits(const at::Tensor& hidden) {
@@ -316,8 +321,10 @@ void TransformerImpl::SetTypeOverride(int layer, const at::Tensor& types) {
 }
 
 at::Tensor TransformerImpl::Loss(const at::Tensor& inputs, const at::Tensor& targets) {
-  at::Tensor logits = forward(inputs);
-  return at::cross_entropy_loss(logits.view({-1, logits.size(-1)}), targets.reshape({-1}));
+  // The head and the loss fused (nats/linear_cross_entropy.h): no separate [B T, V] log-probabilities or gradients.
+  at::Tensor x = final_norm_.forward(Body(inputs, 0));
+  const at::Tensor& head = spec_.model.tie_embeddings() ? wte_->weight : lm_head_->weight;
+  return LinearCrossEntropy(x.reshape({-1, x.size(-1)}), head, targets.reshape({-1}));
 }
 
 int64_t TransformerImpl::NumParameters() const {

@@ -68,7 +68,8 @@ class TransformerImpl : public torch::nn::Module {
 
   at::Tensor forward(const at::Tensor& tokens, int64_t position_offset = 0);
 
-  // Mean token cross-entropy of forward(inputs) against targets (both [B, T]).
+  // Mean token cross-entropy of forward(inputs) against targets (both [B, T]); the head and the loss run fused
+  // (nats/linear_cross_entropy.h), so the [B T, vocab] logits exist only as their own gradient buffer.
   at::Tensor Loss(const at::Tensor& inputs, const at::Tensor& targets);
 
   const ModelSpec& spec() const { return spec_; }
@@ -103,6 +104,8 @@ class TransformerImpl : public torch::nn::Module {
 
  private:
   void EnsureRope(int64_t end);
+  // Embeddings and every block: the hidden state before the final norm, [B, T, d_model].
+  at::Tensor Body(const at::Tensor& tokens, int64_t position_offset);
   at::Tensor Logits(const at::Tensor& hidden);
   at::Tensor CachedForward(const at::Tensor& tokens, KvCache& cache, bool all_logits);
 
