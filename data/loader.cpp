@@ -7,17 +7,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "data/mix64.h"
 
 namespace nats::data {
 namespace {
-
-// SplitMix64 finaliser: a strong 64-bit mixer, enough for shuffling (this is not cryptography).
-uint64_t Mix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 void CheckOrDie(bool ok, const char* what) {
   if (!ok) {
@@ -34,13 +27,13 @@ WindowPermutation::WindowPermutation(uint64_t n, uint64_t key) : n_(n) {
   while (bits < 64 && (uint64_t{1} << bits) < n) bits += 2;
   half_bits_ = bits / 2;
   half_mask_ = (uint64_t{1} << half_bits_) - 1;
-  for (int r = 0; r < 6; ++r) round_keys_[r] = Mix(key ^ Mix(static_cast<uint64_t>(r) + 1));
+  for (int r = 0; r < 6; ++r) round_keys_[r] = Mix64(key ^ Mix64(static_cast<uint64_t>(r) + 1));
 }
 
 uint64_t WindowPermutation::Feistel(uint64_t x) const {
   uint64_t left = x >> half_bits_, right = x & half_mask_;
   for (uint64_t k : round_keys_) {
-    uint64_t next = left ^ (Mix(right ^ k) & half_mask_);
+    uint64_t next = left ^ (Mix64(right ^ k) & half_mask_);
     left = right;
     right = next;
   }
@@ -119,7 +112,7 @@ Loader::Loader(std::shared_ptr<const TokenShard> shard, const LoaderOptions& opt
 uint64_t Loader::WindowOfSample(uint64_t sample) const {
   uint64_t epoch = sample / windows_;
   // The key depends on (seed, epoch) only, so any rank can compute any sample's window without state.
-  WindowPermutation perm(windows_, Mix(options_.seed) ^ Mix(epoch ^ 0x5EED5EED5EED5EEDull));
+  WindowPermutation perm(windows_, Mix64(options_.seed) ^ Mix64(epoch ^ 0x5EED5EED5EED5EEDull));
   return perm(sample % windows_);
 }
 

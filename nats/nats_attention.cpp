@@ -147,14 +147,22 @@ at::Tensor TypeGradientFromMaskGradient(const at::Tensor& mask_grad, const at::T
   return at::stack({d_global, d_local, d_sliding}, -1);  // TokenType order
 }
 
-at::Tensor SparsityRegulariserGradient(const at::Tensor& types, double lambda, int64_t n_rep) {
+at::Tensor SparsityRegulariserGradient(const at::Tensor& types, double lambda, int64_t n_rep, int64_t begin,
+                                       int64_t length, const at::Tensor& next_global_after) {
   const int64_t t = types.size(2);
-  at::Tensor j = at::arange(t, types.options().dtype(at::kDouble)).view({1, 1, t});
-  at::Tensor e = NextGlobalIndex(types).to(at::kDouble);
-  const double c = lambda * static_cast<double>(n_rep) / static_cast<double>(t);
+  if (length == 0) length = begin + t;
+  const at::Tensor is_global = types.eq(static_cast<int64_t>(TokenType::kGlobal));
+  at::Tensor j = at::arange(begin, begin + t, types.options().dtype(at::kDouble)).view({1, 1, t});
+  at::Tensor e = NextGlobalIndex(types).to(at::kDouble) + static_cast<double>(begin);
+  if (next_global_after.defined()) {
+    // No global at or after j inside the chunk: e_j lies beyond it (NextGlobalIndex then says T-1).
+    at::Tensor none = is_global.flip(-1).cumsum(-1).flip(-1).eq(0);
+    e = at::where(none, next_global_after.to(e.options()).unsqueeze(-1).expand_as(e), e);
+  }
+  const double c = lambda * static_cast<double>(n_rep) / static_cast<double>(length);
   at::Tensor zero = at::zeros({}, j.options());
   // NATS_SPEC 5.4: charge each selected global/local token for the mask area it keeps.
-  at::Tensor reg_global = at::where(types.eq(static_cast<int64_t>(TokenType::kGlobal)), c * (t - j), zero);
+  at::Tensor reg_global = at::where(is_global, c * (static_cast<double>(length) - j), zero);
   at::Tensor reg_local = at::where(types.eq(static_cast<int64_t>(TokenType::kLocal)), c * (e - j), zero);
   return at::stack({reg_global, reg_local, at::zeros_like(reg_local)}, -1);
 }

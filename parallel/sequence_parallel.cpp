@@ -8,6 +8,7 @@
 #include <chrono>
 #include <string>
 
+#include "nats/nats_attention_reference.h"
 #include "nats/token_type.h"
 
 namespace nats::parallel {
@@ -272,13 +273,14 @@ void SequenceParallel::SetSequenceLength(int64_t length) {
   TORCH_CHECK(length >= comm_.size(), "sequence parallel: a sequence of ", length,
               " tokens cannot be split over ", comm_.size(),
               " ranks; lower parallel.sp or raise model.context_length");
-  TORCH_CHECK(length < (int64_t{1} << 31), "sequence parallel: positions travel as int32; ", length,
-              " tokens is too long");
+  TORCH_CHECK(length < (int64_t{1} << 31), "sequence parallel: model.context_length = ", length,
+              " is too long (positions travel as int32); lower model.context_length below 2^31");
   length_ = length;
   std::tie(begin_, end_) = ChunkBounds(length, comm_.size(), comm_.rank());
 }
 
 SpLayerStats& SequenceParallel::StatsFor(int layer) {
+  if (!count_stats_) return uncounted_;
   if (static_cast<int>(stats_.size()) <= layer) stats_.resize(layer + 1);
   return stats_[layer];
 }
@@ -320,8 +322,8 @@ at::Tensor SequenceParallel::Attend(int layer, const at::Tensor& q, const at::Te
     for (int r = comm_.rank() + 1; r < comm_.size(); ++r)
       after = at::minimum(after, all.narrow(0, r * b * h, b * h));
     after = at::clamp_max(after, length_ - 1).view({b, h});
-    at::Tensor reg = ChunkRegulariserGradient(int_types, options.lambda * loss_scale_, q.size(1) / h, begin_,
-                                              length_, after);
+    at::Tensor reg = SparsityRegulariserGradient(int_types, options.lambda * loss_scale_, q.size(1) / h,
+                                                 begin_, length_, after);
     own_types = AddToGradientFunction::apply(types, reg.to(types.options()));
   }
   at::Tensor k_ext = at::cat({pre[0].to(k.scalar_type()), k}, 2);
@@ -333,33 +335,6 @@ at::Tensor SequenceParallel::Attend(int layer, const at::Tensor& q, const at::Te
   if (dense) return DenseCausalAttention(q, k_ext, v_ext);
   at::Tensor q_ext = at::cat({at::zeros({b, q.size(1), prefix, d}, q.options()), q}, 2);
   return Attention(q_ext, k_ext, v_ext, at::cat({pre[2], own_types}, 2), kernel).narrow(2, prefix, tc);
-}
-
-at::Tensor ChunkRegulariserGradient(const at::Tensor& types, double lambda, int64_t n_rep, int64_t begin,
-                                    int64_t length, const at::Tensor& next_global_after) {
-  const int64_t b = types.size(0), h = types.size(1), t = types.size(2);
-  at::Tensor ty = types.to(at::kCPU, at::kLong).contiguous();  // a host loop; the caller moves the result
-  at::Tensor after = next_global_after.to(at::kCPU, at::kLong).contiguous();
-  at::Tensor out = at::zeros({b, h, t, kNumTokenTypes}, at::kDouble);
-  auto ta = ty.accessor<int64_t, 3>();
-  auto na = after.accessor<int64_t, 2>();
-  auto oa = out.accessor<double, 4>();
-  const double c = lambda * static_cast<double>(n_rep) / static_cast<double>(length);
-  for (int64_t bi = 0; bi < b; ++bi) {
-    for (int64_t hi = 0; hi < h; ++hi) {
-      int64_t next_global = na[bi][hi];  // e_j for the chunk's trailing non-global tokens
-      for (int64_t i = t - 1; i >= 0; --i) {
-        const int64_t j = begin + i;
-        if (ta[bi][hi][i] == kGlobal) {
-          next_global = j;
-          oa[bi][hi][i][kGlobal] = c * static_cast<double>(length - j);
-        } else if (ta[bi][hi][i] == kLocal) {
-          oa[bi][hi][i][kLocal] = c * static_cast<double>(next_global - j);
-        }
-      }
-    }
-  }
-  return out;
 }
 
 }  // namespace nats::parallel

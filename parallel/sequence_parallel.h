@@ -59,8 +59,8 @@ struct SpLayerStats {
   int64_t bytes_received = 0;  // every other rank's packets (also later ranks', unused) plus replies received
   int64_t prefix_entries = 0;  // earlier entries placed in this rank's prefix (sum over batch rows and KV
                                // heads; window entries that are already invisible included)
-  int64_t prefix_slots = 0;  // padded prefix length per head (the kernel's extra rows)
-  double comm_seconds = 0;   // time inside the exchange (packing, collectives, unpacking)
+  int64_t prefix_slots = 0;    // padded prefix length per head (the kernel's extra rows)
+  double comm_seconds = 0;     // time inside the exchange (packing, collectives, unpacking)
 };
 
 // Rank `rank`'s chunk [begin, end) of a sequence of `length` tokens split over `size` ranks; the chunk sizes
@@ -93,6 +93,10 @@ class SequenceParallel : public ChunkAttention {
   // One entry per layer index seen so far.
   const std::vector<SpLayerStats>& stats() const { return stats_; }
   void ResetStats() { stats_.clear(); }
+  // Whether exchanges add to stats() (on by default). The trainer turns it off while it evaluates, so the
+  // statistics describe training steps.
+  void set_count_stats(bool on) { count_stats_ = on; }
+  // The entry the exchanges of `layer` add to; a scratch entry nobody reads while counting is off.
   SpLayerStats& StatsFor(int layer);
   Communicator& comm() { return comm_; }
 
@@ -101,14 +105,9 @@ class SequenceParallel : public ChunkAttention {
   SpExchange mode_;
   int64_t length_ = 0, begin_ = 0, end_ = 0;
   double loss_scale_ = 1.0;
+  bool count_stats_ = true;
   std::vector<SpLayerStats> stats_;
+  SpLayerStats uncounted_;
 };
-
-// The NATS_SPEC 5.4 regulariser for a chunk at absolute positions begin..begin+T-1 of a sequence of `length`
-// tokens: [B, H_kv, T, 3] (dL/dg, dL/dl, dL/ds additions). types [B, H_kv, T] int; next_global_after [B,
-// H_kv] int64: the first global position >= the chunk's end (length - 1 when there is none). With begin = 0
-// and length = T it equals what the single-sequence kernels add.
-at::Tensor ChunkRegulariserGradient(const at::Tensor& types, double lambda, int64_t n_rep, int64_t begin,
-                                    int64_t length, const at::Tensor& next_global_after);
 
 }  // namespace nats::parallel

@@ -350,9 +350,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
       "run: %d rank(s) (%s), dp %d x sp %d%s, batch %d = %d micro x %d accum x %d dp, %d threads/rank, "
       "train %d tokens, val %d tokens, matmul peak %.1f GFLOP/s",
       st->world, std::string(st->comm->backend()), st->dp, st->grid->sp_size(),
-      st->grid->sp_size() == 1 ? ""
-      : cfg.parallel().sp_exchange() == config::ParallelConfig::FULL ? " (full KV exchange)"
-                                                                     : " (retained KV exchange)",
+      !st->sequence_parallel                                           ? ""
+      : st->sequence_parallel->mode() == parallel::SpExchange::kFull ? " (full KV exchange)"
+                                                                       : " (retained KV exchange)",
       t.batch_size(), st->micro_batch, st->accum_steps, st->dp, threads, st->train_shard->num_tokens(), st->val_shard->num_tokens(), st->peak_flops / 1e9));
   return std::unique_ptr<Trainer>(new Trainer(std::move(st)));
 }
@@ -371,8 +371,7 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
   torch::NoGradGuard no_grad;
   st.model->eval();
   // Exchange statistics describe training steps; evaluation's exchanges are not counted.
-  std::vector<parallel::SpLayerStats> training_sp_stats;
-  if (st.sequence_parallel) training_sp_stats = st.sequence_parallel->stats();
+  if (st.sequence_parallel) st.sequence_parallel->set_count_stats(false);
   double loss_sum = 0, bytes = 0;
   int64_t tokens = 0;
   for (int64_t first = begin; first < end; first += st.micro_batch) {
@@ -401,12 +400,7 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
     }
   }
   st.model->train();
-  if (st.sequence_parallel) {
-    st.sequence_parallel->ResetStats();
-    for (size_t l = 0; l < training_sp_stats.size(); ++l) {
-      st.sequence_parallel->StatsFor(static_cast<int>(l)) = training_sp_stats[l];
-    }
-  }
+  if (st.sequence_parallel) st.sequence_parallel->set_count_stats(true);
   at::Tensor sums = torch::tensor({loss_sum, static_cast<double>(tokens), bytes}, torch::kFloat64);
   if (st.world > 1) {
     // Each sp rank scored its own chunk of the group's windows: the sums add up to the whole windows.
@@ -536,11 +530,22 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
         nats_line = absl::StrFormat(" | G/L/S %.3f/%.3f/%.3f | density %.3f | kv %.3f", mean(frac_g), mean(frac_l),
                                     mean(frac_s), mean(density), mean(kv));
       }
+      // Sequence parallelism, per layer and training step of this window (forward packets + backward replies).
+      std::vector<double> sp_sent, sp_received, sp_prefix, sp_packet;
+      double sp_seconds = 0;
       if (st.sequence_parallel) {
+        const double steps_in_window = std::max<int64_t>(1, st.step - last_logged_step);
+        for (const auto& ls : st.sequence_parallel->stats()) {
+          sp_sent.push_back(ls.bytes_sent / steps_in_window);
+          sp_received.push_back(ls.bytes_received / steps_in_window);
+          sp_prefix.push_back(ls.calls ? static_cast<double>(ls.prefix_entries) / ls.calls : 0.0);
+          sp_packet.push_back(ls.calls ? static_cast<double>(ls.packet_entries) / ls.calls : 0.0);
+          sp_seconds += ls.comm_seconds / steps_in_window;
+        }
+        st.sequence_parallel->ResetStats();
         double sent = 0;
-        for (const auto& ls : st.sequence_parallel->stats()) sent += ls.bytes_sent;
-        absl::StrAppend(&nats_line, absl::StrFormat(" | sp KV packets %.2f MB/step",
-                                                    sent / 1e6 / std::max<int64_t>(1, st.step - last_logged_step)));
+        for (double b : sp_sent) sent += b;
+        absl::StrAppend(&nats_line, absl::StrFormat(" | sp KV packets %.2f MB/step", sent / 1e6));
       }
       st.Print(absl::StrFormat("step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | MFU %.1f%%%s | ETA %s",
                                st.step, total_steps, loss_value, lr, *grad_norm, tok_s, 100 * mfu, nats_line,
@@ -560,23 +565,11 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
             .AddArray("kv_fraction", kv);
       }
       if (st.sequence_parallel) {
-        // Per layer, per training step of this window (forward packets + backward gradient replies).
-        std::vector<double> sent, received, prefix, packet;
-        double sp_seconds = 0;
-        const double steps_in_window = std::max<int64_t>(1, st.step - last_logged_step);
-        for (const auto& ls : st.sequence_parallel->stats()) {
-          sent.push_back(ls.bytes_sent / steps_in_window);
-          received.push_back(ls.bytes_received / steps_in_window);
-          prefix.push_back(ls.calls ? static_cast<double>(ls.prefix_entries) / ls.calls : 0.0);
-          packet.push_back(ls.calls ? static_cast<double>(ls.packet_entries) / ls.calls : 0.0);
-          sp_seconds += ls.comm_seconds;
-        }
-        line.AddArray("sp_bytes_sent", sent)
-            .AddArray("sp_bytes_received", received)
-            .AddArray("sp_packet_entries", packet)
-            .AddArray("sp_prefix_entries", prefix)
-            .Add("sp_comm_s", sp_seconds / steps_in_window);
-        st.sequence_parallel->ResetStats();
+        line.AddArray("sp_bytes_sent", sp_sent)
+            .AddArray("sp_bytes_received", sp_received)
+            .AddArray("sp_packet_entries", sp_packet)
+            .AddArray("sp_prefix_entries", sp_prefix)
+            .Add("sp_comm_s", sp_seconds);
       }
       if (st.data_parallel) {
         const auto& ds = st.data_parallel->stats();

@@ -234,31 +234,33 @@ TEST(FusedAttention, SparsePrefillMatchesReferenceForward) {
   at::set_num_threads(saved);
 }
 
+// Attention() with autograd on fresh leaves of `in`, loss sum(out * dout): {out, dq, dk, dv, dtypes}.
+std::vector<at::Tensor> RunAutograd(const Inputs& in, const AttentionOptions& options) {
+  at::Tensor q = in.q.clone().requires_grad_(true), k = in.k.clone().requires_grad_(true),
+             v = in.v.clone().requires_grad_(true);
+  at::Tensor onehot = torch::one_hot(in.types.to(torch::kLong), 3).to(torch::kDouble).requires_grad_(true);
+  at::Tensor out = Attention(q, k, v, onehot, options);
+  (out * in.dout).sum().backward();
+  return {out.detach(), q.grad(), k.grad(), v.grad(), onehot.grad()};
+}
+
 // Through the public entry point with autograd: impl kFused vs kReference, gradients via .backward().
 TEST(FusedAttention, AutogradEntryPointMatchesReference) {
   const Case c{2, 4, 2, 140, 16, 6, Mix::kUniform, true};
   for (MaskGradMode mode : {MaskGradMode::kExact, MaskGradMode::kClipped, MaskGradMode::kUnmasked}) {
     const Inputs in = RandomInputs(c, 500 + static_cast<int>(mode), torch::kDouble);
-    std::vector<std::vector<at::Tensor>> grads;
-    std::vector<at::Tensor> outs;
+    std::vector<std::vector<at::Tensor>> results;
     for (AttentionImpl impl : {AttentionImpl::kReference, AttentionImpl::kFused}) {
-      at::Tensor q = in.q.clone().requires_grad_(true), k = in.k.clone().requires_grad_(true),
-                 v = in.v.clone().requires_grad_(true);
-      at::Tensor onehot = torch::one_hot(in.types.to(torch::kLong), 3).to(torch::kDouble).requires_grad_(true);
       AttentionOptions options;
       options.window = c.window;
       options.lambda = 1e-3;
       options.grad_mode = mode;
       options.impl = impl;
-      at::Tensor out = Attention(q, k, v, onehot, options);
-      (out * in.dout).sum().backward();
-      outs.push_back(out.detach());
-      grads.push_back({q.grad(), k.grad(), v.grad(), onehot.grad()});
+      results.push_back(RunAutograd(in, options));
     }
     const std::string what = "autograd mode " + std::to_string(static_cast<int>(mode));
-    ExpectClose(outs[1], outs[0], 1e-10, 1e-11, what + " out");
-    const char* names[] = {"dq", "dk", "dv", "dtypes"};
-    for (int x = 0; x < 4; ++x) ExpectClose(grads[1][x], grads[0][x], 1e-10, 1e-11, what + " " + names[x]);
+    const char* names[] = {"out", "dq", "dk", "dv", "dtypes"};
+    for (int x = 0; x < 5; ++x) ExpectClose(results[1][x], results[0][x], 1e-10, 1e-11, what + " " + names[x]);
   }
 }
 
@@ -290,19 +292,14 @@ TEST(FusedAttention, QueryBeginSkipsLeadingRowsWithoutChangingTheRest) {
     for (MaskGradMode mode : {MaskGradMode::kClipped, MaskGradMode::kExact, MaskGradMode::kUnmasked}) {
       std::vector<std::vector<at::Tensor>> results;
       for (int64_t begin : {int64_t{0}, query_begin}) {
-        at::Tensor q = in.q.clone().requires_grad_(true), k = in.k.clone().requires_grad_(true),
-                   v = in.v.clone().requires_grad_(true);
-        at::Tensor onehot = torch::one_hot(in.types.to(torch::kLong), 3).to(torch::kDouble).requires_grad_(true);
         AttentionOptions options;
         options.window = c.window;
         options.lambda = 1e-3;
         options.grad_mode = mode;
         options.impl = AttentionImpl::kFused;
         options.query_begin = begin;
-        at::Tensor out = Attention(q, k, v, onehot, options);
-        (out * in.dout).sum().backward();
-        results.push_back({out.detach().narrow(2, query_begin, c.t - query_begin), q.grad(), k.grad(), v.grad(),
-                           onehot.grad()});
+        results.push_back(RunAutograd(in, options));
+        results.back()[0] = results.back()[0].narrow(2, query_begin, c.t - query_begin);
       }
       const char* names[] = {"out (rows >= query_begin)", "dq", "dk", "dv", "dtypes"};
       for (int x = 0; x < 5; ++x) {

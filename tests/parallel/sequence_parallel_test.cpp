@@ -18,6 +18,7 @@
 #include <string>
 
 #include "nats/attention.h"
+#include "nats/nats_attention_reference.h"
 #include "nats/token_type.h"
 #include "nats/transformer.h"
 #include "tests/parallel/test_world.h"
@@ -321,17 +322,18 @@ TEST(SequenceParallelModel, DataTimesSequenceParallel) {
 }
 
 TEST(SequenceParallelRegulariser, ChunksAddUpToTheWholeSequence) {
-  // ChunkRegulariserGradient over chunks (with the next global beyond each) equals the whole-sequence
+  // SparsityRegulariserGradient over chunks (with the next global beyond each) equals the whole-sequence
   // version.
   const int64_t n = 23;
   at::Tensor types = MakeTypes("mix", 1, 2, n, 31);
-  at::Tensor whole = ChunkRegulariserGradient(types, 0.5, 2, 0, n, at::full({1, 2}, n - 1, at::kLong));
+  at::Tensor whole = SparsityRegulariserGradient(types, 0.5, 2, 0, n, at::full({1, 2}, n - 1, at::kLong));
+  EXPECT_TRUE(at::equal(whole, SparsityRegulariserGradient(types, 0.5, 2))) << "the whole-sequence default";
   for (int64_t split : {5, 11, 17}) {
     at::Tensor tail = types.narrow(2, split, n - split);
     at::Tensor pos = at::arange(split, n, at::kLong).view({1, 1, -1});
     at::Tensor after = at::where(tail == 0, pos, at::full({}, n, at::kLong)).amin(-1).clamp_max(n - 1);
-    at::Tensor head = ChunkRegulariserGradient(types.narrow(2, 0, split), 0.5, 2, 0, n, after);
-    at::Tensor rest = ChunkRegulariserGradient(tail, 0.5, 2, split, n, at::full({1, 2}, n - 1, at::kLong));
+    at::Tensor head = SparsityRegulariserGradient(types.narrow(2, 0, split), 0.5, 2, 0, n, after);
+    at::Tensor rest = SparsityRegulariserGradient(tail, 0.5, 2, split, n, at::full({1, 2}, n - 1, at::kLong));
     EXPECT_LT(MaxDiff(at::cat({head, rest}, 2), whole), 1e-12) << "split at " << split;
   }
   // Hand check: a global at j contributes lambda n_rep (N - j) / N.
