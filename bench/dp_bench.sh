@@ -17,7 +17,7 @@ import json, sys
 out = sys.argv[1]
 def train(path):
     return [r for r in map(json.loads, open(path)) if r["kind"] == "train" and r["step"] > 2]
-one, two = train(f"{out}/one/metrics.jsonl"), train(f"{out}/two/metrics.rank0.jsonl")
+one, two = train(f"{out}/one/metrics.jsonl"), train(f"{out}/two/metrics.jsonl")
 tok = 8 * 1024
 def rate(rows): return tok * len(rows) / sum(tok / r["tokens_per_s"] for r in rows)
 step_s = sum(tok / r["tokens_per_s"] for r in two) / len(two)

@@ -15,7 +15,7 @@ common=(--config configs/small_byte.textproto --set model.n_layer=4 --set model.
         --set train.eval_interval=0 --set train.eval_windows=16 --set train.log_interval=10 --set train.threads=1)
 run() {  # name, extra flags...
   local name=$1; shift
-  "$nats" train "${common[@]}" --set train.run_dir="$OUT/$name" "$@" > "$OUT/$name.log" 2>&1
+  "$nats" train "${common[@]}" --set train.run_dir="$OUT/$name" --overwrite "$@" > "$OUT/$name.log" 2>&1
 }
 run dense &
 run nats_1e-9 --set model.attention=NATS --set nats.window=16 --set nats.lambda=1e-9 &

@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
   parallel::SequenceParallel exchange(
       world, args.mode == "full" ? parallel::SpExchange::kFull : parallel::SpExchange::kRetained);
   exchange.SetSequenceLength(args.tokens);
-  exchange.SetLossScale(sp);
+  model->SetRegulariserScale(sp);  // as the trainer: the regulariser once per sequence after the average
   int64_t begin = 0, end = args.tokens;
   if (sp > 1) {
     model->SetChunkAttention(&exchange);

@@ -80,7 +80,9 @@ absl::StatusOr<std::unique_ptr<BlobWriter>> BlobWriter::Create(const std::string
 absl::Status BlobWriter::Write(const void* data, uint64_t bytes) {
   const char* p = static_cast<const char*>(data);
   while (bytes > 0) {
-    const ssize_t n = ::write(fd_, p, std::min<uint64_t>(bytes, 1u << 30));
+    const uint64_t allowed = WriteAllowance(std::min<uint64_t>(bytes, 1u << 30));
+    if (allowed == 0) return ErrnoStatus("cannot write checkpoint blob", path_, ENOSPC);  // injected (tests)
+    const ssize_t n = ::write(fd_, p, allowed);
     if (n < 0) {
       if (errno == EINTR) continue;
       return ErrnoStatus("cannot write checkpoint blob", path_, errno);

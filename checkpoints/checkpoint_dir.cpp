@@ -1,7 +1,7 @@
 #include "checkpoints/checkpoint_dir.h"
 
-#include <stdio.h>  // renameat2, RENAME_EXCHANGE (glibc >= 2.28 with _GNU_SOURCE)
 #include <fcntl.h>
+#include <stdio.h>  // renameat2, RENAME_EXCHANGE (glibc >= 2.28 with _GNU_SOURCE)
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +19,7 @@
 #include "absl/strings/strip.h"
 #include "checkpoints/crash_point.h"
 #include "checkpoints/durable_file.h"
+#include "checkpoints/manifest_file.h"
 
 namespace nats::checkpoint {
 namespace {
@@ -28,6 +29,7 @@ namespace fs = std::filesystem;
 constexpr char kStepPrefix[] = "step_";
 constexpr char kStagingSuffix[] = ".partial";
 constexpr char kDeletingSuffix[] = ".deleting";
+constexpr char kAbandonedSuffix[] = ".abandoned";
 
 bool Exists(const std::string& path) {
   struct stat st;
@@ -83,11 +85,9 @@ absl::StatusOr<std::string> PrepareStagingDir(const std::string& root, int64_t s
 }
 
 absl::Status WriteManifest(const std::string& dir, const Manifest& manifest) {
-  std::string bytes;
-  if (!manifest.SerializeToString(&bytes)) {
-    return absl::InternalError(absl::StrCat(dir, ": cannot serialize the checkpoint manifest"));
-  }
-  return WriteFileDurably(absl::StrCat(dir, "/", kManifestFileName), bytes, "manifest");
+  absl::StatusOr<std::string> bytes = EncodeManifestFile(manifest);
+  if (!bytes.ok()) return absl::InternalError(absl::StrCat(dir, ": ", bytes.status().message()));
+  return WriteFileDurably(absl::StrCat(dir, "/", kManifestFileName), *bytes, "manifest");
 }
 
 absl::Status CommitStagingDir(const std::string& root, int64_t step) {
@@ -151,11 +151,9 @@ absl::StatusOr<Manifest> ReadManifest(const std::string& step_dir) {
     }
     return bytes.status();
   }
-  Manifest manifest;
-  if (!manifest.ParseFromString(*bytes)) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": cannot parse the checkpoint manifest; the file is damaged, resume from an older step"));
-  }
+  absl::StatusOr<Manifest> decoded = DecodeManifestFile(*bytes, path);
+  if (!decoded.ok()) return decoded.status();
+  Manifest& manifest = *decoded;
   if (manifest.format_version() != kFormatVersion) {
     return absl::FailedPreconditionError(absl::StrCat(path, ": checkpoint format version ", manifest.format_version(),
                                                       ", this build reads version ", kFormatVersion,
@@ -178,15 +176,14 @@ absl::StatusOr<std::vector<int64_t>> ListCompleteSteps(const std::string& root) 
 }
 
 absl::StatusOr<std::string> FindLatestCheckpoint(const std::string& root) {
-  if (absl::StatusOr<int64_t> latest = ReadLatest(root); latest.ok()) {
-    const std::string dir = StepDirPath(root, *latest);
-    if (ReadManifest(dir).ok()) return dir;
-  }
   absl::StatusOr<std::vector<int64_t>> steps = ListCompleteSteps(root);
   if (!steps.ok()) return steps.status();
-  for (auto it = steps->rbegin(); it != steps->rend(); ++it) {
-    const std::string dir = StepDirPath(root, *it);
-    if (ReadManifest(dir).ok()) return dir;
+  if (!steps->empty()) {
+    // Not `latest`: it lags the listing by one save after a kill between commit and pointer update.
+    const std::string dir = StepDirPath(root, steps->back());
+    absl::StatusOr<Manifest> manifest = ReadManifest(dir);
+    if (!manifest.ok()) return manifest.status();
+    return dir;
   }
   return absl::NotFoundError(absl::StrCat("no complete checkpoint in ", root,
                                           " (no step_<N>/manifest.pb); start without resuming or name a "
@@ -258,6 +255,61 @@ absl::StatusOr<std::vector<int64_t>> ApplyRetention(const std::string& root, con
     deleted.push_back(step);
   }
   return deleted;
+}
+
+absl::StatusOr<std::vector<std::string>> AbandonStepsAfter(const std::string& root, int64_t step) {
+  std::vector<std::string> moved;
+  absl::StatusOr<std::vector<int64_t>> steps = ListCompleteSteps(root);
+  if (!steps.ok()) return steps.status();
+  // Newest first: an interrupted rollback leaves the steps closest to the rollback point as candidates.
+  for (auto it = steps->rbegin(); it != steps->rend() && *it > step; ++it) {
+    const std::string dir = StepDirPath(root, *it);
+    std::string target = absl::StrCat(dir, kAbandonedSuffix);
+    for (int k = 2; Exists(target); ++k) target = absl::StrCat(dir, kAbandonedSuffix, k);
+    if (::rename(dir.c_str(), target.c_str()) != 0) {
+      return ErrnoStatus(absl::StrCat("cannot rename ", dir, " to"), target, errno);
+    }
+    moved.push_back(target);
+  }
+  std::reverse(moved.begin(), moved.end());
+  if (!moved.empty()) {
+    if (absl::Status s = FsyncDirectory(root); !s.ok()) return s;
+  }
+  return moved;
+}
+
+absl::StatusOr<int> RemoveAllCheckpoints(const std::string& root) {
+  if (!IsDirectory(root)) return 0;
+  absl::StatusOr<std::vector<int64_t>> steps = ListCompleteSteps(root);
+  if (!steps.ok()) return steps.status();
+  // Newest first: an interrupted overwrite leaves the oldest steps, never a newest one that looks like
+  // the run to resume from while older state is gone.
+  for (auto it = steps->rbegin(); it != steps->rend(); ++it) {
+    const std::string dir = StepDirPath(root, *it);
+    const std::string doomed = absl::StrCat(dir, kDeletingSuffix);
+    if (absl::Status s = RemoveTree(doomed); !s.ok()) return s;
+    if (::rename(dir.c_str(), doomed.c_str()) != 0) {
+      return ErrnoStatus(absl::StrCat("cannot rename ", dir, " to"), doomed, errno);
+    }
+    if (absl::Status s = FsyncDirectory(root); !s.ok()) return s;
+    if (absl::Status s = RemoveTree(doomed); !s.ok()) return s;
+  }
+  std::error_code ec;
+  std::vector<std::string> rest;
+  for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (IsSaveLeftover(name) ||
+        (absl::StartsWith(name, kStepPrefix) && absl::StrContains(name, kAbandonedSuffix)) ||
+        name == kLatestFileName || name == absl::StrCat(kLatestFileName, ".tmp")) {
+      rest.push_back(it->path().string());
+    }
+  }
+  if (ec) return ErrnoStatus("cannot list checkpoint directory", root, ec.value());
+  for (const std::string& path : rest) {
+    if (absl::Status s = RemoveTree(path); !s.ok()) return s;
+  }
+  if (absl::Status s = FsyncDirectory(root); !s.ok()) return s;
+  return static_cast<int>(steps->size());
 }
 
 }  // namespace nats::checkpoint

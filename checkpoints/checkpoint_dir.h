@@ -5,6 +5,8 @@
 //   <root>/step_00001000/manifest.pb, rank_0.bin, rank_1.bin, ...   a complete checkpoint
 //   <root>/step_00001200.partial/...                                 a save in progress (or a crashed one)
 //   <root>/latest                                                    "step_00001000\n"
+//   <root>/step_00001400.abandoned/...      a step given up by a rollback (kept, never resumed from by
+//   itself)
 //
 // A save (runtime/checkpointing.cpp drives it; rank 0 does the directory work):
 //   1. PrepareStagingDir: remove any stale step_<N>.partial, create it empty.
@@ -16,12 +18,14 @@
 // A kill -9 at any moment therefore leaves either no step_<N> (the previous checkpoints and `latest` are
 // untouched; the .partial directory is garbage that the next save or retention removes), or a complete
 // step_<N>. A directory named step_<N> without manifest.pb is never produced by a save and is never
-// treated as a checkpoint. All ranks must see <root> as one shared file system.
+// treated as a checkpoint. All ranks must see <root> as one shared file system. manifest.pb carries its
+// own CRC-32C (checkpoints/manifest_file.h), so a damaged manifest is refused like a damaged blob.
 //
-// `latest` is authoritative for FindLatestCheckpoint as long as it names a complete checkpoint (so that
-// a deliberate rollback to an older step followed by new saves resumes from the new saves, not from the
-// abandoned higher steps). When it is missing or stale (a crash between steps 4 and 5, a copied
-// directory) the newest complete step_<N> is used instead.
+// Which checkpoint a resume takes: the newest complete step_<N>, always. `latest` is written after every
+// commit for people and tools, but it is never trusted over the directory listing: a kill between steps
+// 4 and 5 leaves `latest` one save behind, and resuming from it would silently lose a step. A rollback is
+// asked for explicitly (`nats train --resume_from=<step>`); the trainer then renames the newer steps to
+// step_<N>.abandoned (AbandonStepsAfter) so that they stop being candidates without being destroyed.
 #pragma once
 
 #include <cstdint>
@@ -47,7 +51,7 @@ std::string StagingDirPath(const std::string& root, int64_t step);
 // Step 1: creates <root> if needed and an empty step_<N>.partial (removing a stale one). Returns its path.
 absl::StatusOr<std::string> PrepareStagingDir(const std::string& root, int64_t step);
 
-// Step 3: writes `manifest` durably as <dir>/manifest.pb.
+// Step 3: writes `manifest` durably as <dir>/manifest.pb (framed and checksummed, manifest_file.h).
 absl::Status WriteManifest(const std::string& dir, const Manifest& manifest);
 
 // Step 4. Replaces an existing step_<N> atomically where the file system supports renameat2
@@ -59,14 +63,17 @@ absl::Status WriteLatest(const std::string& root, int64_t step);
 // The step `latest` names; NotFound without the file, DataLoss when it cannot be parsed.
 absl::StatusOr<int64_t> ReadLatest(const std::string& root);
 
-// Reads and parses <step_dir>/manifest.pb and checks its format version (nothing else).
+// Reads <step_dir>/manifest.pb, checks its checksum (framed files) and its format version (nothing else).
+// DataLoss naming the file and the fix when it is damaged.
 absl::StatusOr<Manifest> ReadManifest(const std::string& step_dir);
 
 // Steps N with a <root>/step_<N>/manifest.pb, ascending (the manifest is not parsed). Empty when <root>
 // does not exist.
 absl::StatusOr<std::vector<int64_t>> ListCompleteSteps(const std::string& root);
 
-// The step directory to resume from (see the header comment); NotFound naming <root> when there is none.
+// The step directory to resume from: the newest complete step (see the header comment). NotFound naming
+// <root> when there is none; the newest step's manifest error (never an older step in its place) when
+// that manifest is damaged, so that a resume does not go back in time without being asked to.
 absl::StatusOr<std::string> FindLatestCheckpoint(const std::string& root);
 
 // `path` is a step directory (has manifest.pb) or a checkpoint root (resolved with FindLatestCheckpoint).
@@ -80,10 +87,21 @@ struct RetentionPolicy {
 
 // Deletes complete checkpoints the policy does not keep, plus leftovers of interrupted saves and
 // deletions (*.partial, *.deleting). Never deletes `protect_step` (the one just written) or what
-// `latest` names. Steps above protect_step (an abandoned timeline after a rollback) are neither counted
-// nor deleted. A checkpoint is first renamed to step_<N>.deleting, so a half-deleted one never looks
-// complete. Returns the deleted steps.
+// `latest` names, nor step_<N>.abandoned directories (AbandonStepsAfter; the user's to delete). Steps
+// above protect_step do not exist after a rollback (they were abandoned); should some appear (another
+// job writing the same root) they are neither counted nor deleted. A checkpoint is first renamed to
+// step_<N>.deleting, so a half-deleted one never looks complete. Returns the deleted steps.
 absl::StatusOr<std::vector<int64_t>> ApplyRetention(const std::string& root, const RetentionPolicy& policy,
                                                     int64_t protect_step);
+
+// A rollback to `step`: renames every complete step_<M>, M > step, to step_<M>.abandoned (or
+// .abandoned<k> when that name is taken) and fsyncs <root>. Returns the new paths, ascending by step.
+absl::StatusOr<std::vector<std::string>> AbandonStepsAfter(const std::string& root, int64_t step);
+
+// `nats train --overwrite`: deletes every checkpoint under <root> (complete steps, leftovers of saves,
+// abandoned steps) and `latest`; entries the checkpoint protocol does not name are left alone. Each step
+// is renamed to .deleting first, so an interrupted overwrite never leaves a half-deleted step that looks
+// complete. Returns the number of complete steps deleted.
+absl::StatusOr<int> RemoveAllCheckpoints(const std::string& root);
 
 }  // namespace nats::checkpoint

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <set>
 
@@ -23,9 +24,13 @@ namespace {
 
 at::IntArrayRef ShapeOf(const TensorEntry& t) { return at::IntArrayRef(t.shape().data(), t.shape_size()); }
 
+// -1 when a dimension is negative or the product does not fit int64 (a damaged manifest; found by
+// tests/fuzz/checkpoint_fuzz). ValidateManifest refuses those, so later callers always get the count.
 int64_t NumelOf(const TensorEntry& t) {
   int64_t n = 1;
-  for (int64_t d : t.shape()) n *= d;
+  for (int64_t d : t.shape()) {
+    if (d < 0 || __builtin_mul_overflow(n, d, &n)) return -1;
+  }
   return n;
 }
 
@@ -73,27 +78,34 @@ absl::Status CheckpointReader::ValidateManifest() const {
     for (int64_t d : t.shape()) {
       if (d < 0) return damaged(absl::StrCat("tensor ", t.name(), " has a negative dimension"));
     }
+    const int64_t numel = NumelOf(t);
+    if (numel < 0 || static_cast<uint64_t>(numel) > UINT64_MAX / static_cast<uint64_t>(element)) {
+      return damaged(absl::StrCat("tensor ", t.name(), " has a shape whose size overflows 64 bits"));
+    }
     uint64_t next = 0;
     for (const ShardSlice& s : t.slices()) {
       if (s.global_offset() != next) {
         return damaged(absl::StrCat("tensor ", t.name(), ": slices leave a gap or overlap at element ", next));
       }
-      if (s.numel() == 0 || s.bytes() != s.numel() * static_cast<uint64_t>(element)) {
+      // numel <= the tensor's remaining elements first, so that neither product nor sum below can wrap.
+      if (s.numel() == 0 || s.numel() > static_cast<uint64_t>(numel) - next ||
+          s.bytes() != s.numel() * static_cast<uint64_t>(element)) {
         return damaged(absl::StrCat("tensor ", t.name(), ": a slice's byte count does not match its elements"));
       }
       auto blob = blobs_.find(s.file());
       if (blob == blobs_.end()) {
         return damaged(absl::StrCat("tensor ", t.name(), ": slice in unlisted file \"", s.file(), "\""));
       }
-      if (s.file_offset() < static_cast<uint64_t>(kBlobHeaderBytes) || s.file_offset() % kBlobAlignment != 0 ||
-          s.file_offset() + s.bytes() > blob->second->bytes()) {
+      if (s.file_offset() < static_cast<uint64_t>(kBlobHeaderBytes) ||
+          s.file_offset() % kBlobAlignment != 0 || s.bytes() > blob->second->bytes() ||
+          s.file_offset() > blob->second->bytes() - s.bytes()) {
         return damaged(absl::StrCat("tensor ", t.name(), ": slice at byte ", s.file_offset(), " lies outside ",
                                     s.file()));
       }
       next += s.numel();
     }
-    if (next != static_cast<uint64_t>(NumelOf(t))) {
-      return damaged(absl::StrCat("tensor ", t.name(), ": slices cover ", next, " of ", NumelOf(t), " elements"));
+    if (next != static_cast<uint64_t>(numel)) {
+      return damaged(absl::StrCat("tensor ", t.name(), ": slices cover ", next, " of ", numel, " elements"));
     }
   }
   return absl::OkStatus();
@@ -243,7 +255,9 @@ absl::Status CheckpointReader::Read(const std::string& name, int64_t global_offs
       }
       continue;
     }
-    // The CRC covers the whole slice, so a partly needed slice is read whole into scratch memory.
+    // The CRC covers the whole slice, so a partly needed slice is read whole into scratch memory (after the
+    // blob's size check: then s.bytes() is bounded by a real file).
+    if (absl::StatusOr<int> fd = BlobFd(s.file()); !fd.ok()) return WithTensor(t->name(), fd.status());
     if (scratch_bytes < s.bytes()) {
       scratch.reset(new char[s.bytes()]);
       scratch_bytes = s.bytes();
@@ -256,6 +270,8 @@ absl::Status CheckpointReader::Read(const std::string& name, int64_t global_offs
 }
 
 absl::Status CheckpointReader::VerifySlice(const TensorEntry& tensor, const ShardSlice& slice) {
+  // Size-check the blob before allocating: a damaged manifest may claim any byte count.
+  if (absl::StatusOr<int> fd = BlobFd(slice.file()); !fd.ok()) return WithTensor(tensor.name(), fd.status());
   std::unique_ptr<char[]> buffer(new char[std::max<uint64_t>(slice.bytes(), 1)]);
   return ReadSliceBytes(tensor, slice, 0, slice.bytes(), buffer.get(), /*verify=*/true);
 }

@@ -24,7 +24,9 @@ absl::Status WriteAll(int fd, absl::string_view bytes, const std::string& path) 
   const char* p = bytes.data();
   size_t left = bytes.size();
   while (left > 0) {
-    const ssize_t n = ::write(fd, p, left);
+    const size_t allowed = WriteAllowance(left);
+    if (allowed == 0) return ErrnoStatus("cannot write", path, ENOSPC);  // injected (tests)
+    const ssize_t n = ::write(fd, p, allowed);
     if (n < 0) {
       if (errno == EINTR) continue;
       return ErrnoStatus("cannot write", path, errno);

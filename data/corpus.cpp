@@ -218,7 +218,11 @@ absl::StatusOr<std::vector<std::vector<std::string>>> DecodeRCharacterVectors(st
     }
     constexpr int32_t kStrSxp = 16, kCharSxp = 9, kLatin1Mask = 1 << 2;
     if (!read_int(&flags) || (flags & 0xFF) != kStrSxp) return corrupt("record is not a character vector");
-    if (!read_int(&length) || length < 0) return corrupt("bad vector length");
+    // Every element takes at least 8 bytes (flags, length): a longer claim is corruption, and reserving it
+    // would ask for up to 64 GiB (found by tests/fuzz/corpus_fuzz).
+    if (!read_int(&length) || length < 0 || static_cast<size_t>(length) > (record.size() - p) / 8) {
+      return corrupt("bad vector length");
+    }
     std::vector<std::string> lines;
     lines.reserve(length);
     for (int32_t i = 0; i < length; ++i) {

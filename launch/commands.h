@@ -13,5 +13,6 @@ int RunPrepare(int argc, char** argv);   // launch/prepare_command.cpp
 int RunTokenize(int argc, char** argv);  // launch/tokenize_command.cpp
 int RunGenerate(int argc, char** argv);  // launch/generate_command.cpp
 int RunInspect(int argc, char** argv);   // launch/inspect_command.cpp
+int RunPlot(int argc, char** argv);      // launch/plot_command.cpp (runs launch/plot_runs.py)
 
 }  // namespace nats::launch

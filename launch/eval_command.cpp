@@ -94,6 +94,11 @@ int EvalWithFlags(int argc, char** argv) {
       !ParseInt(*flags, "prefill", 1, &prefill) || !ParseInt(*flags, "threads", 0, &threads)) {
     return 2;
   }
+  if (windows < 1) {
+    std::fprintf(stderr, "eval: --windows=%lld: evaluate at least 1 window\n",
+                 static_cast<long long>(windows));
+    return 2;
+  }
   const std::string mode = flags->Get("mode", "both");
   if (mode != "forward" && mode != "decode" && mode != "both") {
     std::fprintf(stderr, "eval: --mode=%s: allowed values are forward, decode, both\n", mode.c_str());
@@ -101,6 +106,12 @@ int EvalWithFlags(int argc, char** argv) {
   }
   std::vector<std::string> policies = {flags->Get("policy", "nats")};
   if (policies[0] == "all") policies = {"nats", "dense", "streaming", "h2o"};
+  for (const std::string& name : policies) {  // before the checkpoint is loaded: a typo fails in milliseconds
+    if (auto policy = ParseCachePolicy(name); !policy.ok()) {
+      std::fprintf(stderr, "eval: %s\n", std::string(policy.status().message()).c_str());
+      return 2;
+    }
+  }
   std::vector<std::string> overrides;
   if (auto it = flags->values.find("set"); it != flags->values.end()) overrides = it->second;
 
@@ -117,17 +128,49 @@ int EvalWithFlags(int argc, char** argv) {
     return 1;
   }
   const int64_t seq = loaded->config.model().context_length();
+  const int64_t vocab = loaded->config.model().vocab_size();
+  // A decode window has seq + 1 tokens: the prefill covers 1..seq of them, the rest are decoded one by one.
+  if (mode != "forward" && (prefill < 1 || prefill > seq)) {
+    std::fprintf(
+        stderr,
+        "eval: --prefill=%lld is outside [1, %lld]: a window has model.context_length + 1 = %lld tokens and "
+        "at least the last one is decoded (model.context_length of %s is %lld)\n",
+        static_cast<long long>(prefill), static_cast<long long>(seq), static_cast<long long>(seq + 1),
+        loaded->step_dir.c_str(), static_cast<long long>(seq));
+    return 2;
+  }
+  if (shard->vocab_size() > vocab) {
+    std::fprintf(
+        stderr,
+        "eval: %s: token shard has vocabulary %lld but the model's model.vocab_size is %lld; evaluate on "
+        "a shard prepared with the model's tokenizer (data.tokenizer = %s)\n",
+        data_path.c_str(), static_cast<long long>(shard->vocab_size()), static_cast<long long>(vocab),
+        loaded->config.data().tokenizer().c_str());
+    return 1;
+  }
   const int64_t available = static_cast<int64_t>(data::NumWindows(shard->num_tokens(), seq));
   windows = std::min(windows, available);
   if (windows <= 0) {
-    std::fprintf(stderr, "eval: %s is shorter than one window of %lld tokens\n", data_path.c_str(),
-                 static_cast<long long>(seq + 1));
+    std::fprintf(stderr, "eval: %s is shorter than one window of model.context_length + 1 = %lld tokens\n",
+                 data_path.c_str(), static_cast<long long>(seq + 1));
     return 1;
   }
   auto rows_or = data::EvalWindows(*shard, seq, 0, windows);
   if (!rows_or.ok()) {
     std::fprintf(stderr, "eval: %s\n", std::string(rows_or.status().message()).c_str());
     return 1;
+  }
+  // The header's vocabulary bounds what a correct writer stored; a damaged shard may still hold larger ids.
+  for (size_t i = 0; i < rows_or->size(); ++i) {
+    const int32_t id = (*rows_or)[i];
+    if (id < 0 || id >= vocab) {
+      std::fprintf(
+          stderr,
+          "eval: %s: token %zu of the evaluated windows is %d, outside the model's vocabulary [0, %lld); "
+          "the shard is damaged or from another tokenizer\n",
+          data_path.c_str(), i, id, static_cast<long long>(vocab));
+      return 1;
+    }
   }
   at::Tensor all = torch::from_blob(rows_or->data(), {windows, seq + 1}, torch::kInt32).to(torch::kInt64);
   std::printf("eval %s (step %lld) on %s: %lld windows of %lld tokens\n", loaded->step_dir.c_str(),

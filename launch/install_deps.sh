@@ -2,6 +2,7 @@
 # Installs every system dependency of the project from Debian's archive (idempotent).
 # Returns in well under a second when everything is already present, so the README
 # commands and .ci/run can always call it first.
+# usage: launch/install_deps.sh [--fuzz]   (--fuzz: also clang + libFuzzer for tests/fuzz/run_fuzz.sh)
 set -euo pipefail
 
 PACKAGES=(
@@ -11,8 +12,12 @@ PACKAGES=(
   libabsl-dev libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcre2-dev zlib1g-dev
-  nodejs npm python3-torch
+  nodejs npm python3-torch python3-protobuf python3-matplotlib
 )
+if [ "${1:-}" = "--fuzz" ]; then
+  # The sanitizer + fuzz stage (tests/fuzz/run_fuzz.sh): clang 14 with its ASan/UBSan/libFuzzer runtimes.
+  PACKAGES+=(clang libfuzzer-14-dev)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

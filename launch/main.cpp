@@ -1,6 +1,15 @@
 // The `nats` command-line front end: dispatches to the subcommands of launch/commands.h.
+//
+// No exception leaves main: a subcommand reports user errors as one line and an exit code itself; anything
+// that still escapes (a c10::Error from LibTorch, std::bad_alloc, any std::exception) is a bug or an
+// exhausted resource, and becomes one line "nats <command>: internal error: ... (please report)" and exit 1,
+// instead of std::terminate's abort (exit 134) and a page of backtrace.
+#include <c10/util/Exception.h>
+
 #include <cstdio>
 #include <cstring>
+#include <exception>
+#include <new>
 #include <string>
 
 #include "launch/commands.h"
@@ -15,10 +24,51 @@ constexpr char kUsage[] =
     "  eval      --checkpoint DIR [--data FILE.tok] [--policy nats|dense|streaming|h2o|all] [--mode M]\n"
     "  prepare   --data_dir=data --out_dir=data/books --tokenizer=gpt2|byte\n"
     "  inspect   CHECKPOINT_DIR_OR_STEP_DIR [--no_verify] [--slices] [--no_config]\n"
+    "  plot      RUN_DIR... [--out DIR]   loss, token-type and KV-fraction curves (PNG + SVG)\n"
     "  tokenize  [--tokenizer=gpt2|byte] [--data_dir=data] [--json] < text\n"
     "  generate  --config FILE.textproto [--weights PATH] --prompt TEXT [--max_tokens N] [--policy nats|dense|...]\n"
     "\n"
     "Run `nats <command> --help` for the flags of one command.\n";
+
+int Dispatch(const std::string& command, int argc, char** argv) {
+  if (command == "train") return nats::launch::RunTrain(argc, argv);
+  if (command == "eval") return nats::launch::RunEval(argc, argv);
+  if (command == "prepare") return nats::launch::RunPrepare(argc, argv);
+  if (command == "tokenize") return nats::launch::RunTokenize(argc, argv);
+  if (command == "generate") return nats::launch::RunGenerate(argc, argv);
+  if (command == "inspect") return nats::launch::RunInspect(argc, argv);
+  if (command == "plot") return nats::launch::RunPlot(argc, argv);
+  std::fprintf(stderr, "nats: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+  return 2;
+}
+
+// One line: LibTorch messages may span several.
+std::string OneLine(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  for (char& c : text) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return text;
+}
+
+bool IsOutOfMemory(const std::string& what) {
+  return what.find("can't allocate memory") != std::string::npos ||
+         what.find("out of memory") != std::string::npos;
+}
+
+int ReportEscaped(const std::string& command, const std::string& what) {
+  if (IsOutOfMemory(what)) {
+    std::fprintf(
+        stderr,
+        "nats %s: out of memory: %s; activations grow with model.context_length (quadratically in dense "
+        "attention layers), train.micro_batch_size, model.d_model and model.n_layer: lower one of them\n",
+        command.c_str(), what.c_str());
+  } else {
+    std::fprintf(stderr, "nats %s: internal error: %s (please report)\n", command.c_str(), what.c_str());
+  }
+  std::fflush(stderr);
+  return 1;
+}
 
 }  // namespace
 
@@ -28,12 +78,15 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
-  if (command == "train") return nats::launch::RunTrain(argc - 1, argv + 1);
-  if (command == "eval") return nats::launch::RunEval(argc - 1, argv + 1);
-  if (command == "prepare") return nats::launch::RunPrepare(argc - 1, argv + 1);
-  if (command == "tokenize") return nats::launch::RunTokenize(argc - 1, argv + 1);
-  if (command == "generate") return nats::launch::RunGenerate(argc - 1, argv + 1);
-  if (command == "inspect") return nats::launch::RunInspect(argc - 1, argv + 1);
-  std::fprintf(stderr, "nats: unknown command '%s'\n\n%s", command.c_str(), kUsage);
-  return 2;
+  try {
+    return Dispatch(command, argc - 1, argv + 1);
+  } catch (const c10::Error& e) {  // before std::exception: what() would append a C++ backtrace
+    return ReportEscaped(command, OneLine(e.what_without_backtrace()));
+  } catch (const std::bad_alloc& e) {
+    return ReportEscaped(command, std::string("out of memory (") + e.what() + ")");
+  } catch (const std::exception& e) {
+    return ReportEscaped(command, OneLine(e.what()));
+  } catch (...) {
+    return ReportEscaped(command, "an exception that is not a std::exception");
+  }
 }

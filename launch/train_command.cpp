@@ -1,8 +1,21 @@
 // `nats train`: load the config, apply --set overrides, train, print a summary (JSON line last).
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <iterator>
+#include <string>
+#include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "checkpoints/crash_point.h"
 #include "launch/commands.h"
 #include "launch/flag_parser.h"
 #include "parallel/mpi_communicator.h"
@@ -14,15 +27,70 @@ namespace nats::launch {
 namespace {
 
 constexpr char kHelp[] =
-    "usage: nats train --config FILE.textproto [--set section.field=value ...] [--resume]\n"
-    "  --config FILE   text-format config (see configs/)\n"
-    "  --set A=B       override one field, e.g. --set optim.lr=3e-4 --set train.steps=200 (repeatable)\n"
-    "  --resume        continue from the newest checkpoint of the run (checkpoint.dir or <run_dir>/ckpt)\n"
-    "SIGTERM/SIGINT/SIGUSR1: finish the step, save a checkpoint, exit 0 (a second signal exits at once).\n";
+    "usage: nats train --config FILE.textproto [--set section.field=value ...]\n"
+    "                  [--resume | --resume_from DIR_OR_STEP] [--allow_config_change] [--overwrite]\n"
+    "  --config FILE        text-format config (see configs/)\n"
+    "  --set A=B            override one field, e.g. --set optim.lr=3e-4 --set train.steps=200 (repeatable)\n"
+    "  --resume             continue from the newest complete checkpoint of the run (checkpoint.dir or\n"
+    "                       <run_dir>/ckpt); start at step 0 when there is none\n"
+    "  --resume_from X      continue from step directory X, checkpoint root X, or step number X under the\n"
+    "                       run's checkpoint root (an older step of this run rolls back: newer steps are\n"
+    "                       renamed step_<N>.abandoned)\n"
+    "  --allow_config_change  accept a changed data.train_path, data.val_path or train.seed on resume\n"
+    "                       (architecture, tokenizer and batch size changes are always refused)\n"
+    "  --overwrite          start over in a run_dir that holds a run: delete its checkpoints and move its\n"
+    "                       metrics and config to <run_dir>/overwritten_<time>/ (without it, such a run_dir\n"
+    "                       is refused)\n"
+    "SIGTERM/SIGINT/SIGUSR1: finish the step, save a checkpoint, exit 0 (a second signal exits at once).\n"
+    "Fault injection (tests): NATS_CRASH_POINT=NAME[:N] raises SIGKILL at the N-th (default 1st) pass of a\n"
+    "checkpoint crash point (checkpoints/crash_point.h); NATS_FAULT_ENOSPC_AFTER_BYTES=B makes the "
+    "checkpoint\n"
+    "write after B bytes fail once with ENOSPC.\n";
+
+// NATS_CRASH_POINT: the point's name and how many passes are left before the kill.
+std::string g_crash_point;
+int64_t g_crash_countdown = 0;
+
+void KillAtCrashPoint(absl::string_view point) {
+  if (point != g_crash_point || --g_crash_countdown > 0) return;
+  const std::string line = absl::StrCat("NATS_CRASH_POINT: SIGKILL at ", point, "\n");
+  (void)!::write(2, line.data(), line.size());
+  ::raise(SIGKILL);
+}
+
+// The fault-injection hooks from the environment, read once at start. InvalidArgument for a value that
+// would silently never fire (a misspelt point, a count that is not a number).
+absl::Status InstallFaultInjection() {
+  if (const char* spec = std::getenv("NATS_CRASH_POINT"); spec != nullptr && *spec != '\0') {
+    const std::vector<std::string> parts = absl::StrSplit(spec, ':');
+    const bool known =
+        std::any_of(std::begin(checkpoint::kCrashPointNames), std::end(checkpoint::kCrashPointNames),
+                    [&](const char* name) { return parts[0] == name; });
+    int64_t nth = 1;
+    if (!known || parts.size() > 2 || (parts.size() == 2 && (!absl::SimpleAtoi(parts[1], &nth) || nth < 1))) {
+      return absl::InvalidArgumentError(absl::StrCat("NATS_CRASH_POINT=", spec,
+                                                     ": expected NAME[:N] with N >= 1 and NAME one of ",
+                                                     absl::StrJoin(checkpoint::kCrashPointNames, ", ")));
+    }
+    g_crash_point = parts[0];
+    g_crash_countdown = nth;
+    checkpoint::SetCrashPointHookForTesting(KillAtCrashPoint);
+  }
+  if (const char* spec = std::getenv("NATS_FAULT_ENOSPC_AFTER_BYTES"); spec != nullptr && *spec != '\0') {
+    int64_t bytes = -1;
+    if (!absl::SimpleAtoi(spec, &bytes) || bytes < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("NATS_FAULT_ENOSPC_AFTER_BYTES=", spec, ": expected a byte count >= 0"));
+    }
+    checkpoint::SetWriteFaultForTesting(bytes);
+  }
+  return absl::OkStatus();
+}
 
 int TrainWithFlags(int argc, char** argv) {
   ParsedFlags parsed;
-  if (auto exit_code = ParseCommandFlags(argc, argv, {"config", "set"}, {"resume"}, kHelp, &parsed))
+  if (auto exit_code = ParseCommandFlags(argc, argv, {"config", "set", "resume_from"},
+                                         {"resume", "allow_config_change", "overwrite"}, kHelp, &parsed))
     return *exit_code;
   const ParsedFlags* flags = &parsed;
   if (!flags->Has("config")) {
@@ -44,6 +112,25 @@ int TrainWithFlags(int argc, char** argv) {
   }
   TrainOptions options;
   options.resume = flags->Has("resume");
+  options.resume_from = flags->Get("resume_from");
+  options.allow_config_change = flags->Has("allow_config_change");
+  options.overwrite = flags->Has("overwrite");
+  if (flags->Has("resume_from") && options.resume_from.empty()) {
+    std::fprintf(stderr, "train: --resume_from needs a step directory, checkpoint root or step number\n%s",
+                 kHelp);
+    return 2;
+  }
+  if (options.overwrite && (options.resume || !options.resume_from.empty())) {
+    std::fprintf(
+        stderr,
+        "train: --overwrite starts the run over and deletes its checkpoints; it cannot be combined with "
+        "--resume or --resume_from\n");
+    return 2;
+  }
+  if (absl::Status s = InstallFaultInjection(); !s.ok()) {
+    std::fprintf(stderr, "train: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
   auto trainer = Trainer::Create(*cfg, options);
   if (!trainer.ok()) {
     std::fprintf(stderr, "train: %s\n", std::string(trainer.status().message()).c_str());
@@ -62,6 +149,10 @@ int TrainWithFlags(int argc, char** argv) {
                                       summary->last_val_loss, std::exp(summary->last_val_loss),
                                       summary->last_val_bpb, summary->last_train_loss)
                           .c_str());
+  if (summary->skipped_steps > 0) {
+    std::printf("bad steps: %lld skipped, %lld rollback(s) (\"kind\":\"bad_step\" / \"rollback\" lines in metrics.jsonl)\n",
+                static_cast<long long>(summary->skipped_steps), static_cast<long long>(summary->rollbacks));
+  }
   std::printf("%s\n", JsonLine()
                           .Add("kind", "summary")
                           .Add("steps", summary->steps)
@@ -72,6 +163,8 @@ int TrainWithFlags(int argc, char** argv) {
                           .Add("val_loss", summary->last_val_loss)
                           .Add("val_bpb", summary->last_val_bpb)
                           .Add("train_loss", summary->last_train_loss)
+                          .Add("skipped_steps", summary->skipped_steps)
+                          .Add("rollbacks", summary->rollbacks)
                           .str()
                           .c_str());
   return 0;

@@ -129,6 +129,12 @@ class BlockImpl : public torch::nn::Module {
 
   bool uses_nats() const { return use_nats_; }
 
+  // NATS_SPEC 5.4 as the trainer defines it (docs/training.md, "The sparsity regulariser"): lambda times
+  // `scale`, so that the gradient average over ranks leaves lambda per sequence of the global batch.
+  void SetRegulariserScale(double scale) {
+    if (use_nats_) options_.lambda = spec_.nats.lambda() * scale;
+  }
+
   void SetTypeOverride(const at::Tensor& types) {
     TORCH_CHECK(!types.defined() || use_nats_, "layer ", layer_, " is dense: token types cannot be overridden");
     TORCH_CHECK(!types.defined() || (types.dim() == 3 && types.size(1) == n_kv_),
@@ -314,6 +320,11 @@ at::Tensor TransformerImpl::Decode(const at::Tensor& tokens, KvCache& cache, boo
 }
 
 void TransformerImpl::SetChunkAttention(ChunkAttention* chunk) { chunk_ = chunk; }
+
+void TransformerImpl::SetRegulariserScale(double scale) {
+  TORCH_CHECK(scale > 0 && std::isfinite(scale), "regulariser scale must be positive and finite, got ", scale);
+  for (auto& block : blocks_) block->SetRegulariserScale(scale);
+}
 
 void TransformerImpl::SetTypeOverride(int layer, const at::Tensor& types) {
   TORCH_CHECK(layer >= 0 && layer < static_cast<int>(blocks_.size()), "no layer ", layer);

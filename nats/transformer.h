@@ -93,6 +93,12 @@ class TransformerImpl : public torch::nn::Module {
   // Not owned; it must outlive the forward and backward passes that use it.
   void SetChunkAttention(ChunkAttention* chunk);
 
+  // The sparsity regulariser (NATS_SPEC 5.4) of every NAtS layer becomes nats.lambda * scale (1 by default).
+  // Each backward adds the regulariser once per sequence row it ran, unscaled by the loss normalisation; a
+  // trainer whose ranks' gradients are averaged over `world` ranks passes scale = world, so that the averaged
+  // gradient carries lambda once per sequence of the global batch for any dp x sp layout or micro-batching.
+  void SetRegulariserScale(double scale);
+
   // Training-mode Gumbel noise from the counter-based source (nats/gumbel_noise.h): batch row r of the next
   // forward passes is global sample key.first_sample + r. Without a key the scorers use the torch generator.
   void SetNoiseKey(const NoiseKey& key) { noise_key_ = key; has_noise_key_ = true; }

@@ -2,10 +2,12 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdio>
 #include <cstdlib>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "parallel/local_communicator.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/nccl_communicator.h"
@@ -97,6 +99,25 @@ absl::Status CheckTensor(const at::Tensor& t, absl::string_view what, bool reduc
     }
   }
   return absl::OkStatus();
+}
+
+std::string TimeoutMessage(absl::string_view what, absl::Duration timeout, absl::Duration waited, int rank,
+                           int size, absl::string_view consequence) {
+  return absl::StrFormat(
+      "%s did not complete within %s on rank %d of %d (waited %.1f s): another rank is missing, stopped, "
+      "crashed or called a different collective; %s (raise parallel.timeout_s if a rank is legitimately "
+      "slow)",
+      what, absl::FormatDuration(timeout), rank, size, absl::ToDoubleSeconds(waited), consequence);
+}
+
+absl::Status HandleTimeout(bool abort, const std::string& message) {
+  if (!abort) return absl::DeadlineExceededError(message);
+  // One line, flushed before MPI_Abort: Open MPI kills every rank right after, stderr buffers included.
+  std::fprintf(stderr, "nats: %s; aborting the job (MPI_Abort, exit code %d)\n", message.c_str(),
+               kTimeoutExitCode);
+  std::fflush(stderr);
+  std::fflush(stdout);
+  AbortMpiJob(kTimeoutExitCode);
 }
 
 absl::Status CheckReduceOp(const at::Tensor& t, ReduceOp op, absl::string_view what) {

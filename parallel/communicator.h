@@ -9,9 +9,13 @@
 //    dtypes (the usual MPI rule). Violations that can be detected cheaply come back as Status.
 //  - Tensors must be contiguous and live on the implementation's device. Dtypes: float32, float64, int32,
 //    int64, uint8 everywhere; other dtypes only where nothing is reduced (gather, broadcast, send).
-//  - Every call is bounded by timeout(): a collective that does not complete in time returns
-//    DeadlineExceededError naming the collective. After a timeout the communicator is unusable (a
-//    partner rank is gone or out of step): report and exit, do not retry.
+//  - Every call is bounded by timeout(). A collective that does not complete in time means a partner
+//    rank is gone, stopped or out of step, and the communicator is unusable. What happens then is
+//    abort_on_timeout(): true (the default, what `nats train` runs with) prints one line to stderr
+//    naming the rank, the collective, the time waited and parallel.timeout_s, then ends the whole job
+//    with MPI_Abort(MPI_COMM_WORLD, kTimeoutExitCode); a clean exit is impossible then, because
+//    MPI_Finalize would wait for the missing rank forever. false (unit tests) returns
+//    DeadlineExceededError with the same message instead; report and exit, do not retry.
 //  - kAvg divides the sum by size(); it is defined for floating dtypes only.
 //  - Variable-size calls (AllGatherV, AllToAllV) concatenate along the FIRST dimension: every piece has
 //    shape [n_i, rest...] with the same `rest` and dtype on all ranks; n_i may be 0. A 1-D tensor is
@@ -71,6 +75,9 @@ class Communicator {
 
   absl::Duration timeout() const { return timeout_; }
   void set_timeout(absl::Duration timeout) { timeout_ = timeout; }
+  // See the header comment. Children made by Split inherit both settings.
+  bool abort_on_timeout() const { return abort_on_timeout_; }
+  void set_abort_on_timeout(bool abort) { abort_on_timeout_ = abort; }
 
   // In place on every rank.
   virtual absl::Status AllReduce(at::Tensor& t, ReduceOp op) = 0;
@@ -103,13 +110,17 @@ class Communicator {
   virtual absl::Status Barrier() = 0;
 
   // MPI_Comm_split semantics: ranks with the same color form a new communicator, ordered by (key, old
-  // rank). The child inherits timeout(). Collective over this communicator.
+  // rank). The child inherits timeout() and abort_on_timeout(). Collective over this communicator.
   virtual absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) = 0;
 
  protected:
   // Ten minutes: long enough for a slow checkpoint on another rank, short enough to free a dead job.
   absl::Duration timeout_ = absl::Minutes(10);
+  bool abort_on_timeout_ = true;
 };
+
+// The exit code of a job ended by a collective timeout (MPI_Abort's error code; mpirun returns it).
+inline constexpr int kTimeoutExitCode = 3;
 
 enum class Backend { kAuto = 0, kLocal = 1, kMpi = 2, kNccl = 3 };
 
@@ -140,6 +151,17 @@ namespace internal {
 // reducible dtypes; otherwise any dtype). `what` names the call for the message.
 absl::Status CheckTensor(const at::Tensor& t, absl::string_view what, bool reduce, bool cuda);
 absl::Status CheckReduceOp(const at::Tensor& t, ReduceOp op, absl::string_view what);
+
+// The timeout message every implementation uses, e.g. "MPI AllReduce sum (4 x float) did not complete
+// within 20s on rank 0 of 2 (waited 20.0 s): another rank is missing, stopped, crashed or called a
+// different collective; ... raise parallel.timeout_s if a rank is legitimately slow".
+std::string TimeoutMessage(absl::string_view what, absl::Duration timeout, absl::Duration waited, int rank,
+                           int size, absl::string_view consequence);
+
+// The timeout policy (see the header comment): with `abort` prints "nats: <message>; aborting the job"
+// to stderr and calls MPI_Abort(MPI_COMM_WORLD, kTimeoutExitCode) (std::_Exit where MPI is not
+// initialised); never returns then. Otherwise returns DeadlineExceededError(message).
+absl::Status HandleTimeout(bool abort, const std::string& message);
 }  // namespace internal
 
 }  // namespace nats::parallel

@@ -82,6 +82,7 @@ absl::Status LocalCommunicator::AllToAllV(const std::vector<at::Tensor>& send, s
 absl::StatusOr<std::unique_ptr<Communicator>> LocalCommunicator::Split(int, int) {
   auto child = std::make_unique<LocalCommunicator>();
   child->set_timeout(timeout());
+  child->set_abort_on_timeout(abort_on_timeout());
   return std::unique_ptr<Communicator>(std::move(child));
 }
 

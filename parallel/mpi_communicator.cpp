@@ -1,10 +1,13 @@
 #include "parallel/mpi_communicator.h"
 
 #include <ATen/ATen.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -18,6 +21,22 @@ namespace {
 std::mutex g_mpi_mutex;
 bool g_we_initialised = false;
 int g_thread_level = -1;
+// The process that started this rank (mpirun, orted, slurmstepd), recorded by InitMpi under a launcher; 0
+// otherwise.
+pid_t g_launcher_pid = 0;
+
+// When the job is aborted (MPI_Abort on another rank, mpirun killed), the launcher sends SIGTERM, which the
+// trainer takes as "save and stop after this step", and exits without waiting: the rank would linger in its
+// collective until its own timeout. A rank that waits sees its launcher gone (its parent changed) and exits.
+void ExitIfLauncherGone(absl::string_view what, int rank, int size) {
+  if (g_launcher_pid == 0 || ::getppid() == g_launcher_pid) return;
+  std::fprintf(stderr,
+               "nats: rank %d of %d: the MPI launcher (pid %d) exited while MPI %s was waiting (the job "
+               "was aborted); exiting\n",
+               rank, size, static_cast<int>(g_launcher_pid), std::string(what).c_str());
+  std::fflush(stderr);
+  std::_Exit(kTimeoutExitCode);
+}
 
 // Requests whose Wait timed out keep their buffers here forever: MPI may still write into them.
 std::mutex g_leak_mutex;
@@ -84,8 +103,13 @@ absl::StatusOr<int> ToCount(int64_t n, absl::string_view what) {
 // for kAvg) that runs once after completion.
 class MpiWork : public Work {
  public:
-  MpiWork(std::string what, absl::Duration timeout, int rank, int size)
-      : what_(std::move(what)), timeout_(timeout), rank_(rank), size_(size) {}
+  // Takes the timeout policy of `comm` as it is now (a later set_timeout does not change a started call).
+  MpiWork(std::string what, const Communicator& comm)
+      : what_(std::move(what)),
+        timeout_(comm.timeout()),
+        abort_on_timeout_(comm.abort_on_timeout()),
+        rank_(comm.rank()),
+        size_(comm.size()) {}
 
   ~MpiWork() override {
     if (!done_ && !MpiFinalized()) (void)Wait();
@@ -128,14 +152,21 @@ class MpiWork : public Work {
   }
 
   absl::Status Wait() override {
-    const absl::Time deadline = absl::Now() + timeout_;
+    const absl::Time start = absl::Now();
+    const absl::Time deadline = start + timeout_;
+    absl::Time next_launcher_check = start + absl::Milliseconds(100);
     int polls = 0;
     while (!Poll()) {
-      if (absl::Now() > deadline) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "MPI ", what_, " did not complete within ", absl::FormatDuration(timeout_), " on rank ", rank_,
-            " of ", size_, ": another rank is missing, crashed or called a different collective; the "
-            "communicator is unusable (raise parallel.timeout if a rank is legitimately slow)"));
+      const absl::Time now = absl::Now();
+      if (now > next_launcher_check) {
+        ExitIfLauncherGone(what_, rank_, size_);
+        next_launcher_check = now + absl::Milliseconds(100);
+      }
+      if (now > deadline) {
+        // The requests stay pending (MPI has no cancel for collectives): the destructor keeps their buffers.
+        return internal::HandleTimeout(
+            abort_on_timeout_, internal::TimeoutMessage(absl::StrCat("MPI ", what_), timeout_, now - start,
+                                                        rank_, size_, "the communicator is unusable"));
       }
       // Spin briefly (latency), then back off so oversubscribed ranks leave the core to their peers.
       if (++polls < 200) {
@@ -150,6 +181,7 @@ class MpiWork : public Work {
  private:
   std::string what_;
   absl::Duration timeout_;
+  bool abort_on_timeout_;
   int rank_, size_;
   std::vector<MPI_Request> requests_;
   std::vector<at::Tensor> keep_;
@@ -193,6 +225,7 @@ absl::Status InitMpi() {
   if (rc != MPI_SUCCESS) return MpiError(rc, "MPI_Init_thread");
   g_we_initialised = true;
   g_thread_level = provided;
+  if (LaunchedByMpi()) g_launcher_pid = ::getppid();
   return absl::OkStatus();
 }
 
@@ -203,6 +236,13 @@ void FinalizeMpi() {
 }
 
 int MpiThreadLevel() { return g_thread_level; }
+
+void AbortMpiJob(int code) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized && !MpiFinalized()) MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);  // MPI_Abort does not return; without MPI this process is the whole job
+}
 
 absl::StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::World() {
   if (auto s = InitMpi(); !s.ok()) return s;
@@ -225,8 +265,8 @@ MpiCommunicator::~MpiCommunicator() {
 std::unique_ptr<Work> MpiCommunicator::AllReduceAsync(at::Tensor& t, ReduceOp op) {
   if (auto s = internal::CheckTensor(t, "AllReduce", /*reduce=*/true, /*cuda=*/false); !s.ok()) return Failed(s);
   if (auto s = internal::CheckReduceOp(t, op, "AllReduce"); !s.ok()) return Failed(s);
-  auto work = std::make_unique<MpiWork>(Describe(absl::StrCat("AllReduce ", std::string(ReduceOpName(op))), t), timeout_,
-                                        rank_, size_);
+  auto work = std::make_unique<MpiWork>(
+      Describe(absl::StrCat("AllReduce ", std::string(ReduceOpName(op))), t), *this);
   work->Keep(t);
   const MpiType type = TypeOf(t);
   char* base = static_cast<char*>(t.data_ptr());
@@ -265,7 +305,7 @@ std::unique_ptr<Work> MpiCommunicator::AllGatherAsync(const at::Tensor& in, at::
   const MpiType type = TypeOf(in);
   auto count = ToCount(in.numel() * type.scale, "AllGather");
   if (!count.ok()) return Failed(count.status());
-  auto work = std::make_unique<MpiWork>(Describe("AllGather", in), timeout_, rank_, size_);
+  auto work = std::make_unique<MpiWork>(Describe("AllGather", in), *this);
   work->Keep(in);
   work->Keep(out);
   MPI_Request r;
@@ -330,7 +370,7 @@ absl::Status MpiCommunicator::AllGatherV(const at::Tensor& in, std::vector<at::T
     total += (*rows)[r] * row_elems;
   }
   at::Tensor flat = at::empty({total}, in.options());
-  auto work = std::make_unique<MpiWork>(Describe("AllGatherV", in), timeout_, rank_, size_);
+  auto work = std::make_unique<MpiWork>(Describe("AllGatherV", in), *this);
   work->Keep(in);
   work->Keep(flat);
   MPI_Request r;
@@ -361,8 +401,8 @@ std::unique_ptr<Work> MpiCommunicator::ReduceScatterAsync(const at::Tensor& in, 
   }
   auto count = ToCount(out.numel(), "ReduceScatter");
   if (!count.ok()) return Failed(count.status());
-  auto work = std::make_unique<MpiWork>(Describe(absl::StrCat("ReduceScatter ", std::string(ReduceOpName(op))), in), timeout_,
-                                        rank_, size_);
+  auto work = std::make_unique<MpiWork>(
+      Describe(absl::StrCat("ReduceScatter ", std::string(ReduceOpName(op))), in), *this);
   work->Keep(in);
   work->Keep(out);
   MPI_Request r;
@@ -393,7 +433,7 @@ absl::Status MpiCommunicator::Broadcast(at::Tensor& t, int root) {
     return absl::InvalidArgumentError(absl::StrCat("Broadcast: root ", root, " out of [0, ", size_, ")"));
   }
   const MpiType type = TypeOf(t);
-  auto work = std::make_unique<MpiWork>(Describe(absl::StrCat("Broadcast from ", root), t), timeout_, rank_, size_);
+  auto work = std::make_unique<MpiWork>(Describe(absl::StrCat("Broadcast from ", root), t), *this);
   work->Keep(t);
   char* base = static_cast<char*>(t.data_ptr());
   const int64_t total = t.numel() * type.scale;
@@ -428,7 +468,7 @@ absl::Status MpiCommunicator::PointToPoint(at::Tensor& t, int peer, int tag, boo
   }
   const MpiType type = TypeOf(t);
   auto work = std::make_unique<MpiWork>(
-      absl::StrCat(Describe(what, t), send ? " to rank " : " from rank ", peer, " tag ", tag), timeout_, rank_, size_);
+      absl::StrCat(Describe(what, t), send ? " to rank " : " from rank ", peer, " tag ", tag), *this);
   work->Keep(t);
   char* base = static_cast<char*>(t.data_ptr());
   const int64_t total = t.numel() * type.scale;
@@ -468,7 +508,7 @@ absl::Status MpiCommunicator::AllToAllV(const std::vector<at::Tensor>& send, std
   at::Tensor recv_rows = at::empty({size_}, at::kLong);
   for (int r = 0; r < size_; ++r) send_rows.data_ptr<int64_t>()[r] = send[r].size(0);
   {
-    auto work = std::make_unique<MpiWork>("AllToAllV row counts", timeout_, rank_, size_);
+    auto work = std::make_unique<MpiWork>("AllToAllV row counts", *this);
     MPI_Request r;
     int rc = MPI_Ialltoall(send_rows.data_ptr(), 1, MPI_INT64_T, recv_rows.data_ptr(), 1, MPI_INT64_T, comm_, &r);
     if (rc != MPI_SUCCESS) return MpiError(rc, "MPI_Ialltoall");
@@ -500,7 +540,7 @@ absl::Status MpiCommunicator::AllToAllV(const std::vector<at::Tensor>& send, std
   for (const auto& t : send) flat_parts.push_back(t.reshape({-1}));
   at::Tensor send_flat = at::cat(flat_parts);
   at::Tensor recv_flat = at::empty({rtotal}, send[0].options());
-  auto work = std::make_unique<MpiWork>(Describe("AllToAllV", send_flat), timeout_, rank_, size_);
+  auto work = std::make_unique<MpiWork>(Describe("AllToAllV", send_flat), *this);
   work->Keep(send_flat);
   work->Keep(recv_flat);
   MPI_Request r;
@@ -521,7 +561,7 @@ absl::Status MpiCommunicator::AllToAllV(const std::vector<at::Tensor>& send, std
 }
 
 absl::Status MpiCommunicator::Barrier() {
-  auto work = std::make_unique<MpiWork>("Barrier", timeout_, rank_, size_);
+  auto work = std::make_unique<MpiWork>("Barrier", *this);
   MPI_Request r;
   int rc = MPI_Ibarrier(comm_, &r);
   if (rc != MPI_SUCCESS) return MpiError(rc, "MPI_Ibarrier");
@@ -548,6 +588,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> MpiCommunicator::Split(int color, 
   if (rc != MPI_SUCCESS) return MpiError(rc, "MPI_Comm_split");
   auto out = std::make_unique<MpiCommunicator>(child);
   out->set_timeout(timeout_);
+  out->set_abort_on_timeout(abort_on_timeout_);
   return std::unique_ptr<Communicator>(std::move(out));
 }
 

@@ -10,8 +10,12 @@
 //    (communicator.h) avoids it by choosing LocalCommunicator there.
 //
 // MpiCommunicator implements every call with non-blocking MPI (MPI_Iallreduce, MPI_Ibarrier, ...) and
-// polls MPI_Test until timeout(), so nothing hangs silently. Counts above INT_MAX elements are split into
-// chunks for AllReduce, Broadcast, Send and Recv; the other calls return InvalidArgument beyond that.
+// polls MPI_Test until timeout(), so nothing hangs silently (what a timeout does: communicator.h). A rank
+// waiting in a call also exits when its launcher (mpirun / orted, the parent process recorded by InitMpi) is
+// gone: after an MPI_Abort elsewhere Open MPI only sends SIGTERM, which the trainer treats as "stop after
+// this step", so the rank would otherwise linger in its collective until its own timeout. Counts above
+// INT_MAX elements are split into chunks for AllReduce, Broadcast, Send and Recv; the other calls return
+// InvalidArgument beyond that.
 #pragma once
 
 #include <mpi.h>
@@ -25,6 +29,9 @@ absl::Status InitMpi();
 void FinalizeMpi();
 // The thread level MPI granted (MPI_THREAD_*); -1 before InitMpi.
 int MpiThreadLevel();
+// Ends the whole job: MPI_Abort(MPI_COMM_WORLD, code) when MPI is initialised and not finalized (mpirun
+// then kills every rank, stopped ones included, and exits with `code`), std::_Exit(code) otherwise.
+[[noreturn]] void AbortMpiJob(int code);
 
 class MpiRuntime {
  public:

@@ -78,6 +78,7 @@ class NcclCommunicator : public Communicator {
   NcclCommunicator(std::unique_ptr<MpiCommunicator> bootstrap, int device)
       : bootstrap_(std::move(bootstrap)), device_(device) {
     set_timeout(bootstrap_->timeout());
+    set_abort_on_timeout(bootstrap_->abort_on_timeout());
   }
   ~NcclCommunicator() override {
     // Abort rather than destroy: ncclCommDestroy can block forever when a peer is gone.
@@ -254,6 +255,9 @@ class NcclCommunicator : public Communicator {
     auto child_mpi = bootstrap_->Split(color, key);
     if (!child_mpi.ok()) return child_mpi.status();
     std::unique_ptr<MpiCommunicator> typed(static_cast<MpiCommunicator*>(child_mpi->release()));
+    // The bootstrap keeps the settings it was created with; the child takes this communicator's.
+    typed->set_timeout(timeout());
+    typed->set_abort_on_timeout(abort_on_timeout());
     return MakeNcclCommunicator(std::move(typed), device_);
   }
 
@@ -314,15 +318,17 @@ bool NcclWork::Poll() {
 }
 
 absl::Status NcclWork::Wait() {
-  const absl::Time deadline = absl::Now() + comm_->timeout();
+  const absl::Time start = absl::Now();
+  const absl::Time deadline = start + comm_->timeout();
   while (!Poll()) {
-    if (absl::Now() > deadline) {
+    const absl::Time now = absl::Now();
+    if (now > deadline) {
       comm_->Abort();
       done_ = true;
-      status_ = absl::DeadlineExceededError(
-          absl::StrCat("NCCL ", what_, " did not complete within ", absl::FormatDuration(comm_->timeout()),
-                       " on rank ", comm_->rank(), " of ", comm_->size(),
-                       "; the communicator was aborted (a rank is missing or out of step)"));
+      status_ = internal::HandleTimeout(
+          comm_->abort_on_timeout(),
+          internal::TimeoutMessage(absl::StrCat("NCCL ", what_), comm_->timeout(), now - start, comm_->rank(),
+                                   comm_->size(), "the communicator was aborted"));
       return status_;
     }
     std::this_thread::sleep_for(std::chrono::microseconds(50));

@@ -12,6 +12,18 @@
 
 namespace nats::parallel {
 
+// Collective over `comm`: every rank passes the outcome of its own local setup (config validation,
+// opening its shards, loading the tokenizer). Every rank returns OK when all ranks passed OK; otherwise
+// every rank returns the same error: the status code and message of the lowest failing rank, prefixed
+// with the failing ranks, e.g.
+//   "rank 1 of 4 failed: data/books/train.tok: no such file ..."
+//   "ranks 1, 3 of 4 failed; rank 1: data/books/train.tok: no such file ..."
+// So a setup error on one node stops every rank at once with that node's message, instead of its peers
+// waiting in the next collective until parallel.timeout_s. A failing communicator (a missing rank) is
+// returned as is. On a communicator of size 1 it returns `mine` unchanged. Messages longer than 4 KiB
+// are cut.
+absl::Status AgreeOnStatus(Communicator& comm, const absl::Status& mine);
+
 // FailedPrecondition on every rank when some rank's `value` differs, e.g.
 // "ranks disagree on parameter count: rank 1 has 1234, rank 0 has 1200 (1 of 4 ranks differ from rank 0)".
 absl::Status CheckRanksAgree(Communicator& comm, std::string_view what, uint64_t value);

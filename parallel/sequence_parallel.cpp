@@ -322,7 +322,7 @@ at::Tensor SequenceParallel::Attend(int layer, const at::Tensor& q, const at::Te
     for (int r = comm_.rank() + 1; r < comm_.size(); ++r)
       after = at::minimum(after, all.narrow(0, r * b * h, b * h));
     after = at::clamp_max(after, length_ - 1).view({b, h});
-    at::Tensor reg = SparsityRegulariserGradient(int_types, options.lambda * loss_scale_, q.size(1) / h,
+    at::Tensor reg = SparsityRegulariserGradient(int_types, options.lambda, q.size(1) / h,
                                                  begin_, length_, after);
     own_types = AddToGradientFunction::apply(types, reg.to(types.options()));
   }

@@ -75,12 +75,6 @@ class SequenceParallel : public ChunkAttention {
   // The next forward passes run chunks of sequences of `length` tokens (the model's context length).
   void SetSequenceLength(int64_t length);
 
-  // The factor by which the caller multiplies the chunk's share of the loss (1 by default). The trainer uses
-  // the sp size, so that averaging gradients over all ranks sums them over the sp ranks of a sequence.
-  // Gradient terms that are not part of the loss (the sparsity regulariser) get the same factor, so that
-  // they, too, reach the single-rank value after the average.
-  void SetLossScale(double scale) { loss_scale_ = scale; }
-
   int64_t chunk_begin() const override { return begin_; }
   int64_t chunk_end() const { return end_; }
   int64_t sequence_length() const override { return length_; }
@@ -104,7 +98,6 @@ class SequenceParallel : public ChunkAttention {
   Communicator& comm_;
   SpExchange mode_;
   int64_t length_ = 0, begin_ = 0, end_ = 0;
-  double loss_scale_ = 1.0;
   bool count_stats_ = true;
   std::vector<SpLayerStats> stats_;
   SpLayerStats uncounted_;

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/text_format.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <cstring>
@@ -11,12 +12,14 @@
 #include <mutex>
 #include <set>
 
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "checkpoints/blob_file.h"
 #include "checkpoints/checkpoint_reader.h"
 #include "checkpoints/dtype.h"
+#include "checkpoints/durable_file.h"
 #include "runtime/signals.h"
 
 namespace nats {
@@ -265,6 +268,48 @@ absl::StatusOr<SaveReport> WriteBlob(const std::string& staging, int rank, int64
   return report;
 }
 
+// The size of every blob the plan produces, summed: the header, the 64-byte alignment padding and the
+// slices, exactly as BlobWriter lays them out (the disk space a save needs, besides the small manifest).
+uint64_t PlannedBlobBytes(const std::vector<PlannedTensor>& plan) {
+  std::map<int, uint64_t> size;
+  for (const PlannedTensor& pt : plan) {
+    const uint64_t element = static_cast<uint64_t>(checkpoint::ElementSize(pt.meta.dtype()));
+    for (const PlannedWrite& w : pt.writes) {
+      uint64_t& s = size.emplace(w.rank, checkpoint::kBlobHeaderBytes).first->second;
+      s += (checkpoint::kBlobAlignment - s % checkpoint::kBlobAlignment) % checkpoint::kBlobAlignment;
+      s += (w.hi - w.lo) * element;
+    }
+  }
+  uint64_t total = 0;
+  for (const auto& [rank, bytes] : size) total += bytes;
+  return total;
+}
+
+// Free bytes for an unprivileged writer under `dir`; nullopt when the file system does not say.
+std::optional<uint64_t> FreeBytes(const std::string& dir) {
+  struct statvfs st;
+  if (::statvfs(dir.c_str(), &st) != 0 || st.f_blocks == 0) return std::nullopt;
+  return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+}
+
+std::string Megabytes(uint64_t bytes) { return absl::StrFormat("%.1f MB", bytes / 1e6); }
+
+// A failed save, said so that the user can act: which step, how much space it needs, what is still
+// there. Out-of-space errors (real or found by the free-space check) get the bytes needed.
+absl::Status SaveError(const absl::Status& error, const std::string& root, int64_t step, uint64_t needed) {
+  std::string message = absl::StrCat("checkpoint step ", step, " was not saved: ", error.message());
+  if (absl::IsResourceExhausted(error)) {
+    const std::optional<uint64_t> free = FreeBytes(root);
+    absl::StrAppend(&message, "; the checkpoint needs ", needed, " bytes (", Megabytes(needed),
+                    ") of blobs in ", root, free ? absl::StrCat(", ", Megabytes(*free), " free") : "");
+  }
+  absl::StatusOr<std::string> previous = checkpoint::FindLatestCheckpoint(root);
+  absl::StrAppend(&message, previous.ok()
+                                ? absl::StrCat("; the previous checkpoint ", *previous, " is intact")
+                                : "; no earlier checkpoint exists");
+  return absl::Status(error.code(), message);
+}
+
 // Rank 0: the manifest from the header, the plan and every rank's report.
 Manifest AssembleManifest(const Manifest& header, int64_t step, int world_size, const std::vector<PlannedTensor>& plan,
                           const std::vector<SaveReport>& reports) {
@@ -380,30 +425,52 @@ absl::StatusOr<SaveResult> SaveCheckpoint(Communicator& comm, const std::string&
   absl::StatusOr<std::vector<PlannedTensor>> plan = PlanWrites(*declarations);
   if (!plan.ok()) return plan.status();
 
-  // 2. The staging directory.
-  absl::Status prepared;
-  if (rank == 0) prepared = checkpoint::PrepareStagingDir(root, step).status();
-  if (absl::Status s = AgreeOnStatus(comm, prepared); !s.ok()) return s;
+  const uint64_t needed = PlannedBlobBytes(*plan);
   const std::string staging = checkpoint::StagingDirPath(root, step);
+  // After a failed write every rank has stopped writing (the failure was agreed); rank 0 then removes
+  // the partial save, which gives the space back and leaves the previous checkpoints as they were.
+  auto abandon = [&](const absl::Status& error) {
+    if (rank == 0) (void)checkpoint::RemoveTree(staging);
+    return SaveError(error, root, step, needed);
+  };
+
+  // 2. The staging directory, and a save that cannot fit refused before writing a byte of it.
+  absl::Status prepared;
+  if (rank == 0) {
+    prepared = checkpoint::PrepareStagingDir(root, step).status();
+    const std::optional<uint64_t> free = prepared.ok() ? FreeBytes(staging) : std::nullopt;
+    if (free && *free < needed) {
+      prepared =
+          absl::ResourceExhaustedError(absl::StrCat("not enough free space in ", root,
+                                                    "; free disk space, lower checkpoint.keep_last or move "
+                                                    "checkpoint.dir to a larger file system"));
+    }
+  }
+  if (absl::Status s = AgreeOnStatus(comm, prepared); !s.ok()) return abandon(s);
 
   // 3. Blobs; the gather doubles as the barrier "every blob is fsynced".
   absl::StatusOr<SaveReport> written = WriteBlob(staging, rank, step, state, *plan, rng_state, &result.bytes_this_rank);
   SaveReport report = written.ok() ? *std::move(written) : StatusReport(rank, written.status());
   absl::StatusOr<std::vector<SaveReport>> reports = GatherReports(comm, report);
   if (!reports.ok()) return reports.status();
-  if (absl::Status s = FirstError(*reports, comm.size()); !s.ok()) return s;
+  if (absl::Status s = FirstError(*reports, comm.size()); !s.ok()) return abandon(s);
   for (const SaveReport& r : *reports) {
     for (const auto& b : r.pieces().blobs()) result.bytes_total += b.bytes();
   }
 
-  // 4. Commit (rank 0).
+  // 4. Commit (rank 0). Only the manifest and the rename decide whether the step exists; `latest` and
+  // retention come after it, so their failures are warnings (a resume never needs `latest`).
   absl::Status committed;
   if (rank == 0) {
     const Manifest manifest = AssembleManifest(header, step, comm.size(), *plan, *reports);
     committed = checkpoint::WriteManifest(staging, manifest);
     if (committed.ok()) committed = checkpoint::CommitStagingDir(root, step);
-    if (committed.ok()) committed = checkpoint::WriteLatest(root, step);
     if (committed.ok()) {
+      if (absl::Status s = checkpoint::WriteLatest(root, step); !s.ok()) {
+        result.latest_error =
+            absl::StrCat("checkpoint step ", step, " is saved but `latest` was not updated: ", s.message(),
+                         " (resume takes the newest complete step; nothing is lost)");
+      }
       absl::StatusOr<std::vector<int64_t>> deleted = checkpoint::ApplyRetention(root, retention, step);
       if (deleted.ok()) {
         result.deleted_steps = *std::move(deleted);
@@ -412,7 +479,7 @@ absl::StatusOr<SaveResult> SaveCheckpoint(Communicator& comm, const std::string&
       }
     }
   }
-  if (absl::Status s = AgreeOnStatus(comm, committed); !s.ok()) return s;
+  if (absl::Status s = AgreeOnStatus(comm, committed); !s.ok()) return abandon(s);
   result.seconds = SecondsSince(start);
   return result;
 }

@@ -67,6 +67,7 @@ struct SaveResult {
   double seconds = 0;                 // wall time of the whole save on this rank
   std::vector<int64_t> deleted_steps; // by retention (rank 0; empty elsewhere)
   std::string retention_error;        // rank 0: why retention failed; the checkpoint itself is committed
+  std::string latest_error;           // rank 0: why `latest` was not updated; the checkpoint is committed
 };
 
 // Collective over `comm`. `header` holds the run-level fields (config, consumed_samples, dp, sp,
@@ -74,6 +75,10 @@ struct SaveResult {
 // blobs, step, world_size and format_version are filled in here. `rng_state` is this rank's generator
 // state (see CaptureCpuRngState), stored per rank. InvalidArgument (on every rank) when ranks disagree
 // on a tensor's dtype or global shape, or when some elements of a tensor are held by no rank.
+// A failed save (any rank's write, the manifest, the commit rename) returns the same error on every rank,
+// starting "checkpoint step <N> was not saved: " and naming the file, removes the partial save and
+// leaves every earlier checkpoint as it was. Out of space (ENOSPC, EDQUOT, or less free space under
+// `root` than the blobs need, checked before writing) is ResourceExhausted and states the bytes needed.
 absl::StatusOr<SaveResult> SaveCheckpoint(parallel::Communicator& comm, const std::string& root, int64_t step,
                                           const std::vector<StateTensor>& state, const checkpoint::Manifest& header,
                                           const std::string& rng_state,

@@ -1,19 +1,19 @@
 #include "runtime/config.h"
 
-#include "nats/model_shape.h"
-
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
+#include "nats/model_shape.h"
 
 namespace nats {
 namespace {
@@ -129,6 +129,11 @@ absl::Status ApplyOverride(std::string_view assignment_view, config::Config* cfg
   return absl::OkStatus();
 }
 
+namespace {
+constexpr int kMaxContextLength = 1 << 16;
+constexpr int kMaxModelDim = 1 << 20;
+}  // namespace
+
 absl::Status ValidateConfig(const config::Config& c) {
   const auto& m = c.model();
   absl::Status s;
@@ -144,6 +149,8 @@ absl::Status ValidateConfig(const config::Config& c) {
            {"optim.eps", c.optim().eps()},
            {"train.steps", c.train().steps()},
            {"train.batch_size", c.train().batch_size()},
+           // Evaluation always runs at the end (train.eval_interval = 0 only drops the periodic ones).
+           {"train.eval_windows", c.train().eval_windows()},
            {"nats.tau", c.nats().tau()},
            {"parallel.sp", c.parallel().sp()},
            {"parallel.bucket_mb", c.parallel().bucket_mb()},
@@ -158,7 +165,6 @@ absl::Status ValidateConfig(const config::Config& c) {
            {"optim.grad_clip", c.optim().grad_clip()},
            {"train.micro_batch_size", c.train().micro_batch_size()},
            {"train.eval_interval", c.train().eval_interval()},
-           {"train.eval_windows", c.train().eval_windows()},
            {"train.log_interval", c.train().log_interval()},
            {"train.threads", c.train().threads()},
            {"nats.window", c.nats().window()},
@@ -170,6 +176,29 @@ absl::Status ValidateConfig(const config::Config& c) {
            {"checkpoint.keep_last", c.checkpoint().keep_last()},
            {"checkpoint.keep_every", c.checkpoint().keep_every()}}) {
     if (!(s = NonNegative(path, v)).ok()) return s;
+  }
+  // Sanity bounds: far above anything this trainer runs, low enough that sizes derived from them (the RoPE
+  // table, dense [B, n_head, T, T] attention scores, 8/3 d_model for SwiGLU) cannot overflow or ask the
+  // allocator for terabytes with a message that names no field.
+  if (m.context_length() > kMaxContextLength) {
+    const double dense_scores = 4.0 *
+                                std::max(1, c.train().micro_batch_size() > 0 ? c.train().micro_batch_size()
+                                                                             : c.train().batch_size()) *
+                                m.n_head() * static_cast<double>(m.context_length()) * m.context_length();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.context_length = ", m.context_length(), " exceeds the supported maximum ", kMaxContextLength,
+        " (a dense attention layer alone would hold micro-batch x model.n_head x T^2 float scores = ",
+        absl::SixDigits(dense_scores / 1e9), " GB); use a shorter context"));
+  }
+  for (auto [path, v] : std::vector<std::pair<std::string, int>>{{"model.vocab_size", m.vocab_size()},
+                                                                 {"model.d_model", m.d_model()},
+                                                                 {"model.d_ff", m.d_ff()},
+                                                                 {"model.n_head", m.n_head()},
+                                                                 {"model.n_layer", m.n_layer()}}) {
+    if (v > kMaxModelDim) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " = ", v, " exceeds the supported maximum ", kMaxModelDim));
+    }
   }
   if (m.d_model() % m.n_head() != 0) {
     return absl::InvalidArgumentError(absl::StrCat("model.d_model = ", m.d_model(),

@@ -67,12 +67,24 @@ JsonLine& JsonLine::AddArray(std::string_view key, const std::vector<double>& va
   return *this;
 }
 
+JsonLine& JsonLine::AddStringArray(std::string_view key, const std::vector<std::string>& values) {
+  Key(key);
+  body_ += "[";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i) body_ += ",";
+    absl::StrAppend(&body_, "\"", JsonEscape(values[i]), "\"");
+  }
+  body_ += "]";
+  return *this;
+}
+
 MetricsLog::~MetricsLog() {
   if (file_) std::fclose(file_);
 }
 
-absl::Status MetricsLog::Open(const std::string& path, bool append) {
-  file_ = std::fopen(path.c_str(), append ? "a" : "w");
+absl::Status MetricsLog::Open(const std::string& path) {
+  if (file_) std::fclose(file_);
+  file_ = std::fopen(path.c_str(), "a");
   if (!file_) {
     return absl::PermissionDeniedError(
         absl::StrCat(path, ": cannot open metrics log for writing; check train.run_dir is writable"));

@@ -1,7 +1,8 @@
 // runtime/metrics_log.h
 //
-// Machine-readable run logs: one JSON object per line (metrics.jsonl), plus the human progress line.
-// Every rank may write its own file; each line carries "rank" so the files can be concatenated.
+// Machine-readable run logs: one JSON object per line, plus the human progress line. Every rank writes
+// its own file (rank 0 <run_dir>/metrics.jsonl, rank r metrics.rank<r>.jsonl: runtime/run_directory.h);
+// each line carries "rank" so the files can be concatenated. Files are only ever appended to.
 #pragma once
 
 #include <cstdio>
@@ -22,6 +23,7 @@ class JsonLine {
   JsonLine& Add(std::string_view key, std::string_view value);
   JsonLine& Add(std::string_view key, const char* value) { return Add(key, std::string_view(value)); }
   JsonLine& AddArray(std::string_view key, const std::vector<double>& values);
+  JsonLine& AddStringArray(std::string_view key, const std::vector<std::string>& values);
   std::string str() const { return "{" + body_ + "}"; }
 
  private:
@@ -39,7 +41,9 @@ class MetricsLog {
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
 
-  absl::Status Open(const std::string& path, bool append);
+  // Opens `path` for appending (creating it): a resumed or restarted run continues the same file, and
+  // nothing a killed run logged is lost.
+  absl::Status Open(const std::string& path);
   void Write(const JsonLine& line);
   bool is_open() const { return file_ != nullptr; }
 

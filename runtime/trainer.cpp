@@ -26,10 +26,13 @@
 #include "parallel/zero_optimizer.h"
 #include "runtime/checkpointing.h"
 #include "runtime/config.h"
+#include "runtime/event_file_writer.h"
 #include "runtime/inference_model.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/metrics_log.h"
+#include "runtime/run_directory.h"
 #include "runtime/signals.h"
+#include "runtime/step_guard.h"
 
 namespace nats {
 namespace {
@@ -95,27 +98,152 @@ class TrainerState {
   int64_t resumed_from_step = -1;
   double elapsed_before_resume = 0;  // training seconds of earlier runs of this job
   std::vector<checkpoint::MetricPoint> history;
+  std::unique_ptr<EventFileWriter> tensorboard;  // rank 0: <run_dir>/tb/events.out.tfevents.*
+  std::unique_ptr<StepGuard> guard;              // bad steps: skip, log, roll back (runtime/step_guard.h)
+  std::map<int64_t, double> fault_loss_scale;    // TrainOptions::fault_loss_scale (tests)
 
   // Everything that defines the run's state, named as in the checkpoint: model weights (replicated over
   // data-parallel ranks) and the optimizer state (this rank's shard under ZeRO-1).
   std::vector<StateTensor> CheckpointState() const {
     std::vector<StateTensor> state;
-    for (const auto& p : model->named_parameters()) state.push_back(WholeTensor("model/" + p.key(), p.value()));
+    for (const auto& p : model->named_parameters())
+      state.push_back(WholeTensor("model/" + p.key(), p.value()));
     for (StateTensor& t : FromNamedShards(optimizer->ExportState(), "optim/")) state.push_back(std::move(t));
     return state;
   }
 
   bool is_root() const { return rank == 0; }
+  // Rank 0's TensorBoard scalars at the current step; a failed write is printed once and ends the TensorBoard
+  // log, never the run.
+  void WriteTensorBoard(const std::vector<std::pair<std::string, double>>& scalars) {
+    if (!tensorboard) return;
+    if (absl::Status s = tensorboard->WriteScalars(step, scalars); !s.ok()) {
+      std::fprintf(stderr, "warning: %s; TensorBoard logging stops here\n", std::string(s.message()).c_str());
+      tensorboard.reset();
+    }
+  }
   void Print(const std::string& line) const {
     if (!is_root()) return;
     std::fprintf(stdout, "%s\n", line.c_str());
     std::fflush(stdout);
   }
 
-  // This rank's chunk [begin, end) of a training window of `seq` tokens ([0, seq) without sequence parallelism).
+  // This rank's chunk [begin, end) of a training window of `seq` tokens ([0, seq) without sequence
+  // parallelism).
   std::pair<int64_t, int64_t> Chunk(int64_t seq) const {
     if (!sequence_parallel) return {0, seq};
     return {sequence_parallel->chunk_begin(), sequence_parallel->chunk_end()};
+  }
+
+  // The guard's verdict, agreed by every rank (one all-reduce): a step is bad when any rank judged it bad.
+  absl::StatusOr<StepVerdict> AgreeOnVerdict(StepVerdict mine) {
+    if (world == 1) return mine;
+    at::Tensor flag = torch::tensor({mine.bad ? 1.0 : 0.0}, torch::kFloat64);
+    if (absl::Status s = comm->AllReduce(flag, parallel::ReduceOp::kMax); !s.ok()) return s;
+    if (flag.item<double>() > 0 && !mine.bad) {
+      mine.bad = true;
+      mine.reason = "another rank judged the step bad (its log names why)";
+    }
+    return mine;
+  }
+
+  // A skipped step (runtime/step_guard.h): its batch is consumed, the optimizer is untouched; after
+  // guard.max_bad_steps in a row, RollBack.
+  absl::Status HandleBadStep(const StepVerdict& verdict, double loss, double grad_norm,
+                             TrainSummary* summary) {
+    if (!cfg.guard().skip_nonfinite() && (!std::isfinite(loss) || !std::isfinite(grad_norm))) {
+      return absl::InternalError(
+          absl::StrCat("step ", step, ": ", verdict.reason,
+                       "; the run diverged (guard.skip_nonfinite = false). Lower optim.lr, "
+                       "raise optim.warmup_steps, check optim.grad_clip, or set guard.skip_nonfinite = true "
+                       "to skip such steps"));
+    }
+    const int64_t first_sample = consumed_samples;
+    consumed_samples += cfg.train().batch_size();
+    const int64_t in_a_row = guard->Reject();
+    ++summary->skipped_steps;
+    Print(absl::StrFormat("step %d skipped: %s (samples %d..%d; %d bad step(s) in a row)", step + 1,
+                          verdict.reason, first_sample, consumed_samples - 1, in_a_row));
+    log.Write(JsonLine()
+                  .Add("kind", "bad_step")
+                  .Add("rank", rank)
+                  .Add("step", step + 1)
+                  .Add("reason", verdict.reason)
+                  .Add("loss", loss)
+                  .Add("grad_norm", grad_norm)
+                  .Add("first_sample", first_sample)
+                  .Add("consumed_samples", consumed_samples)
+                  .Add("bad_in_a_row", in_a_row));
+    if (!guard->ShouldRollBack()) return absl::OkStatus();
+    return RollBack(verdict, summary);
+  }
+
+  // Loads the newest checkpoint's weights, optimizer state and step, and keeps the data cursor where it is,
+  // so that training continues with the data after the bad window (as PaLM restarted before a spike and
+  // skipped the batches around it). The good steps between that checkpoint and the bad window are redone with
+  // new data.
+  absl::Status RollBack(const StepVerdict& verdict, TrainSummary* summary) {
+    const std::string root = CheckpointRoot(cfg);
+    const std::string why =
+        absl::StrCat("step ", step + 1, ": ", guard->bad_in_a_row(),
+                     " bad steps in a row (guard.max_bad_steps = ", cfg.guard().max_bad_steps(),
+                     "; last: ", verdict.reason, ")");
+    if (summary->rollbacks >= cfg.guard().max_rollbacks()) {
+      return absl::AbortedError(
+          absl::StrCat(why, " after ", summary->rollbacks,
+                       " rollbacks (guard.max_rollbacks); the run keeps diverging: lower "
+                       "optim.lr or check the data near sample ",
+                       consumed_samples));
+    }
+    auto latest = checkpoint::FindLatestCheckpoint(root);
+    if (!latest.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          why, " and no checkpoint under ", root, " to roll back to (", latest.status().message(),
+          "); set checkpoint.interval_steps so that one exists, or guard.max_bad_steps = 0 to only skip"));
+    }
+    std::vector<StateTensor> targets = CheckpointState();
+    LoadOptions lo;
+    lo.current_config = &cfg;
+    auto loaded = LoadCheckpoint(*comm, *latest, targets, lo);
+    if (!loaded.ok()) return loaded.status();
+    if (absl::Status s =
+            parallel::AgreeOnStatus(*comm, optimizer->ImportState(ToNamedShards(targets, "optim/")));
+        !s.ok()) {
+      return s;
+    }
+    const checkpoint::Manifest& m = loaded->manifest;
+    const int64_t from_step = step;
+    step = m.step();
+    history.assign(m.history().begin(), m.history().end());
+    guard->Restore({m.guard_losses().begin(), m.guard_losses().end()},
+                   {m.guard_grad_norms().begin(), m.guard_grad_norms().end()});
+    ++summary->rollbacks;
+    Print(absl::StrFormat("%s: rolled back to %s (step %d); training continues with sample %d", why,
+                          loaded->step_dir, step, consumed_samples));
+    log.Write(JsonLine()
+                  .Add("kind", "rollback")
+                  .Add("rank", rank)
+                  .Add("from_step", from_step)
+                  .Add("step", step)
+                  .Add("dir", loaded->step_dir)
+                  .Add("consumed_samples", consumed_samples)
+                  .Add("rollbacks", summary->rollbacks));
+    return absl::OkStatus();
+  }
+
+  // In place: every value of every vector averaged over the world (one all-reduce; same sizes on all ranks).
+  absl::Status AverageOverRanks(const std::vector<std::vector<double>*>& vectors) {
+    if (world == 1) return absl::OkStatus();
+    std::vector<double> flat;
+    for (const auto* v : vectors) flat.insert(flat.end(), v->begin(), v->end());
+    if (flat.empty()) return absl::OkStatus();
+    at::Tensor t = torch::tensor(flat, torch::kFloat64);
+    if (absl::Status s = comm->AllReduce(t, parallel::ReduceOp::kAvg); !s.ok()) return s;
+    const double* averaged = t.data_ptr<double>();
+    for (auto* v : vectors) {
+      for (double& x : *v) x = *averaged++;
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<double> AverageOverRanks(double value) {
@@ -138,6 +266,27 @@ std::vector<std::pair<std::string, at::Tensor>> Trainer::NamedParameters() const
   return out;
 }
 
+namespace {
+
+// A failed save under checkpoint.on_save_error (runtime/config.proto). Returns the error when the run must
+// stop (STOP, or a save that cannot be retried: the final one, one on a stop signal); with CONTINUE it
+// prints and logs it ("checkpoint_error") and returns an empty directory: the next interval tries again.
+absl::StatusOr<std::string> ContinueAfterSaveError(TrainerState& st, const absl::Status& error,
+                                                   bool can_retry) {
+  if (st.cfg.checkpoint().on_save_error() != config::CheckpointConfig::CONTINUE || !can_retry) return error;
+  st.Print(absl::StrCat("checkpoint error (checkpoint.on_save_error = CONTINUE, training goes on): ",
+                        error.message()));
+  st.log.Write(JsonLine()
+                   .Add("kind", "checkpoint_error")
+                   .Add("rank", st.rank)
+                   .Add("step", st.step)
+                   .Add("code", absl::StatusCodeToString(error.code()))
+                   .Add("message", std::string(error.message())));
+  return std::string();
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> Trainer::SaveCheckpointNow() {
   TrainerState& st = *state_;
   checkpoint::Manifest header;
@@ -147,12 +296,24 @@ absl::StatusOr<std::string> Trainer::SaveCheckpointNow() {
   header.set_sp(st.cfg.parallel().sp());
   header.set_zero_stage(st.cfg.parallel().zero_stage());
   for (const auto& point : st.history) *header.add_history() = point;
+  for (double v : st.guard->LossWindow()) header.add_guard_losses(v);
+  for (double v : st.guard->GradNormWindow()) header.add_guard_grad_norms(v);
   header.set_elapsed_seconds(st.elapsed_before_resume + st.train_seconds);
   auto saved = SaveCheckpoint(*st.comm, CheckpointRoot(st.cfg), st.step, st.CheckpointState(), header,
                               CaptureCpuRngState(), RetentionFromConfig(st.cfg.checkpoint()));
   if (!saved.ok()) return saved.status();
   st.Print(absl::StrFormat("checkpoint step %d -> %s (%.1f MB in %.2f s)", st.step, saved->step_dir,
                            saved->bytes_total / 1e6, saved->seconds));
+  // The step is committed; what failed after it (`latest`, deleting old steps) only needs a person's eye.
+  for (const std::string& warning : {saved->latest_error, saved->retention_error}) {
+    if (warning.empty()) continue;
+    st.Print(absl::StrCat("checkpoint warning: ", warning));
+    st.log.Write(JsonLine()
+                     .Add("kind", "checkpoint_warning")
+                     .Add("rank", st.rank)
+                     .Add("step", st.step)
+                     .Add("message", warning));
+  }
   st.log.Write(JsonLine()
                    .Add("kind", "checkpoint")
                    .Add("rank", st.rank)
@@ -164,23 +325,28 @@ absl::StatusOr<std::string> Trainer::SaveCheckpointNow() {
   return saved->step_dir;
 }
 
-absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& cfg, const TrainOptions& options) {
-  if (absl::Status s = ValidateConfig(cfg); !s.ok()) return s;
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& cfg,
+                                                         const TrainOptions& options) {
   auto st = std::make_unique<TrainerState>();
   st->cfg = cfg;
   const int sp = cfg.parallel().sp();
-  if (sp > cfg.model().context_length()) {
-    return absl::InvalidArgumentError(absl::StrCat("parallel.sp = ", sp, " exceeds model.context_length = ",
-                                                   cfg.model().context_length(),
-                                                   "; every sequence-parallel rank needs at least one token"));
-  }
   auto backend = parallel::MakeCommunicator(static_cast<parallel::Backend>(
-      cfg.parallel().backend() == config::ParallelConfig::AUTO    ? parallel::Backend::kAuto
-      : cfg.parallel().backend() == config::ParallelConfig::MPI   ? parallel::Backend::kMpi
-      : cfg.parallel().backend() == config::ParallelConfig::NCCL  ? parallel::Backend::kNccl
-                                                                  : parallel::Backend::kLocal));
+      cfg.parallel().backend() == config::ParallelConfig::AUTO   ? parallel::Backend::kAuto
+      : cfg.parallel().backend() == config::ParallelConfig::MPI  ? parallel::Backend::kMpi
+      : cfg.parallel().backend() == config::ParallelConfig::NCCL ? parallel::Backend::kNccl
+                                                                 : parallel::Backend::kLocal));
   if (!backend.ok()) return backend.status();
   (*backend)->set_timeout(absl::Seconds(cfg.parallel().timeout_s()));
+  // From here on, a step that can fail on one rank alone (its config, its files) is followed by AgreeOnStatus
+  // before the next collective: a setup error on one node stops every rank at once with that node's message,
+  // instead of its peers waiting in a collective until parallel.timeout_s.
+  absl::Status config_ok = ValidateConfig(cfg);
+  if (config_ok.ok() && sp > cfg.model().context_length()) {
+    config_ok = absl::InvalidArgumentError(
+        absl::StrCat("parallel.sp = ", sp, " exceeds model.context_length = ", cfg.model().context_length(),
+                     "; every sequence-parallel rank needs at least one token"));
+  }
+  if (absl::Status s = parallel::AgreeOnStatus(**backend, config_ok); !s.ok()) return s;
   auto grid = parallel::ProcessGrid::Create(std::move(*backend), cfg.parallel().dp(), sp);
   if (!grid.ok()) return grid.status();
   st->grid = std::move(*grid);
@@ -189,7 +355,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   st->world = st->comm->size();
   st->dp = st->grid->dp_size();
   // Every rank must run the same config; a mismatch stops all ranks with one message instead of a hang.
-  if (absl::Status s = parallel::CheckRanksAgree(*st->comm, "config hash", ConfigHash(cfg)); !s.ok()) return s;
+  if (absl::Status s = parallel::CheckRanksAgree(*st->comm, "config hash", ConfigHash(cfg)); !s.ok())
+    return s;
   const auto& t = cfg.train();
   if (t.batch_size() % st->dp != 0) {
     return absl::InvalidArgumentError(absl::StrCat("train.batch_size = ", t.batch_size(),
@@ -208,20 +375,28 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   at::set_num_threads(threads);
   torch::manual_seed(t.seed());
 
-  // Data.
-  auto train_shard = data::TokenShard::Open(cfg.data().train_path());
-  if (!train_shard.ok()) return train_shard.status();
-  st->train_shard = std::make_shared<const data::TokenShard>(std::move(*train_shard));
-  auto val_shard = data::TokenShard::Open(cfg.data().val_path());
-  if (!val_shard.ok()) return val_shard.status();
-  st->val_shard = std::make_shared<const data::TokenShard>(std::move(*val_shard));
-  for (const auto& shard : {st->train_shard, st->val_shard}) {
-    if (shard->vocab_size() > cfg.model().vocab_size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          shard->path(), ": token shard has vocabulary ", shard->vocab_size(), " but model.vocab_size = ",
-          cfg.model().vocab_size(), "; raise model.vocab_size or prepare the data with the matching tokenizer"));
+  // Data: this rank's files (each node may have its own copy), agreed across ranks.
+  auto open_data = [&]() -> absl::Status {
+    auto train_shard = data::TokenShard::Open(cfg.data().train_path());
+    if (!train_shard.ok()) return train_shard.status();
+    st->train_shard = std::make_shared<const data::TokenShard>(std::move(*train_shard));
+    auto val_shard = data::TokenShard::Open(cfg.data().val_path());
+    if (!val_shard.ok()) return val_shard.status();
+    st->val_shard = std::make_shared<const data::TokenShard>(std::move(*val_shard));
+    for (const auto& shard : {st->train_shard, st->val_shard}) {
+      if (shard->vocab_size() > cfg.model().vocab_size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(shard->path(), ": token shard has vocabulary ", shard->vocab_size(),
+                         " but model.vocab_size = ", cfg.model().vocab_size(),
+                         "; raise model.vocab_size or prepare the data with the matching tokenizer"));
+      }
     }
-  }
+    auto tokenizer = data::MakeTokenizer(cfg.data().tokenizer(), cfg.data().data_dir());
+    if (!tokenizer.ok()) return tokenizer.status();
+    st->tokenizer = std::move(*tokenizer);
+    return absl::OkStatus();
+  };
+  if (absl::Status s = parallel::AgreeOnStatus(*st->comm, open_data()); !s.ok()) return s;
   data::LoaderOptions lo;
   lo.seq_len = cfg.model().context_length();
   lo.global_batch = t.batch_size();
@@ -229,14 +404,22 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   lo.dp_size = st->dp;
   lo.seed = t.seed();
   auto loader = data::Loader::Create(st->train_shard, lo);
-  if (!loader.ok()) return loader.status();
+  if (absl::Status s = parallel::AgreeOnStatus(*st->comm, loader.status()); !s.ok()) return s;
   st->loader = std::make_unique<data::Loader>(std::move(*loader));
-  auto tokenizer = data::MakeTokenizer(cfg.data().tokenizer(), cfg.data().data_dir());
-  if (!tokenizer.ok()) return tokenizer.status();
-  st->tokenizer = std::move(*tokenizer);
 
   // Model and optimizer. Every rank builds the same initial weights from the same seed.
   st->model = Transformer(ModelSpecFromConfig(cfg));
+  // NATS_SPEC 5.4, once per sequence of the global batch (docs/training.md): each rank's backward charges the
+  // regulariser once per row it ran, and the gradient average over the world divides by the world size, so
+  // every rank charges world x lambda. Then dp, sp and micro-batching all train the same model.
+  st->model->SetRegulariserScale(st->world);
+  st->guard = std::make_unique<StepGuard>(cfg.guard());
+  st->fault_loss_scale = options.fault_loss_scale;
+  if (const char* faults = std::getenv("NATS_FAULT_LOSS_SCALE")) {
+    auto parsed = ParseFaultLossScale(faults);
+    if (!parsed.ok()) return parsed.status();
+    st->fault_loss_scale.insert(parsed->begin(), parsed->end());
+  }
   std::vector<parallel::OptimizerParam> params;
   std::string shapes;
   for (auto& p : st->model->named_parameters()) {
@@ -245,7 +428,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
     absl::StrAppend(&shapes, p.key(), p.value().sizes().vec().size(), ";");
     for (int64_t d : p.value().sizes()) absl::StrAppend(&shapes, d, ",");
   }
-  if (absl::Status s = parallel::CheckRanksAgree(*st->comm, "parameter layout", parallel::Fingerprint(shapes));
+  if (absl::Status s =
+          parallel::CheckRanksAgree(*st->comm, "parameter layout", parallel::Fingerprint(shapes));
       !s.ok()) {
     return s;
   }
@@ -276,69 +460,72 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   }
   if (st->grid->sp_size() > 1) {
     st->sequence_parallel = std::make_unique<parallel::SequenceParallel>(
-        st->grid->sp(), cfg.parallel().sp_exchange() == config::ParallelConfig::FULL ? parallel::SpExchange::kFull
-                                                                                    : parallel::SpExchange::kRetained);
+        st->grid->sp(), cfg.parallel().sp_exchange() == config::ParallelConfig::FULL
+                            ? parallel::SpExchange::kFull
+                            : parallel::SpExchange::kRetained);
     st->sequence_parallel->SetSequenceLength(cfg.model().context_length());
     // Each rank's loss is its chunk's share times sp: the gradient average over dp x sp then sums over sp.
-    st->sequence_parallel->SetLossScale(st->grid->sp_size());
     st->model->SetChunkAttention(st->sequence_parallel.get());
   }
 
-  // Run directory: the effective config and the metrics log.
-  std::error_code ec;
-  std::filesystem::create_directories(t.run_dir(), ec);
-  if (ec) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(t.run_dir(), ": cannot create train.run_dir (", ec.message(), ")"));
-  }
-  if (st->is_root()) {
-    std::ofstream(std::filesystem::path(t.run_dir()) / "config.textproto") << ConfigToText(cfg);
-  }
-  const std::string log_name = st->world == 1 ? "metrics.jsonl" : absl::StrCat("metrics.rank", st->rank, ".jsonl");
-  if (absl::Status s = st->log.Open((std::filesystem::path(t.run_dir()) / log_name).string(), /*append=*/options.resume); !s.ok()) {
-    return s;
-  }
+  // Run directory and resume (runtime/run_directory.h): the fresh-run guard, the choice of checkpoint and
+  // the config check come first, and nothing in the run directory is written until the checkpoint loaded.
+  RunDirectoryOptions run_options;
+  run_options.resume = options.resume || !options.resume_from.empty();
+  run_options.resume_from = options.resume_from;
+  run_options.allow_config_change = options.allow_config_change;
+  run_options.overwrite = options.overwrite;
+  auto start = PlanRunStart(*st->comm, cfg, run_options);
+  if (!start.ok()) return start.status();
   st->peak_flops = MeasureMatmulFlops() * st->world;
   InstallStopSignalHandlers();
 
-  if (options.resume) {
-    const std::string root = CheckpointRoot(cfg);
-    auto latest = checkpoint::FindLatestCheckpoint(root);
-    if (latest.ok()) {
-      std::vector<StateTensor> targets = st->CheckpointState();
-      LoadOptions lo;
-      lo.current_config = &cfg;
-      auto loaded = LoadCheckpoint(*st->comm, *latest, targets, lo);
-      if (!loaded.ok()) return loaded.status();
-      if (absl::Status s = st->optimizer->ImportState(ToNamedShards(targets, "optim/")); !s.ok()) return s;
-      const checkpoint::Manifest& m = loaded->manifest;
-      st->step = m.step();
-      st->consumed_samples = m.consumed_samples();
-      st->resumed_from_step = m.step();
-      st->elapsed_before_resume = m.elapsed_seconds();
-      st->history.assign(m.history().begin(), m.history().end());
-      if (m.config().train().batch_size() != cfg.train().batch_size()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            loaded->step_dir, ": saved with train.batch_size = ", m.config().train().batch_size(), ", now ",
-            cfg.train().batch_size(), "; resuming needs the same global batch (the loader cursor counts samples)"));
-      }
-      // The same world size gets each rank's own generator back (bit-exact resume); another world size
-      // reseeds deterministically from (seed, step, rank).
-      if (auto rng = SavedRngState(m, st->rank, st->world)) {
-        if (absl::Status s = RestoreCpuRngState(*rng); !s.ok()) return s;
-      } else {
-        // By data-parallel rank: the ranks of one sequence keep one generator state (the scorer's training noise
-        // is counter-based and needs none, but anything drawn from the generator stays in step).
-        torch::manual_seed(t.seed() + 1000003ull * st->step + st->grid->dp_rank());
-      }
-      st->Print(absl::StrFormat("resumed from %s: step %d, %d samples consumed", loaded->step_dir, st->step,
-                                st->consumed_samples));
-    } else if (absl::IsNotFound(latest.status())) {
-      st->Print(absl::StrCat("--resume: no checkpoint under ", root, " yet; starting from step 0"));
-    } else {
-      return latest.status();
+  if (!start->resume_dir.empty()) {
+    std::vector<StateTensor> targets = st->CheckpointState();
+    LoadOptions lo;
+    lo.current_config = &cfg;
+    auto loaded = LoadCheckpoint(*st->comm, start->resume_dir, targets, lo);
+    if (!loaded.ok()) return loaded.status();
+    // Per-rank steps (this rank's optimizer shard, its generator bytes) are agreed, so a failure on one rank
+    // stops every rank at once.
+    if (absl::Status s =
+            parallel::AgreeOnStatus(*st->comm, st->optimizer->ImportState(ToNamedShards(targets, "optim/")));
+        !s.ok()) {
+      return s;
     }
+    const checkpoint::Manifest& m = loaded->manifest;
+    st->step = m.step();
+    st->consumed_samples = m.consumed_samples();
+    st->resumed_from_step = m.step();
+    st->elapsed_before_resume = m.elapsed_seconds();
+    st->history.assign(m.history().begin(), m.history().end());
+    st->guard->Restore({m.guard_losses().begin(), m.guard_losses().end()},
+                       {m.guard_grad_norms().begin(), m.guard_grad_norms().end()});
+    // The same world size gets each rank's own generator back (bit-exact resume); another world size
+    // reseeds deterministically from (seed, step, rank).
+    absl::Status rng_ok;
+    if (auto rng = SavedRngState(m, st->rank, st->world)) {
+      rng_ok = RestoreCpuRngState(*rng);
+    } else {
+      // By data-parallel rank: the ranks of one sequence keep one generator state (the scorer's training
+      // noise is counter-based and needs none, but anything drawn from the generator stays in step).
+      torch::manual_seed(t.seed() + 1000003ull * st->step + st->grid->dp_rank());
+    }
+    if (absl::Status s = parallel::AgreeOnStatus(*st->comm, rng_ok); !s.ok()) return s;
+    st->Print(absl::StrFormat("resumed from %s: step %d, %d samples consumed", loaded->step_dir, st->step,
+                              st->consumed_samples));
   }
+  if (absl::Status s = OpenRunDirectory(*st->comm, cfg, run_options, *start, st->step, &st->log); !s.ok()) {
+    return s;
+  }
+  // TensorBoard (runtime/event_file_writer.h): rank 0 writes what it prints; `tensorboard --logdir runs/`.
+  absl::Status tensorboard_ok;
+  if (st->is_root()) {
+    auto writer = EventFileWriter::Open((std::filesystem::path(t.run_dir()) / "tb").string());
+    if (writer.ok()) st->tensorboard = std::move(*writer);
+    tensorboard_ok = writer.status();
+  }
+  if (absl::Status s = parallel::AgreeOnStatus(*st->comm, tensorboard_ok); !s.ok()) return s;
 
   st->Print("effective config:\n" + ConfigToText(cfg));
   st->Print(absl::StrFormat(
@@ -350,10 +537,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
       "run: %d rank(s) (%s), dp %d x sp %d%s, batch %d = %d micro x %d accum x %d dp, %d threads/rank, "
       "train %d tokens, val %d tokens, matmul peak %.1f GFLOP/s",
       st->world, std::string(st->comm->backend()), st->dp, st->grid->sp_size(),
-      !st->sequence_parallel                                           ? ""
+      !st->sequence_parallel                                         ? ""
       : st->sequence_parallel->mode() == parallel::SpExchange::kFull ? " (full KV exchange)"
-                                                                       : " (retained KV exchange)",
-      t.batch_size(), st->micro_batch, st->accum_steps, st->dp, threads, st->train_shard->num_tokens(), st->val_shard->num_tokens(), st->peak_flops / 1e9));
+                                                                     : " (retained KV exchange)",
+      t.batch_size(), st->micro_batch, st->accum_steps, st->dp, threads, st->train_shard->num_tokens(),
+      st->val_shard->num_tokens(), st->peak_flops / 1e9));
   return std::unique_ptr<Trainer>(new Trainer(std::move(st)));
 }
 
@@ -363,7 +551,9 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
   const int64_t available = static_cast<int64_t>(data::NumWindows(st.val_shard->num_tokens(), seq));
   const int64_t total = std::min<int64_t>(st.cfg.train().eval_windows(), available);
   if (total <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(st.val_shard->path(), ": validation shard is shorter than one window of model.context_length + 1 = ", seq + 1, " tokens"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        st.val_shard->path(),
+        ": validation shard is shorter than one window of model.context_length + 1 = ", seq + 1, " tokens"));
   }
   // Windows are split over data-parallel ranks; every rank of an sp group evaluates the same ones.
   const int dp_rank = st.grid->dp_rank();
@@ -387,8 +577,8 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
       return absl::InternalError(absl::StrCat("evaluation: ", e.what_without_backtrace()));
     }
     at::Tensor targets = batch.narrow(1, begin + 1, end - begin);
-    at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}),
-                                             {}, at::Reduction::Sum);
+    at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}), {},
+                                             at::Reduction::Sum);
     loss_sum += loss.item<double>();
     tokens += targets.numel();
     if (st.val_bytes_per_token == 0 && st.grid->sp_rank() == 0) {  // bytes of whole windows, counted once
@@ -415,6 +605,50 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
   return r;
 }
 
+absl::StatusOr<double> Trainer::ForwardBackward() {
+  TrainerState& st = *state_;
+  const auto& t = st.cfg.train();
+  const int64_t seq = st.cfg.model().context_length();
+  std::vector<int32_t> rows = st.loader->Batch(st.consumed_samples);
+  at::Tensor local =
+      torch::from_blob(rows.data(), {st.loader->local_batch(), seq + 1}, torch::kInt32).to(torch::kInt64);
+  st.optimizer->ZeroGrad();
+  double loss_value = 0;
+  // A collective that fails inside autograd (the sequence-parallel exchange) throws; it ends the run with
+  // its message like any other failed collective.
+  try {
+    for (int64_t micro = 0; micro < st.accum_steps; ++micro) {
+      // Gradients are all-reduced in buckets while the last micro-step's backward still runs.
+      if (st.data_parallel) st.data_parallel->set_sync(micro + 1 == st.accum_steps);
+      at::Tensor batch = local.narrow(0, micro * st.micro_batch, st.micro_batch);
+      const auto [begin, end] = st.Chunk(seq);
+      // With sequence parallelism the chunk's mean loss is weighted by its share of the sequence times sp, so
+      // that the average over ranks is the whole sequence's mean.
+      const double share = static_cast<double>(end - begin) * st.grid->sp_size() / static_cast<double>(seq);
+      // Gumbel noise keyed by global sample index: the same for any dp x sp layout, micro-batching or resume.
+      st.model->SetNoiseKey(
+          {static_cast<uint64_t>(t.seed()),
+           st.consumed_samples + st.grid->dp_rank() * st.loader->local_batch() + micro * st.micro_batch});
+      at::Tensor loss =
+          st.model->Loss(batch.narrow(1, begin, end - begin), batch.narrow(1, begin + 1, end - begin)) *
+          share;
+      if (!st.fault_loss_scale.empty() && st.grid->dp_rank() == 0 && micro == 0) {
+        // Fault injection: a bad batch on one data-parallel rank only, as a corrupt shard would give.
+        auto fault = st.fault_loss_scale.find(st.consumed_samples / t.batch_size());
+        if (fault != st.fault_loss_scale.end()) loss = loss * fault->second;
+      }
+      (loss / static_cast<double>(st.accum_steps)).backward();
+      loss_value += loss.item<double>() / st.accum_steps;
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("step ", st.step, ": ", e.what_without_backtrace()));
+  }
+  if (st.data_parallel) {
+    if (absl::Status s = st.data_parallel->FinishGradientSync(); !s.ok()) return s;
+  }
+  return st.AverageOverRanks(loss_value);
+}
+
 absl::StatusOr<TrainSummary> Trainer::Train() {
   TrainerState& st = *state_;
   const auto& t = st.cfg.train();
@@ -436,6 +670,8 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
                      .Add("val_ppl", e.perplexity)
                      .Add("val_bpb", e.bits_per_byte)
                      .Add("val_tokens", e.tokens));
+    st.WriteTensorBoard(
+        {{"eval/loss", e.loss}, {"eval/perplexity", e.perplexity}, {"eval/bits_per_byte", e.bits_per_byte}});
   };
 
   auto first = Evaluate();
@@ -456,47 +692,34 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     const auto step_start = Clock::now();
     const double lr = LearningRateAt(st.cfg.optim(), st.step, total_steps);
     st.optimizer->set_lr(lr);
-    std::vector<int32_t> rows = st.loader->Batch(st.consumed_samples);
-    at::Tensor local = torch::from_blob(rows.data(), {st.loader->local_batch(), seq + 1}, torch::kInt32)
-                           .to(torch::kInt64);
-    st.optimizer->ZeroGrad();
-    double loss_value = 0;
-    // A collective that fails inside autograd (the sequence-parallel exchange) throws; it ends the run with
-    // its message like any other failed collective.
-    try {
-    for (int64_t micro = 0; micro < st.accum_steps; ++micro) {
-      // Gradients are all-reduced in buckets while the last micro-step's backward still runs.
-      if (st.data_parallel) st.data_parallel->set_sync(micro + 1 == st.accum_steps);
-      at::Tensor batch = local.narrow(0, micro * st.micro_batch, st.micro_batch);
-      const auto [begin, end] = st.Chunk(seq);
-      // With sequence parallelism the chunk's mean loss is weighted by its share of the sequence times sp, so
-      // that the average over ranks is the whole sequence's mean (SequenceParallel::SetLossScale).
-      const double share = static_cast<double>(end - begin) * st.grid->sp_size() / static_cast<double>(seq);
-      // Gumbel noise keyed by global sample index: the same for any dp x sp layout, micro-batching or resume.
-      st.model->SetNoiseKey({static_cast<uint64_t>(t.seed()),
-                             st.consumed_samples + st.grid->dp_rank() * st.loader->local_batch() +
-                                 micro * st.micro_batch});
-      at::Tensor loss = st.model->Loss(batch.narrow(1, begin, end - begin), batch.narrow(1, begin + 1, end - begin)) * share;
-      (loss / static_cast<double>(st.accum_steps)).backward();
-      loss_value += loss.item<double>() / st.accum_steps;
-    }
-    } catch (const c10::Error& e) {
-      return absl::InternalError(absl::StrCat("step ", st.step, ": ", e.what_without_backtrace()));
-    }
-    if (st.data_parallel) {
-      if (absl::Status s = st.data_parallel->FinishGradientSync(); !s.ok()) return s;
-    }
-    auto averaged = st.AverageOverRanks(loss_value);
-    if (!averaged.ok()) return averaged.status();
-    loss_value = *averaged;
-    if (!std::isfinite(loss_value)) {
-      return absl::InternalError(absl::StrCat(
-          "step ", st.step, ": training loss is ", loss_value,
-          "; the run diverged. Lower optim.lr, raise optim.warmup_steps, or check optim.grad_clip"));
-    }
+    auto forward_backward = ForwardBackward();
+    if (!forward_backward.ok()) return forward_backward.status();
+    const double loss_value = *forward_backward;
+    // The norm before clipping; a non-finite one leaves the gradients unscaled, and the step is skipped
+    // below.
     auto grad_norm = st.cfg.optim().grad_clip() > 0 ? st.optimizer->ClipGradNorm(st.cfg.optim().grad_clip())
                                                     : st.optimizer->GradNorm();
     if (!grad_norm.ok()) return grad_norm.status();
+    auto verdict = st.AgreeOnVerdict(st.guard->Check(loss_value, *grad_norm));
+    if (!verdict.ok()) return verdict.status();
+    if (verdict->bad) {
+      if (absl::Status s = st.HandleBadStep(*verdict, loss_value, *grad_norm, &summary); !s.ok()) return s;
+      // Only a stop request is honoured here: the step counter did not move, so the schedule has nothing new.
+      auto decision = DecideCheckpoint(*st.comm, schedule, st.step, absl::Now());
+      if (!decision.ok()) return decision.status();
+      if (decision->stop) {
+        auto dir = SaveCheckpointNow();
+        if (!dir.ok()) return dir.status();
+        summary.last_checkpoint = *dir;
+        summary.stopped_by_signal = true;
+        st.Print(
+            absl::StrFormat("stop requested (signal %d): saved step %d; resume with `nats train --resume`",
+                            StopSignal(), st.step));
+        break;
+      }
+      continue;
+    }
+    st.guard->Accept(loss_value, *grad_norm);
     if (absl::Status s = st.optimizer->Step(); !s.ok()) return s;
     ++st.step;
     st.consumed_samples += t.batch_size();
@@ -509,28 +732,36 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
       const double window_seconds = SecondsSince(window_start);
       const double tok_s = window_tokens / std::max(window_seconds, 1e-9);
       const double mfu = tok_s * st.model->FlopsPerToken() / st.peak_flops;
-      const double eta = (total_steps - st.step) * st.train_seconds / (st.step - first_step);
-      // NAtS layers: type fractions, mask density and KV fraction of this step's last micro-batch.
+      const double eta =
+          (total_steps - st.step) * st.train_seconds / std::max<int64_t>(1, st.step - first_step);
+      // NAtS layers: type fractions, mask density and KV fraction of this step's last micro-batch, averaged
+      // over the ranks (equal row counts), so that the curve describes the same rows for any number of ranks.
       std::vector<double> frac_g, frac_l, frac_s, density, kv;
+      std::vector<int> nats_layers;
       std::string nats_line;
-      for (const LayerStats& ls : st.model->LastLayerStats()) {
+      const std::vector<LayerStats> layer_stats = st.model->LastLayerStats();
+      for (size_t l = 0; l < layer_stats.size(); ++l) {
+        const LayerStats& ls = layer_stats[l];
         if (!ls.nats) continue;
+        nats_layers.push_back(static_cast<int>(l));
         frac_g.push_back(ls.frac_global);
         frac_l.push_back(ls.frac_local);
         frac_s.push_back(ls.frac_sliding);
         density.push_back(ls.mask_density);
         kv.push_back(ls.kv_fraction);
       }
+      if (absl::Status s = st.AverageOverRanks({&frac_g, &frac_l, &frac_s, &density, &kv}); !s.ok()) return s;
       if (!kv.empty()) {
         auto mean = [](const std::vector<double>& v) {
           double sum = 0;
           for (double x : v) sum += x;
           return sum / v.size();
         };
-        nats_line = absl::StrFormat(" | G/L/S %.3f/%.3f/%.3f | density %.3f | kv %.3f", mean(frac_g), mean(frac_l),
-                                    mean(frac_s), mean(density), mean(kv));
+        nats_line = absl::StrFormat(" | G/L/S %.3f/%.3f/%.3f | density %.3f | kv %.3f", mean(frac_g),
+                                    mean(frac_l), mean(frac_s), mean(density), mean(kv));
       }
-      // Sequence parallelism, per layer and training step of this window (forward packets + backward replies).
+      // Sequence parallelism, per layer and training step of this window (forward packets + backward
+      // replies).
       std::vector<double> sp_sent, sp_received, sp_prefix, sp_packet;
       double sp_seconds = 0;
       if (st.sequence_parallel) {
@@ -547,9 +778,9 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
         for (double b : sp_sent) sent += b;
         absl::StrAppend(&nats_line, absl::StrFormat(" | sp KV packets %.2f MB/step", sent / 1e6));
       }
-      st.Print(absl::StrFormat("step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | MFU %.1f%%%s | ETA %s",
-                               st.step, total_steps, loss_value, lr, *grad_norm, tok_s, 100 * mfu, nats_line,
-                               FormatDuration(eta)));
+      st.Print(absl::StrFormat(
+          "step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | MFU %.1f%%%s | ETA %s", st.step,
+          total_steps, loss_value, lr, *grad_norm, tok_s, 100 * mfu, nats_line, FormatDuration(eta)));
       JsonLine line;
       line.Add("kind", "train")
           .Add("rank", st.rank)
@@ -578,8 +809,29 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
             .Add("dp_wait_s", ds.wait_seconds)
             .Add("dp_overlap", ds.overlap());
       }
-      st.log.Write(line
-                       .Add("tokens_per_s", tok_s)
+      std::vector<std::pair<std::string, double>> scalars = {
+          {"train/loss", loss_value},
+          {"train/lr", lr},
+          {"train/grad_norm", *grad_norm},
+          {"train/tokens_per_s", tok_s},
+          {"train/mfu", mfu},
+          {"train/skipped_steps", static_cast<double>(summary.skipped_steps)}};
+      for (size_t i = 0; i < kv.size(); ++i) {
+        const std::string layer = absl::StrCat("nats_layer", nats_layers[i], "/");
+        scalars.insert(scalars.end(), {{layer + "frac_global", frac_g[i]},
+                                       {layer + "frac_local", frac_l[i]},
+                                       {layer + "frac_sliding", frac_s[i]},
+                                       {layer + "mask_density", density[i]},
+                                       {layer + "kv_fraction", kv[i]}});
+      }
+      if (!kv.empty()) {
+        double mean_kv = 0, mean_density = 0;
+        for (size_t i = 0; i < kv.size(); ++i)
+          mean_kv += kv[i] / kv.size(), mean_density += density[i] / kv.size();
+        scalars.insert(scalars.end(), {{"nats/kv_fraction", mean_kv}, {"nats/mask_density", mean_density}});
+      }
+      st.WriteTensorBoard(scalars);
+      st.log.Write(line.Add("tokens_per_s", tok_s)
                        .Add("mfu", mfu)
                        .Add("consumed_samples", st.consumed_samples)
                        .Add("elapsed_s", SecondsSince(run_start)));
@@ -605,8 +857,9 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     const bool final_save = last && st.cfg.checkpoint().save_final();
     if (decision->save || decision->stop || final_save) {
       auto dir = SaveCheckpointNow();
+      if (!dir.ok()) dir = ContinueAfterSaveError(st, dir.status(), /*can_retry=*/!decision->stop && !last);
       if (!dir.ok()) return dir.status();
-      summary.last_checkpoint = *dir;
+      if (!dir->empty()) summary.last_checkpoint = *dir;
       schedule.MarkSaved(absl::Now());
     }
     if (decision->stop) {
@@ -618,7 +871,8 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
   }
   summary.steps = st.step;
   summary.seconds = SecondsSince(run_start);
-  summary.tokens_per_second = (st.step - first_step) * tokens_per_step / std::max(st.train_seconds, 1e-9);
+  summary.tokens_per_second =
+      std::max<int64_t>(0, st.step - first_step) * tokens_per_step / std::max(st.train_seconds, 1e-9);
   return summary;
 }
 

@@ -3,11 +3,12 @@
 // The training loop (DESIGN.md section 4). The Trainer is the only place that knows the order of a
 // step: loader -> forward -> loss -> backward (gradients synchronised over data-parallel ranks) ->
 // clip -> optimizer step -> metrics -> periodic evaluation. It logs a progress line on rank 0 and
-// JSON lines (metrics.jsonl in train.run_dir) on every rank.
+// JSON lines on every rank (rank 0: <train.run_dir>/metrics.jsonl, rank r: metrics.rank<r>.jsonl).
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -27,8 +28,22 @@ struct EvalResult {
 
 struct TrainOptions {
   // Continue from the newest complete checkpoint under the run's checkpoint root (checkpoint.dir or
-  // <train.run_dir>/ckpt) when one exists; start fresh otherwise.
+  // <train.run_dir>/ckpt) when one exists; start fresh otherwise. The run-directory rules (fresh runs
+  // never overwrite a run, refused config changes) are in runtime/run_directory.h.
   bool resume = false;
+  // Continue from this step directory, checkpoint root, or step number under the run's root (implies
+  // resume). An older step of the run's own root rolls back: the newer steps are renamed .abandoned.
+  std::string resume_from;
+  // Accept a changed data.train_path / data.val_path / train.seed on resume (architecture changes are
+  // always refused).
+  bool allow_config_change = false;
+  // Start fresh in a run directory that holds a run: delete its checkpoints, move its metrics aside.
+  bool overwrite = false;
+  // Fault injection (tests; Trainer::Create adds NATS_FAULT_LOSS_SCALE="BATCH:FACTOR,..."): the loss of
+  // global batch BATCH (consumed samples / train.batch_size) on data-parallel rank 0 is multiplied by FACTOR
+  // (nan, inf or a large number: a bad batch) before backward, so the bad-step guard (runtime/step_guard.h)
+  // sees it.
+  std::map<int64_t, double> fault_loss_scale;
 };
 
 struct TrainSummary {
@@ -42,6 +57,8 @@ struct TrainSummary {
   double seconds = 0;
   int64_t resumed_from_step = -1;  // -1: fresh start
   bool stopped_by_signal = false;  // a SIGTERM/SIGINT/SIGUSR1 stopped the run after a checkpoint
+  int64_t skipped_steps = 0;       // bad steps the guard skipped (runtime/step_guard.h)
+  int64_t rollbacks = 0;           // rollbacks to the last checkpoint after guard.max_bad_steps bad steps
   std::string last_checkpoint;     // step directory of the last checkpoint written, if any
 };
 
@@ -55,6 +72,13 @@ class Trainer {
   ~Trainer();
 
   absl::StatusOr<TrainSummary> Train();
+
+  // One step's gradients without the optimizer step: zeroes the gradients, runs forward and backward over the
+  // micro-batches of this rank's part of the next global batch (the loader's cursor does not move) and
+  // averages them over the ranks. Afterwards every parameter's grad() is the gradient of the step's objective
+  // (mean token loss of the global batch plus the sparsity regulariser once per sequence, docs/training.md),
+  // the same for every dp x sp layout and micro-batch size. Returns the mean loss. Train() runs it each step.
+  absl::StatusOr<double> ForwardBackward();
   absl::StatusOr<EvalResult> Evaluate();
 
   // Writes a checkpoint of the current step now (collective); returns its step directory.

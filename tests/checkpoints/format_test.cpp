@@ -1,7 +1,7 @@
 // The checkpoint format on its own (checkpoints/, no communicator): blobs and the reader against
 // hand-built manifests, the directory protocol (staging, commit, latest, resolution) and retention.
-#include <gtest/gtest.h>
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -13,6 +13,8 @@
 #include "checkpoints/checkpoint_reader.h"
 #include "checkpoints/crc32c.h"
 #include "checkpoints/dtype.h"
+#include "checkpoints/durable_file.h"
+#include "checkpoints/manifest_file.h"
 
 namespace nats::checkpoint {
 namespace {
@@ -157,7 +159,7 @@ TEST_F(FormatTest, BlobFromAnotherSaveIsNamed) {
 TEST(Crc32c, MatchesTheBitwiseDefinitionAndKnownValue) {
   EXPECT_EQ(Crc32c(0, "123456789", 9), 0xE3069283u);  // the CRC-32C check value
   EXPECT_EQ(Crc32cReference(0, "123456789", 9), 0xE3069283u);
-  std::vector<unsigned char> data(5000);
+  std::vector<unsigned char> data(5000 + 3);  // the largest size at the largest start (ASan caught 5000)
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<unsigned char>((i * 2654435761u) >> 13);
   for (size_t size : {0, 1, 7, 8, 9, 31, 32, 33, 100, 4999}) {
     for (size_t start : {0, 1, 3}) {
@@ -207,18 +209,115 @@ TEST_F(FormatTest, StagingCommitAndLatest) {
   EXPECT_EQ(*ResolveCheckpointPath(root_), StepDirPath(root_, 7));
   EXPECT_EQ(*ResolveCheckpointPath(StepDirPath(root_, 7) + "/"), StepDirPath(root_, 7));
 
-  // `latest` wins while it names a complete checkpoint (a rollback), ...
+  // The newest complete step wins, also over a `latest` that names an older complete one (a kill between
+  // the commit rename and the pointer update); incomplete, staging and abandoned directories never count.
   MakeCompleteStep(root_, 9);
-  EXPECT_EQ(*FindLatestCheckpoint(root_), StepDirPath(root_, 7));
-  // ... otherwise the newest complete step; incomplete and staging directories never count.
+  EXPECT_EQ(*ReadLatest(root_), 7);
+  EXPECT_EQ(*FindLatestCheckpoint(root_), StepDirPath(root_, 9));
   fs::create_directories(StepDirPath(root_, 11));        // no manifest
   fs::create_directories(StagingDirPath(root_, 12));     // interrupted save
+  MakeCompleteStep(root_, 13);
+  fs::rename(StepDirPath(root_, 13), StepDirPath(root_, 13) + ".abandoned");  // a rollback's leftover
   fs::remove_all(StepDirPath(root_, 7));
   EXPECT_EQ(*FindLatestCheckpoint(root_), StepDirPath(root_, 9));
   EXPECT_EQ(ResolveCheckpointPath(StepDirPath(root_, 11)).status().code(), absl::StatusCode::kNotFound);
   std::ofstream(root_ + "/latest", std::ios::trunc) << "nonsense\n";
   EXPECT_EQ(ReadLatest(root_).status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(*FindLatestCheckpoint(root_), StepDirPath(root_, 9));
+}
+
+// Flips one bit of the file at byte `offset`.
+void FlipBit(const std::string& path, uint64_t offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  f.read(&c, 1);
+  c ^= 0x10;
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(&c, 1);
+}
+
+TEST_F(FormatTest, DamagedManifestIsRefusedNamingTheFileAtEveryByte) {
+  const Manifest m = WriteTwoRankCheckpoint(root_, 5, {{"t", Values({100}, at::kFloat, 0)}}, 40);
+  const std::string path = absl::StrCat(root_, "/", kManifestFileName);
+  const std::string good = *ReadFileToString(path);
+  ASSERT_GT(good.size(), kManifestFrameBytes);
+  EXPECT_EQ(good.substr(0, 8), "NATSMNF1");
+  // Every byte of the frame and of the payload: each flip is refused (none parses into other values).
+  for (uint64_t offset = 0; offset < good.size(); ++offset) {
+    SCOPED_TRACE(absl::StrCat("flipped byte ", offset, " of ", good.size()));
+    std::ofstream(path, std::ios::trunc | std::ios::binary) << good;
+    FlipBit(path, offset);
+    absl::StatusOr<Manifest> read = ReadManifest(root_);
+    ASSERT_FALSE(read.ok());
+    EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(read.status().message().find(path), absl::string_view::npos) << read.status();
+    EXPECT_NE(read.status().message().find("--resume_from"), absl::string_view::npos) << read.status();
+    if (offset >= kManifestFrameBytes) {
+      EXPECT_NE(read.status().message().find("checksum mismatch"), absl::string_view::npos) << read.status();
+    }
+    EXPECT_EQ(CheckpointReader::Open(root_).status().code(), absl::StatusCode::kDataLoss);
+  }
+  // Truncated, extended, empty.
+  for (const std::string& bytes :
+       {good.substr(0, good.size() - 1), good + "x", good.substr(0, 10), std::string()}) {
+    std::ofstream(path, std::ios::trunc | std::ios::binary) << bytes;
+    absl::StatusOr<Manifest> read = ReadManifest(root_);
+    EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << bytes.size();
+    EXPECT_NE(read.status().message().find(path), absl::string_view::npos) << read.status();
+  }
+  // A manifest written before the frame existed (bare serialized message) still reads.
+  std::string legacy;
+  ASSERT_TRUE(m.SerializeToString(&legacy));
+  std::ofstream(path, std::ios::trunc | std::ios::binary) << legacy;
+  absl::StatusOr<Manifest> read = ReadManifest(root_);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->step(), 5);
+  EXPECT_TRUE(CheckpointReader::Open(root_).ok());
+  std::ofstream(path, std::ios::trunc | std::ios::binary) << good;
+  EXPECT_TRUE(CheckpointReader::Open(root_).ok());
+}
+
+TEST_F(FormatTest, DamagedNewestManifestStopsTheSearchInsteadOfGoingBack) {
+  MakeCompleteStep(root_, 4);
+  MakeCompleteStep(root_, 6);
+  FlipBit(absl::StrCat(StepDirPath(root_, 6), "/", kManifestFileName), kManifestFrameBytes + 1);
+  absl::StatusOr<std::string> found = FindLatestCheckpoint(root_);
+  ASSERT_FALSE(found.ok());
+  EXPECT_EQ(found.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(found.status().message().find(StepDirPath(root_, 6)), absl::string_view::npos) << found.status();
+  EXPECT_EQ(*ResolveCheckpointPath(StepDirPath(root_, 4)), StepDirPath(root_, 4));  // asked for by name: fine
+}
+
+TEST_F(FormatTest, AbandonAndRemoveAllCheckpoints) {
+  for (int64_t s : {2, 4, 6, 8}) MakeCompleteStep(root_, s);
+  ASSERT_TRUE(WriteLatest(root_, 8).ok());
+  // A rollback to 4: 6 and 8 become .abandoned (a second rollback over the same names gets .abandoned2).
+  auto moved = AbandonStepsAfter(root_, 4);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(*moved, (std::vector<std::string>{StepDirPath(root_, 6) + ".abandoned",
+                                              StepDirPath(root_, 8) + ".abandoned"}));
+  EXPECT_EQ(*ListCompleteSteps(root_), (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(*FindLatestCheckpoint(root_), StepDirPath(root_, 4));
+  MakeCompleteStep(root_, 6);
+  EXPECT_EQ(*AbandonStepsAfter(root_, 4), std::vector<std::string>{StepDirPath(root_, 6) + ".abandoned2"});
+  // Retention never touches abandoned steps; an abandoned step still opens when named.
+  RetentionPolicy policy;
+  policy.keep_last = 1;
+  EXPECT_EQ(*ApplyRetention(root_, policy, 4), std::vector<int64_t>{2});
+  EXPECT_TRUE(fs::exists(StepDirPath(root_, 8) + ".abandoned/manifest.pb"));
+  EXPECT_EQ(*ResolveCheckpointPath(StepDirPath(root_, 8) + ".abandoned"),
+            StepDirPath(root_, 8) + ".abandoned");
+  // --overwrite: every checkpoint-protocol entry goes, anything else stays.
+  fs::create_directories(StagingDirPath(root_, 10));
+  std::ofstream(root_ + "/notes.txt") << "mine";
+  auto removed = RemoveAllCheckpoints(root_);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 1);
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(root_)) left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"notes.txt"});
+  EXPECT_EQ(*RemoveAllCheckpoints(root_ + "/does_not_exist"), 0);
 }
 
 TEST_F(FormatTest, RetentionKeepsNewestEveryKthLatestAndFuture) {

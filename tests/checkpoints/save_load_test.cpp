@@ -2,15 +2,17 @@
 // ranks): every dtype and holding layout round-trips exactly, requests in another sharding than the save,
 // errors are agreed by all ranks and name the tensor, file and fix, retention and `latest`, the
 // save/stop decision, RNG capture, and the ZeRO-1 optimizer state through Export/ImportState.
-#include <gtest/gtest.h>
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 
 #include <filesystem>
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "checkpoints/blob_file.h"
 #include "checkpoints/checkpoint_dir.h"
+#include "checkpoints/crash_point.h"
 #include "parallel/zero_optimizer.h"
 #include "runtime/checkpointing.h"
 #include "runtime/signals.h"
@@ -185,6 +187,46 @@ TEST(SaveLoad, RetentionAndLatest) {
   EXPECT_TRUE(at::equal(targets[0].tensor, at::full({4}, 7.0, at::kDouble)));
   ASSERT_TRUE(LoadCheckpoint(comm, checkpoint::StepDirPath(root, 3), targets).ok());
   EXPECT_TRUE(at::equal(targets[0].tensor, at::full({4}, 3.0, at::kDouble)));
+  checkpoint_testing::RemoveSharedDir(comm, root);
+}
+
+// A full disk (injected: checkpoints/crash_point.h) on the last rank while it writes its blob: every rank
+// gets the same error naming the blob and the bytes the save needs, the partial save is gone, the previous
+// checkpoint loads, and once space is back the same step saves.
+TEST(SaveLoad, DiskFullFailsOnEveryRankAndKeepsThePreviousCheckpoint) {
+  auto& comm = World();
+  const std::string root = checkpoint_testing::SharedTempDir(comm, "enospc");
+  const int64_t per_rank = 1000;
+  auto state = [&](float value) {
+    return std::vector<StateTensor>{
+        {"model/w", at::full({per_rank}, value), {per_rank * comm.size()}, per_rank * comm.rank()}};
+  };
+  ASSERT_TRUE(SaveCheckpoint(comm, root, 1, state(1), Header(8), "", {}).ok());
+  const bool faulty = comm.rank() == comm.size() - 1;
+  if (faulty) checkpoint::SetWriteFaultForTesting(100);  // 100 bytes into the blob (its header is 64)
+  auto saved = SaveCheckpoint(comm, root, 2, state(2), Header(8), "", {});
+  ASSERT_FALSE(saved.ok());
+  EXPECT_EQ(saved.status().code(), absl::StatusCode::kResourceExhausted) << saved.status();
+  const uint64_t needed = static_cast<uint64_t>(comm.size()) * (checkpoint::kBlobHeaderBytes + per_rank * 4);
+  for (const std::string& part :
+       {std::string("checkpoint step 2 was not saved"), absl::StrCat("rank_", comm.size() - 1, ".bin"),
+        std::string("No space left on device"), absl::StrCat("needs ", needed, " bytes"),
+        absl::StrCat("the previous checkpoint ", checkpoint::StepDirPath(root, 1), " is intact")}) {
+    EXPECT_NE(saved.status().message().find(part), absl::string_view::npos)
+        << part << " in: " << saved.status();
+  }
+  ASSERT_TRUE(comm.Barrier().ok());
+  if (comm.rank() == 0) EXPECT_FALSE(std::filesystem::exists(checkpoint::StagingDirPath(root, 2)));
+  EXPECT_EQ(*checkpoint::ListCompleteSteps(root), std::vector<int64_t>{1});
+  std::vector<StateTensor> targets = {
+      {"model/w", at::zeros({per_rank * comm.size()}), {per_rank * comm.size()}, 0}};
+  ASSERT_TRUE(LoadCheckpoint(comm, root, targets).ok());
+  EXPECT_TRUE(at::equal(targets[0].tensor, at::full({per_rank * comm.size()}, 1.0f)));
+  // The fault fires once (space was freed): the same step now saves.
+  ASSERT_TRUE(SaveCheckpoint(comm, root, 2, state(2), Header(8), "", {}).ok());
+  ASSERT_TRUE(LoadCheckpoint(comm, root, targets).ok());
+  EXPECT_TRUE(at::equal(targets[0].tensor, at::full({per_rank * comm.size()}, 2.0f)));
+  if (faulty) checkpoint::SetWriteFaultForTesting(-1);
   checkpoint_testing::RemoveSharedDir(comm, root);
 }
 

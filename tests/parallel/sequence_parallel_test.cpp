@@ -242,8 +242,9 @@ ModelGrads RunModel(Transformer& model, const at::Tensor& tokens, SequenceParall
     inputs = inputs.narrow(1, s, tc);
     targets = targets.narrow(1, s, tc);
     scale = static_cast<double>(tc) * sp->comm().size() / static_cast<double>(n);
-    sp->SetLossScale(sp->comm().size());
   }
+  // As the trainer does: the regulariser is charged once per row, and the average over the sp ranks divides it.
+  model->SetRegulariserScale(sp != nullptr ? sp->comm().size() : 1);
   model->SetChunkAttention(sp);
   at::Tensor logits = model->forward(inputs);
   model->SetChunkAttention(nullptr);

@@ -3,7 +3,8 @@
 // The world communicator of a parallel/ test binary. Under mpirun it is an MpiCommunicator over all
 // ranks, run plainly it is a LocalCommunicator (MakeWorldCommunicator's rule), so every binary tests
 // both. A GoogleTest environment finalizes MPI after the last test. The timeout is short so that a rank
-// that fails an ASSERT mid-sequence turns its peers' next collective into an error, not a hang.
+// that fails an ASSERT mid-sequence turns its peers' next collective into an error, not a hang; it returns
+// DeadlineExceeded (abort_on_timeout is off) so that tests can check the Status.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -21,7 +21,7 @@ out = sys.argv[1]
 def losses(path):
     return {r["step"]: r["loss"] for r in map(json.loads, open(path)) if r["kind"] == "train"}
 one = losses(f"{out}/one/metrics.jsonl")
-for name in ("two/metrics.rank0.jsonl", "two/metrics.rank1.jsonl", "zero/metrics.rank0.jsonl"):
+for name in ("two/metrics.jsonl", "two/metrics.rank1.jsonl", "zero/metrics.jsonl"):
     other = losses(f"{out}/{name}")
     assert sorted(other) == sorted(one) and len(one) == 12, (name, sorted(other))
     worst = max(abs(one[s] - other[s]) for s in one)

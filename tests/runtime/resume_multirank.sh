@@ -48,15 +48,15 @@ import json, sys
 out = sys.argv[1]
 def losses(path):
     return {r["step"]: r["loss"] for r in map(json.loads, open(path)) if r["kind"] == "train"}
-straight = losses(f"{out}/straight/metrics.rank0.jsonl")
+straight = losses(f"{out}/straight/metrics.jsonl")
 def compare(name, other, tol, steps):
     worst = max(abs(straight[s] - other[s]) for s in steps)
     print(f"{name}: max |loss difference| over steps {steps[0]}..{steps[-1]} = {worst:.2e}")
     assert worst <= tol, f"{name}: {worst} > {tol}"
-split = losses(f"{out}/split/metrics.rank0.jsonl")
+split = losses(f"{out}/split/metrics.jsonl")
 compare("np2 zero1 resume (same world)", split, 0.0, list(range(1, 13)))
 compare("reshard np2 -> np1", losses(f"{out}/one/metrics.jsonl"), 2e-3, list(range(7, 13)))
-compare("reshard np2 -> np4", losses(f"{out}/four/metrics.rank0.jsonl"), 2e-3, list(range(7, 13)))
+compare("reshard np2 -> np4", losses(f"{out}/four/metrics.jsonl"), 2e-3, list(range(7, 13)))
 sig_straight, sig = losses(f"{out}/sig_straight/metrics.jsonl"), losses(f"{out}/sig/metrics.jsonl")
 assert sorted(sig) == list(range(1, 17)), sorted(sig)
 diff = [s for s in sig if sig[s] != sig_straight[s]]

@@ -53,18 +53,18 @@ def compare(ref, other, first_tol, tol):
     assert max(diffs) < tol, f"{other} diverges from {ref} by {max(diffs)}"
     ev_a, ev_b = evals(ref), evals(other)
     assert abs(ev_a[0] - ev_b[0]) < first_tol, f"{other}: initial validation loss {ev_b[0]} vs {ev_a[0]}"
-compare("one/metrics.jsonl", "sp2_full/metrics.rank0.jsonl", 1e-4, 2e-3)
+compare("one/metrics.jsonl", "sp2_full/metrics.jsonl", 1e-4, 2e-3)
 compare("one/metrics.jsonl", "sp2_full/metrics.rank1.jsonl", 1e-4, 2e-3)
 compare("one/metrics.jsonl", "sp2_retained/metrics.rank1.jsonl", 1e-4, 5e-3)
 compare("one/metrics.jsonl", "sp4/metrics.rank3.jsonl", 1e-4, 5e-3)
 compare("one/metrics.jsonl", "dp2/metrics.rank1.jsonl", 1e-4, 2e-3)
 compare("one/metrics.jsonl", "dp2_sp2/metrics.rank3.jsonl", 1e-4, 2e-3)
 compare("dense_one/metrics.jsonl", "dense_sp2/metrics.rank1.jsonl", 1e-4, 2e-3)
-full = train("sp2_full/metrics.rank0.jsonl")[10]["sp_bytes_sent"]
-kept = train("sp2_retained/metrics.rank0.jsonl")[10]["sp_bytes_sent"]
+full = train("sp2_full/metrics.jsonl")[10]["sp_bytes_sent"]
+kept = train("sp2_retained/metrics.jsonl")[10]["sp_bytes_sent"]
 print(f"bytes sent per layer at step 10, rank 0: retained {kept}, full {full}")
 assert all(k < f for k, f in zip(kept, full)), "the retained exchange must send less than the full one"
-straight, resumed = train("sp2_retained/metrics.rank0.jsonl"), train("sp2_resumed/metrics.rank0.jsonl")
+straight, resumed = train("sp2_retained/metrics.jsonl"), train("sp2_resumed/metrics.jsonl")
 assert sorted(resumed) == list(range(1, 11)), sorted(resumed)
 assert all(straight[s]["loss"] == resumed[s]["loss"] for s in straight), \
     [(s, straight[s]["loss"], resumed[s]["loss"]) for s in straight]

@@ -24,6 +24,8 @@ TEST(TrainEndToEnd, TinyConfigLowersValidationLossOnBooks) {
       << "`nats prepare` (launch/run_tests.sh does all three)";
   auto cfg = LoadConfigFile(source + "/configs/tiny.textproto");
   ASSERT_TRUE(cfg.ok()) << cfg.status();
+  // A fresh run: `nats train` refuses a run directory that holds an earlier run (runtime/run_directory.h).
+  std::filesystem::remove_all(std::filesystem::temp_directory_path() / "nats_e2e_tiny");
   for (const std::string& s :
        {"data.train_path=" + data + "/books/train.tok", "data.val_path=" + data + "/books/val.tok",
         "data.data_dir=" + data, std::string("train.steps=150"), std::string("train.eval_interval=0"),
