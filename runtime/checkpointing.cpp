@@ -20,6 +20,7 @@
 #include "checkpoints/checkpoint_reader.h"
 #include "checkpoints/dtype.h"
 #include "checkpoints/durable_file.h"
+#include "runtime/config.h"
 #include "runtime/signals.h"
 
 namespace nats {
@@ -348,37 +349,6 @@ Manifest AssembleManifest(const Manifest& header, int64_t step, int world_size, 
   return m;
 }
 
-void DiffFields(const google::protobuf::Message& a, const google::protobuf::Message& b, const std::string& prefix,
-                std::vector<std::string>* out) {
-  using google::protobuf::FieldDescriptor;
-  using google::protobuf::TextFormat;
-  const google::protobuf::Descriptor* d = a.GetDescriptor();
-  for (int i = 0; i < d->field_count(); ++i) {
-    const FieldDescriptor* f = d->field(i);
-    const std::string path = absl::StrCat(prefix, f->name());
-    if (!f->is_repeated() && f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
-      DiffFields(a.GetReflection()->GetMessage(a, f), b.GetReflection()->GetMessage(b, f), path + ".", out);
-      continue;
-    }
-    auto text = [&](const google::protobuf::Message& m) {
-      if (!f->is_repeated()) {
-        std::string v;
-        TextFormat::PrintFieldValueToString(m, f, -1, &v);
-        return v;
-      }
-      std::vector<std::string> items;
-      for (int k = 0; k < m.GetReflection()->FieldSize(m, f); ++k) {
-        std::string v;
-        TextFormat::PrintFieldValueToString(m, f, k, &v);
-        items.push_back(v);
-      }
-      return absl::StrCat("[", absl::StrJoin(items, ","), "]");
-    };
-    const std::string va = text(a), vb = text(b);
-    if (va != vb) out->push_back(absl::StrCat(path, " ", va, " -> ", vb));
-  }
-}
-
 }  // namespace
 
 StateTensor WholeTensor(std::string name, const at::Tensor& tensor) {
@@ -572,16 +542,12 @@ std::optional<std::string> SavedRngState(const Manifest& manifest, int rank, int
 }
 
 std::string DescribeModelConfigChange(const config::Config& saved, const config::Config& current) {
+  // The fields that shape the parameters: the model section, and which layers carry a scorer.
   std::vector<std::string> changes;
-  DiffFields(saved.model(), current.model(), "model.", &changes);
-  // Of the nats section only the layer list changes parameters (which layers carry a scorer).
-  config::NatsConfig saved_layers, current_layers;
-  *saved_layers.mutable_layers() = saved.nats().layers();
-  *current_layers.mutable_layers() = current.nats().layers();
-  std::vector<std::string> layer_changes;
-  DiffFields(saved_layers, current_layers, "nats.", &layer_changes);
-  for (const std::string& c : layer_changes) {
-    if (absl::StartsWith(c, "nats.layers ")) changes.push_back(c);
+  for (const ConfigChange& c : DiffConfigs(saved, current)) {
+    if (absl::StartsWith(c.field, "model.") || c.field == "nats.layers") {
+      changes.push_back(absl::StrCat(c.field, " ", c.saved, " -> ", c.current));
+    }
   }
   return absl::StrJoin(changes, ", ");
 }

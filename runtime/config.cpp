@@ -100,8 +100,8 @@ absl::Status ApplyOverride(std::string_view assignment_view, config::Config* cfg
       continue;
     }
     if (field->type() == FieldDescriptor::TYPE_MESSAGE) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--set ", path, ": is a section; set one of its fields: ", FieldList(field->message_type())));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--set ", path, ": is a section; set one of its fields: ", FieldList(field->message_type())));
     }
     // Let text format do the value parsing (enums by name, numbers, bools, lists).
     if (field->type() == FieldDescriptor::TYPE_STRING && (value.empty() || value.front() != '"')) {
@@ -119,7 +119,8 @@ absl::Status ApplyOverride(std::string_view assignment_view, config::Config* cfg
       std::string hint;
       if (field->type() == FieldDescriptor::TYPE_ENUM) {
         std::vector<std::string> names;
-        for (int v = 0; v < field->enum_type()->value_count(); ++v) names.push_back(field->enum_type()->value(v)->name());
+        for (int v = 0; v < field->enum_type()->value_count(); ++v)
+          names.push_back(field->enum_type()->value(v)->name());
         hint = absl::StrCat("; allowed: ", absl::StrJoin(names, ", "));
       }
       return absl::InvalidArgumentError(absl::StrCat("--set ", path, "=", value, ": ", errors.first(), hint));
@@ -201,8 +202,8 @@ absl::Status ValidateConfig(const config::Config& c) {
     }
   }
   if (m.d_model() % m.n_head() != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("model.d_model = ", m.d_model(),
-                                                   " must be a multiple of model.n_head = ", m.n_head()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.d_model = ", m.d_model(), " must be a multiple of model.n_head = ", m.n_head()));
   }
   const int head_dim = m.d_model() / m.n_head();
   if (head_dim % 2 != 0) {
@@ -210,8 +211,8 @@ absl::Status ValidateConfig(const config::Config& c) {
         absl::StrCat("model.d_model / model.n_head = ", head_dim, " must be even for RoPE"));
   }
   if (m.n_head() % ResolvedKvHeads(m) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("model.n_head = ", m.n_head(),
-                                                   " must be a multiple of model.n_kv_head = ", m.n_kv_head()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.n_head = ", m.n_head(), " must be a multiple of model.n_kv_head = ", m.n_kv_head()));
   }
   if (c.optim().beta1() < 0 || c.optim().beta1() >= 1 || c.optim().beta2() < 0 || c.optim().beta2() >= 1) {
     return absl::InvalidArgumentError("optim.beta1 and optim.beta2 must be in [0, 1)");
@@ -225,10 +226,12 @@ absl::Status ValidateConfig(const config::Config& c) {
         absl::StrCat("optim.decay_fraction = ", c.optim().decay_fraction(), ": must be in [0, 1]"));
   }
   if (c.parallel().sp() > 1 && c.parallel().sp_exchange() == config::ParallelConfig::RETAINED &&
-      c.model().attention() == config::ModelConfig::NATS && c.nats().grad_mode() == config::NatsConfig::UNMASKED) {
+      c.model().attention() == config::ModelConfig::NATS &&
+      c.nats().grad_mode() == config::NatsConfig::UNMASKED) {
     return absl::InvalidArgumentError(
         "nats.grad_mode = UNMASKED normalises by the softmax over every earlier key, which "
-        "parallel.sp_exchange = RETAINED never moves; use parallel.sp_exchange = FULL or nats.grad_mode = CLIPPED");
+        "parallel.sp_exchange = RETAINED never moves; use parallel.sp_exchange = FULL or nats.grad_mode = "
+        "CLIPPED");
   }
   for (int layer : c.nats().layers()) {
     if (layer < 0 || layer >= m.n_layer()) {
@@ -237,9 +240,9 @@ absl::Status ValidateConfig(const config::Config& c) {
     }
   }
   if (c.train().micro_batch_size() > 0 && c.train().batch_size() % c.train().micro_batch_size() != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("train.batch_size = ", c.train().batch_size(),
-                                                   " must be a multiple of train.micro_batch_size = ",
-                                                   c.train().micro_batch_size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("train.batch_size = ", c.train().batch_size(),
+                     " must be a multiple of train.micro_batch_size = ", c.train().micro_batch_size()));
   }
   if (c.parallel().zero_stage() != 0 && c.parallel().zero_stage() != 1) {
     return absl::InvalidArgumentError(
@@ -256,25 +259,44 @@ absl::Status ValidateConfig(const config::Config& c) {
 std::string ConfigToText(const config::Config& cfg) {
   // Fill in defaults so the printed config is the complete effective one.
   config::Config full = cfg;
-  for (Message* section :
-       std::vector<Message*>{full.mutable_model(), full.mutable_nats(), full.mutable_data(), full.mutable_optim(),
-                             full.mutable_train(), full.mutable_parallel(), full.mutable_checkpoint()}) {
+  for (Message* section : std::vector<Message*>{
+           full.mutable_model(), full.mutable_nats(), full.mutable_data(), full.mutable_optim(),
+           full.mutable_train(), full.mutable_parallel(), full.mutable_checkpoint()}) {
     const Reflection* r = section->GetReflection();
     const Descriptor* d = section->GetDescriptor();
     for (int i = 0; i < d->field_count(); ++i) {
       const FieldDescriptor* f = d->field(i);
       if (f->is_repeated() || r->HasField(*section, f)) continue;
       switch (f->cpp_type()) {
-        case FieldDescriptor::CPPTYPE_INT32: r->SetInt32(section, f, r->GetInt32(*section, f)); break;
-        case FieldDescriptor::CPPTYPE_INT64: r->SetInt64(section, f, r->GetInt64(*section, f)); break;
-        case FieldDescriptor::CPPTYPE_UINT32: r->SetUInt32(section, f, r->GetUInt32(*section, f)); break;
-        case FieldDescriptor::CPPTYPE_UINT64: r->SetUInt64(section, f, r->GetUInt64(*section, f)); break;
-        case FieldDescriptor::CPPTYPE_DOUBLE: r->SetDouble(section, f, r->GetDouble(*section, f)); break;
-        case FieldDescriptor::CPPTYPE_FLOAT: r->SetFloat(section, f, r->GetFloat(*section, f)); break;
-        case FieldDescriptor::CPPTYPE_BOOL: r->SetBool(section, f, r->GetBool(*section, f)); break;
-        case FieldDescriptor::CPPTYPE_ENUM: r->SetEnum(section, f, r->GetEnum(*section, f)); break;
-        case FieldDescriptor::CPPTYPE_STRING: r->SetString(section, f, r->GetString(*section, f)); break;
-        default: break;
+        case FieldDescriptor::CPPTYPE_INT32:
+          r->SetInt32(section, f, r->GetInt32(*section, f));
+          break;
+        case FieldDescriptor::CPPTYPE_INT64:
+          r->SetInt64(section, f, r->GetInt64(*section, f));
+          break;
+        case FieldDescriptor::CPPTYPE_UINT32:
+          r->SetUInt32(section, f, r->GetUInt32(*section, f));
+          break;
+        case FieldDescriptor::CPPTYPE_UINT64:
+          r->SetUInt64(section, f, r->GetUInt64(*section, f));
+          break;
+        case FieldDescriptor::CPPTYPE_DOUBLE:
+          r->SetDouble(section, f, r->GetDouble(*section, f));
+          break;
+        case FieldDescriptor::CPPTYPE_FLOAT:
+          r->SetFloat(section, f, r->GetFloat(*section, f));
+          break;
+        case FieldDescriptor::CPPTYPE_BOOL:
+          r->SetBool(section, f, r->GetBool(*section, f));
+          break;
+        case FieldDescriptor::CPPTYPE_ENUM:
+          r->SetEnum(section, f, r->GetEnum(*section, f));
+          break;
+        case FieldDescriptor::CPPTYPE_STRING:
+          r->SetString(section, f, r->GetString(*section, f));
+          break;
+        default:
+          break;
       }
     }
   }
@@ -300,6 +322,49 @@ bool LayerUsesNats(const config::Config& c, int layer) {
     if (l == layer) return true;
   }
   return false;
+}
+
+namespace {
+
+// The text-format value of field `f` of `m` (a list "[a,b]" for repeated fields). Text is what is
+// compared: protobuf prints doubles in their shortest round-trip form, so equal text is equal value.
+std::string FieldText(const google::protobuf::Message& m, const google::protobuf::FieldDescriptor* f) {
+  using google::protobuf::TextFormat;
+  if (!f->is_repeated()) {
+    std::string v;
+    TextFormat::PrintFieldValueToString(m, f, -1, &v);
+    return v;
+  }
+  std::vector<std::string> items;
+  for (int k = 0; k < m.GetReflection()->FieldSize(m, f); ++k) {
+    std::string v;
+    TextFormat::PrintFieldValueToString(m, f, k, &v);
+    items.push_back(v);
+  }
+  return absl::StrCat("[", absl::StrJoin(items, ","), "]");
+}
+
+void DiffMessages(const google::protobuf::Message& a, const google::protobuf::Message& b,
+                  const std::string& prefix, std::vector<ConfigChange>* out) {
+  const google::protobuf::Descriptor* d = a.GetDescriptor();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* f = d->field(i);
+    const std::string path = absl::StrCat(prefix, f->name());
+    if (!f->is_repeated() && f->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) {
+      DiffMessages(a.GetReflection()->GetMessage(a, f), b.GetReflection()->GetMessage(b, f), path + ".", out);
+      continue;
+    }
+    std::string va = FieldText(a, f), vb = FieldText(b, f);
+    if (va != vb) out->push_back(ConfigChange{path, std::move(va), std::move(vb)});
+  }
+}
+
+}  // namespace
+
+std::vector<ConfigChange> DiffConfigs(const config::Config& saved, const config::Config& current) {
+  std::vector<ConfigChange> out;
+  DiffMessages(saved, current, "", &out);
+  return out;
 }
 
 }  // namespace nats

@@ -32,6 +32,18 @@ std::string ConfigToText(const config::Config& config);
 // A stable 64-bit hash of the serialized config, compared across ranks at start-up.
 uint64_t ConfigHash(const config::Config& config);
 
+// One field whose value differs: "optim.lr", "0.0006", "0.0003" (text-format values; strings quoted).
+struct ConfigChange {
+  std::string field;
+  std::string saved;
+  std::string current;
+};
+
+// Every scalar or repeated field of every section whose value differs (defaults count as values, so an
+// unset field equals one set to its default), in field order. Compared through protobuf reflection, so a
+// new config field is covered without a list to update.
+std::vector<ConfigChange> DiffConfigs(const config::Config& saved, const config::Config& current);
+
 // True when layer `layer` uses NAtS attention under this config.
 bool LayerUsesNats(const config::Config& config, int layer);
 

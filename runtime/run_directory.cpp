@@ -35,39 +35,6 @@ using google::protobuf::Message;
 
 constexpr char kConfigFileName[] = "config.textproto";
 
-// The text-format value of field `f` of `m` (a list "[a,b]" for repeated fields). Text is what is
-// compared: protobuf prints doubles in their shortest round-trip form, so equal text is equal value.
-std::string FieldText(const Message& m, const FieldDescriptor* f) {
-  using google::protobuf::TextFormat;
-  if (!f->is_repeated()) {
-    std::string v;
-    TextFormat::PrintFieldValueToString(m, f, -1, &v);
-    return v;
-  }
-  std::vector<std::string> items;
-  for (int k = 0; k < m.GetReflection()->FieldSize(m, f); ++k) {
-    std::string v;
-    TextFormat::PrintFieldValueToString(m, f, k, &v);
-    items.push_back(v);
-  }
-  return absl::StrCat("[", absl::StrJoin(items, ","), "]");
-}
-
-void DiffMessages(const Message& a, const Message& b, const std::string& prefix,
-                  std::vector<ConfigChange>* out) {
-  const google::protobuf::Descriptor* d = a.GetDescriptor();
-  for (int i = 0; i < d->field_count(); ++i) {
-    const FieldDescriptor* f = d->field(i);
-    const std::string path = absl::StrCat(prefix, f->name());
-    if (!f->is_repeated() && f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
-      DiffMessages(a.GetReflection()->GetMessage(a, f), b.GetReflection()->GetMessage(b, f), path + ".", out);
-      continue;
-    }
-    std::string va = FieldText(a, f), vb = FieldText(b, f);
-    if (va != vb) out->push_back(ConfigChange{path, std::move(va), std::move(vb)});
-  }
-}
-
 // The value as `--set field=value` takes it: strings without text-format quotes.
 std::string SetValue(const std::string& text) {
   if (text.size() >= 2 && text.front() == '"' && text.back() == '"') {
@@ -296,12 +263,6 @@ absl::StatusOr<std::vector<std::string>> Overwrite(const config::Config& cfg, Js
 }
 
 }  // namespace
-
-std::vector<ConfigChange> DiffConfigs(const config::Config& saved, const config::Config& current) {
-  std::vector<ConfigChange> out;
-  DiffMessages(saved, current, "", &out);
-  return out;
-}
 
 ResumeChange ClassifyResumeChange(const std::string& field) {
   // init_std only shapes the initial weights, which a resume replaces.

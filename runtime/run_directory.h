@@ -37,6 +37,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "parallel/communicator.h"
+#include "runtime/config.h"
 #include "runtime/config.pb.h"
 #include "runtime/metrics_log.h"
 
@@ -48,17 +49,6 @@ struct RunDirectoryOptions {
   bool allow_config_change = false;
   bool overwrite = false;  // --overwrite; the caller refuses it together with resume
 };
-
-// One field whose value differs: "optim.lr", "0.0006", "0.0003" (text-format values; strings quoted).
-struct ConfigChange {
-  std::string field;
-  std::string saved;
-  std::string current;
-};
-
-// Every scalar or repeated field of every section whose value differs (defaults count as values, so an
-// unset field equals one set to its default), in field order.
-std::vector<ConfigChange> DiffConfigs(const config::Config& saved, const config::Config& current);
 
 enum class ResumeChange {
   kAccepted,       // printed and logged
