@@ -1,4 +1,4 @@
-// Decode-step latency and KV cache bytes of the NAtS cache vs a dense cache (NATS_SPEC.md sections 6 and 8:
+// Decode-step latency and KV cache bytes of the NAtS cache vs a dense cache (docs/method.md sections 6 and 8:
 // "decode ~1.4x faster at long context", "~3% KV cache").
 //
 // Model: 4 layers, d_model 256, 4 heads (head_dim 64), vocab 512 (so the output layer does not hide attention),

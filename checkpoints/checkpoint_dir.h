@@ -1,6 +1,6 @@
 // checkpoints/checkpoint_dir.h
 //
-// The directory of checkpoints and its commit protocol (DESIGN.md section 5, checkpoints/):
+// The directory of checkpoints and its commit protocol (docs/architecture.md section 5, checkpoints/):
 //
 //   <root>/step_00001000/manifest.pb, rank_0.bin, rank_1.bin, ...   a complete checkpoint
 //   <root>/step_00001200.partial/...                                 a save in progress (or a crashed one)

@@ -1,6 +1,6 @@
 // data/tokenizer.h
 //
-// Text <-> token ids (DESIGN.md section 5, data/). A Tokenizer is immutable after construction, so
+// Text <-> token ids (docs/architecture.md section 5, data/). A Tokenizer is immutable after construction, so
 // one instance may be shared by threads. Encode treats its input as plain text: the text
 // "<|endoftext|>" is encoded as ordinary characters, never as eot_id(); callers insert eot_id()
 // between documents themselves. Decode(Encode(x)) == x for every byte string x.

@@ -249,7 +249,7 @@ int EvalWithFlags(int argc, char** argv) {
     if (r.has_forward) line.Add("loss_forward", r.forward.loss).Add("ppl_forward", r.forward.perplexity);
     if (r.has_decode) line.Add("loss_decode", r.decode.loss).Add("ppl_decode", r.decode.perplexity);
     std::printf("%s\n", line.str().c_str());
-    // The NAtS cache is exact (NATS_SPEC 6): decoding must give the model's own forward loss. (Other policies
+    // The NAtS cache is exact (docs/method.md 6): decoding must give the model's own forward loss. (Other policies
     // change what the model sees, so they differ from it by design.)
     if (r.has_forward && r.has_decode && r.policy == "nats" &&
         std::abs(r.forward.loss - r.decode.loss) > 1e-3) {

@@ -1,4 +1,4 @@
-// `nats generate`: continue a prompt with a (NAtS or dense) model through the KV cache of NATS_SPEC.md
+// `nats generate`: continue a prompt with a (NAtS or dense) model through the KV cache of docs/method.md
 // section 6, streaming the text, then report the cache size against a dense cache and the decode speed.
 #include <torch/torch.h>
 

@@ -1,6 +1,6 @@
 // nats/attention.h
 //
-// The single attention entry point of the model (DESIGN.md section 5, nats/).
+// The single attention entry point of the model (docs/architecture.md section 5, nats/).
 // Dense causal attention is the special case "every token global": callers pass an undefined
 // `types` tensor and get plain causal softmax attention. NAtS layers pass the straight-through
 // one-hot types from the scorer, and the call dispatches to the reference (dense O(T^2)) or the
@@ -16,14 +16,14 @@
 
 namespace nats {
 
-// How the gradient w.r.t. mask entries is formed (NATS_SPEC.md section 5.2).
+// How the gradient w.r.t. mask entries is formed (docs/method.md section 5.2).
 enum class MaskGradMode { kClipped = 0, kExact = 1, kUnmasked = 2 };
 
 enum class AttentionImpl { kReference = 0, kFused = 1 };
 
 struct AttentionOptions {
   int64_t window = 16;       // W: sliding tokens are seen by queries j..j+W
-  double lambda = 0.0;       // sparsity regulariser strength (NATS_SPEC.md section 5.4)
+  double lambda = 0.0;       // sparsity regulariser strength (docs/method.md section 5.4)
   MaskGradMode grad_mode = MaskGradMode::kClipped;
   AttentionImpl impl = AttentionImpl::kReference;
   // Rows before this one are not needed (a sequence-parallel prefix: zero queries, no output gradient). The
@@ -45,7 +45,7 @@ at::Tensor NatsAttention(const at::Tensor& q, const at::Tensor& k, const at::Ten
                          const AttentionOptions& options);
 
 // Attention for one contiguous chunk of a sequence whose earlier positions live on other ranks (sequence
-// parallelism; implemented by parallel::SequenceParallel, NATS_SPEC.md section 7). nats/ only sees this
+// parallelism; implemented by parallel::SequenceParallel, docs/method.md section 7). nats/ only sees this
 // interface and never talks to other ranks itself. q, k, v, types as Attention() for the chunk's positions
 // (RoPE applied at absolute positions); the result equals the rows of a whole-sequence Attention() call.
 class ChunkAttention {

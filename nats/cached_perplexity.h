@@ -1,6 +1,6 @@
 // nats/cached_perplexity.h
 //
-// Perplexity of a model on token sequences, computed two ways (NATS_SPEC.md sections 6 and 8):
+// Perplexity of a model on token sequences, computed two ways (docs/method.md sections 6 and 8):
 //   - by one eval-mode forward over the whole sequence (the training-path attention with argmax types);
 //   - by a prefill and then token-by-token decode through a KV cache under a CachePolicy.
 // Under the `nats` and `dense` policies the two agree to float tolerance (the cache is exact); for StreamingLLM

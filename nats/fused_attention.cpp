@@ -1,4 +1,4 @@
-// Fused NAtS attention on CPU (NATS_SPEC.md sections 3-5); contract in nats/fused_attention.h.
+// Fused NAtS attention on CPU (docs/method.md sections 3-5); contract in nats/fused_attention.h.
 //
 // Layout of the work
 // - Tasks are (batch, query head, query block of kBlock rows), dealt round robin to the threads, largest
@@ -13,7 +13,7 @@
 //   every 64-key block holds a global, so block-granular skipping would skip nothing; gathering does.
 // - Forward: online softmax per row (running max m, sum l), O accumulated in a kBlock x D tile.
 //
-// Backward and which tiles it can skip (NATS_SPEC 5.2-5.3)
+// Backward and which tiles it can skip (docs/method.md 5.2-5.3)
 // - dq, dk, dv need visible entries only. The type gradient needs G_ij on EVERY causal pair: dL/dg_j sums
 //   all rows i >= j (in modes exact, clipped and unmasked G is nonzero on masked entries), so with
 //   need_type_grad no causal tile can be skipped; only the three dq/dk/dv products are restricted to the
@@ -245,7 +245,7 @@ inline T ExpRowCausalSumImpl(const T* row, const ChunkKeys& ck, int32_t i, T m) 
   return sum;
 }
 
-// Column sums of G for one row (NATS_SPEC 5.3), accumulated into a tile's column arrays.
+// Column sums of G for one row (docs/method.md 5.3), accumulated into a tile's column arrays.
 template <typename T>
 struct TypeSums {
   T all[kBlock];      // sum over rows i >= j
@@ -671,7 +671,7 @@ void BackwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
       GemmTT<T>(rows, nc, d, qt.data(), kBlock, kc, d, T(0), s.data(), kBlock);
       GemmTT<T>(rows, nc, d, dot.data(), kBlock, vc, d, T(0), dp.data(), kBlock);
 
-      // NATS_SPEC 5.3 bookkeeping for this chunk (contiguous columns when need_type_grad).
+      // docs/method.md 5.3 bookkeeping for this chunk (contiguous columns when need_type_grad).
       bool has_global = false, scan = false;
       if (need_type_grad) {
         int last_global = -1;
@@ -698,7 +698,7 @@ void BackwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
                                        need_type_grad ? &sums : nullptr);
         if (!need_type_grad) continue;
         if (scan) {
-          // NATS_SPEC 5.3 collected term: C_j += R_i(j) for j < i <= f_j; R_i sums local G_ik since the last global.
+          // docs/method.md 5.3 collected term: C_j += R_i(j) for j < i <= f_j; R_i sums local G_ik since the last global.
           T run = running[r];
           for (int c = 0; c < nc; ++c) {
             if (ck.col[c] < i && i <= ck.next[c]) collected[c] += run;
@@ -801,7 +801,7 @@ FusedGradients BackwardTyped(const at::Tensor& q, const at::Tensor& k, const at:
   if (need_type_grad) {
     at::Tensor dtypes = at::zeros({dims.b, dims.h_kv, dims.t, kNumTokenTypes}, at::TensorOptions().dtype(at::kDouble));
     double* out = dtypes.data_ptr<double>();
-    // NATS_SPEC 5.4 regulariser: lambda * n_rep * (T - j) / T for global j, lambda * n_rep * (e_j - j) / T for local j.
+    // docs/method.md 5.4 regulariser: lambda * n_rep * (T - j) / T for global j, lambda * n_rep * (e_j - j) / T for local j.
     const double reg = options.lambda * static_cast<double>(dims.n_rep) / static_cast<double>(dims.t);
     for (int64_t hh = 0; hh < dims.b * dims.h_kv; ++hh) {
       const HeadMeta& meta = metas[hh];

@@ -1,7 +1,7 @@
 // nats/fused_attention.h
 //
 // Fused (flash-style) NAtS attention on CPU: the fast twin of nats/nats_attention_reference.h, computing the
-// same quantities (NATS_SPEC.md sections 3, 4, 5.1-5.4) in O(T) extra memory. Selected by
+// same quantities (docs/method.md sections 3, 4, 5.1-5.4) in O(T) extra memory. Selected by
 // AttentionOptions::impl = AttentionImpl::kFused through the single entry point nats/attention.h.
 // - The mask (section 3) is never materialised: every key j is visible to the contiguous row interval
 //   [j, L_j] with L_j = T-1 (global), e_j (local), min(T-1, j+W) (sliding), recomputed from the int types.
@@ -31,7 +31,7 @@ struct FusedForwardResult {
   at::Tensor lse_full;    // [B, H, T] compute dtype: log Z^F_i (causal, no NAtS mask); undefined unless requested
 };
 
-// NATS_SPEC 4. `keep_full_lse` makes the forward visit every causal key (needed by MaskGradMode::kUnmasked).
+// docs/method.md 4. `keep_full_lse` makes the forward visit every causal key (needed by MaskGradMode::kUnmasked).
 // Query blocks ending at or before `query_begin` are skipped (zero output; AttentionOptions::query_begin).
 FusedForwardResult FusedNatsForward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const at::Tensor& types, int64_t window, bool keep_lse, bool keep_full_lse,
@@ -42,7 +42,7 @@ struct FusedGradients {
   at::Tensor dtypes;      // [B, H_kv, T, 3] compute dtype (dL/dg, dL/dl, dL/ds); undefined unless requested
 };
 
-// NATS_SPEC 5. `forward` must come from FusedNatsForward with the same inputs and keep_lse = true
+// docs/method.md 5. `forward` must come from FusedNatsForward with the same inputs and keep_lse = true
 // (and keep_full_lse = true for kUnmasked when `need_type_grad`).
 FusedGradients FusedNatsBackward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& types, const FusedForwardResult& forward,

@@ -1,6 +1,6 @@
 // nats/gumbel_noise.h
 //
-// Counter-based Gumbel(0, 1) noise for the scorer's straight-through sampling (NATS_SPEC.md section 2).
+// Counter-based Gumbel(0, 1) noise for the scorer's straight-through sampling (docs/method.md section 2).
 // Every value is a pure function of (seed, layer, global sample index, KV head, position, option), so it does
 // not depend on how the batch is cut up: data-parallel ranks, sequence-parallel chunks, micro-batches,
 // resuming or resharding all see exactly the noise one process would draw for the same samples. No generator

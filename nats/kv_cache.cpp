@@ -1,4 +1,4 @@
-// KV caches of NATS_SPEC 6 (exact NAtS stores, dense) and the StreamingLLM / H2O eviction baselines.
+// KV caches of docs/method.md 6 (exact NAtS stores, dense) and the StreamingLLM / H2O eviction baselines.
 #include "nats/kv_cache.h"
 
 #include <ATen/ATen.h>
@@ -75,7 +75,7 @@ at::Tensor HostLongs(const std::vector<int64_t>& values, const at::Device& devic
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// NAtS stores (NATS_SPEC 6); all_global makes it the dense cache.
+// NAtS stores (docs/method.md 6); all_global makes it the dense cache.
 class NatsLayerCache final : public LayerKvCache {
  public:
   NatsLayerCache(const LayerCacheShape& shape, bool all_global)
@@ -187,7 +187,7 @@ class NatsLayerCache final : public LayerKvCache {
     return m;
   }
 
-  // One step over cached entries: store (globals + locals), ring, and the step's own tokens (NATS_SPEC 6).
+  // One step over cached entries: store (globals + locals), ring, and the step's own tokens (docs/method.md 6).
   at::Tensor AttendStep(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types_new,
                         const at::Tensor& types_host, const StepDims& dims) {
     const int64_t x = dims.x, p = tokens_;
@@ -257,7 +257,7 @@ class NatsLayerCache final : public LayerKvCache {
     capacity_ = cap;
   }
 
-  // NATS_SPEC 6 commit of the step's tokens: store = old globals (+ old locals when the block has no global)
+  // docs/method.md 6 commit of the step's tokens: store = old globals (+ old locals when the block has no global)
   // + the block's globals + the block's locals after its last global; the ring takes the last min(x, W)
   // positions with valid = sliding.
   void Commit(const at::Tensor& k, const at::Tensor& v, const at::Tensor& types_new, const at::Tensor& types_host) {

@@ -1,6 +1,6 @@
 // nats/kv_cache.h
 //
-// Inference KV caches (NATS_SPEC.md section 6) and the baseline eviction policies the paper compares against
+// Inference KV caches (docs/method.md section 6) and the baseline eviction policies the paper compares against
 // (section 8: StreamingLLM, H2O). One LayerKvCache per attention layer; a KvCache holds the stack.
 //
 // NAtS cache, per (batch row, KV head), with exact semantics (no lazy eviction, no window off-by-one):
@@ -57,7 +57,7 @@ std::string CachePolicyName(CachePolicy policy);
 // names `--budget`.
 absl::Status ValidateCachePolicy(const CachePolicyConfig& config);
 
-// Statistics of one layer after the last committed step (NATS_SPEC 6).
+// Statistics of one layer after the last committed step (docs/method.md 6).
 struct LayerCacheStats {
   at::Tensor kv_retained;      // [B, H_kv] int64: entries the next query can see (new token excluded)
   at::Tensor reference_count;  // [B, H_kv] int64: |G| + |L| + W (NAtS; equals kv_retained for other caches)

@@ -1,4 +1,4 @@
-// Mask rule of NATS_SPEC 3 as tensor ops, and the statistics built on it.
+// Mask rule of docs/method.md 3 as tensor ops, and the statistics built on it.
 #include "nats/masks.h"
 
 #include <ATen/ATen.h>
@@ -67,7 +67,7 @@ at::Tensor DenseMask(const at::Tensor& types, int64_t window) {
   at::Tensor g = IsType(types, TokenType::kGlobal).unsqueeze(-2);
   at::Tensor l = IsType(types, TokenType::kLocal).unsqueeze(-2);
   at::Tensor s = IsType(types, TokenType::kSliding).unsqueeze(-2);
-  // NATS_SPEC 3: local seen up to AND INCLUDING the next global's own query; sliding by queries j..j+W.
+  // docs/method.md 3: local seen up to AND INCLUDING the next global's own query; sliding by queries j..j+W.
   at::Tensor visible = g.logical_or(l.logical_and(i.le(e))).logical_or(s.logical_and((i - j).le(window)));
   visible = visible.logical_or(i.eq(j));  // the diagonal always (already implied for one-hot types)
   return visible.logical_and(causal);
@@ -104,7 +104,7 @@ at::Tensor KvRetained(const at::Tensor& types, int64_t window) {
   TORCH_CHECK(window >= 0, "window must be >= 0, got ", window);
   const int64_t t = types.size(2);
   at::Tensor g = IsType(types, TokenType::kGlobal);
-  // Globals at or after j (suffix count): a local j stays cached iff there are none (NATS_SPEC 6: the local
+  // Globals at or after j (suffix count): a local j stays cached iff there are none (docs/method.md 6: the local
   // store is cleared once a global has been processed).
   at::Tensor globals_from_j = g.to(at::kLong).flip({-1}).cumsum(-1).flip({-1});
   at::Tensor live_local = IsType(types, TokenType::kLocal).logical_and(globals_from_j.eq(0));

@@ -1,6 +1,6 @@
 // nats/masks.h
 //
-// Attention masks of Neural Attention Search (NATS_SPEC.md section 3) and the per-layer mask statistics
+// Attention masks of Neural Attention Search (docs/method.md section 3) and the per-layer mask statistics
 // that training and evaluation log (sections 3, 6).
 // Types are per KV head: integer tensors [B, H_kv, T] (int8 or int64) holding TokenType values
 // (nats/token_type.h). Everything here is a pure function of its inputs and works on any device. DenseMask
@@ -27,7 +27,7 @@ at::Tensor FirstGlobalAfter(const at::Tensor& types);
 // p[j] = last position < j whose type is global; -1 when there is none. int64 [B, H_kv, T].
 at::Tensor PrevGlobalIndex(const at::Tensor& types);
 
-// Dense boolean mask [B, H_kv, T, T] (row = query i, column = key j) per NATS_SPEC 3: causal, global keys
+// Dense boolean mask [B, H_kv, T, T] (row = query i, column = key j) per docs/method.md 3: causal, global keys
 // always visible, local keys while i <= e_j, sliding keys while i - j <= window; the diagonal always.
 at::Tensor DenseMask(const at::Tensor& types, int64_t window);
 
@@ -41,7 +41,7 @@ at::Tensor MaskDensity(const at::Tensor& types, int64_t window);
 // Fraction of positions of each type, per (batch, KV head), last dim in TokenType order. float64 [B, H_kv, 3].
 at::Tensor TypeFractions(const at::Tensor& types);
 
-// NATS_SPEC 6 `kv_retained`: the KV entries an inference cache holds after processing positions 0..T-1,
+// docs/method.md 6 `kv_retained`: the KV entries an inference cache holds after processing positions 0..T-1,
 // i.e. the keys a next query at position T could see under the rule of section 3:
 //   every global j  +  every local j with no global in [j, T-1]  +  every sliding j with j >= T - window.
 // (The query's own new token is not counted.) int64 [B, H_kv].

@@ -1,4 +1,4 @@
-// Reference NAtS attention: dense masked softmax with the custom backward of NATS_SPEC 5 (the oracle).
+// Reference NAtS attention: dense masked softmax with the custom backward of docs/method.md 5 (the oracle).
 #include <ATen/ATen.h>
 #include <torch/torch.h>
 
@@ -73,7 +73,7 @@ at::Tensor MaskedProbabilities(const Scores& s, const at::Tensor& lse_masked5) {
   return (s.logits - lse_masked5.unsqueeze(-1)).exp().masked_fill(s.visible.logical_not(), 0.0);
 }
 
-// NATS_SPEC 5.2 on every causal pair, per query head: [B, H_kv, n_rep, T, T]. dp = dO_i . v_j, delta = dO_i . O_i.
+// docs/method.md 5.2 on every causal pair, per query head: [B, H_kv, n_rep, T, T]. dp = dO_i . v_j, delta = dO_i . O_i.
 at::Tensor MaskEntryGradientPerHead(const Scores& s, const at::Tensor& lse_masked5, const at::Tensor& lse_full5,
                                     const at::Tensor& dp, const at::Tensor& delta, MaskGradMode mode) {
   at::Tensor ratio;  // exp(a_ij) / Z_i with Z per mode
@@ -105,7 +105,7 @@ NatsReferenceForwardResult NatsReferenceForward(const at::Tensor& q, const at::T
   const Dims dims = CheckShapes(q, k, v, types);
   const Scores s = ComputeScores(q, k, v, types, window, dims);
   NatsReferenceForwardResult result;
-  // NATS_SPEC 4: masked softmax; the diagonal is always visible so every row has a finite log-sum-exp.
+  // docs/method.md 4: masked softmax; the diagonal is always visible so every row has a finite log-sum-exp.
   at::Tensor lse_masked5 = at::logsumexp(s.logits.masked_fill(s.visible.logical_not(), kNegInf), -1);
   at::Tensor p = MaskedProbabilities(s, lse_masked5);
   result.out = ToHeads(at::matmul(p, s.v5), dims).to(q.scalar_type());
@@ -133,7 +133,7 @@ at::Tensor TypeGradientFromMaskGradient(const at::Tensor& mask_grad, const at::T
   // dL/dl_j = sum_{i=j}^{f_j} G_ij: the rows with no global strictly between j and i.
   at::Tensor f = FirstGlobalAfter(types).unsqueeze(-2);  // per column
   at::Tensor d_local = g.masked_fill(i.gt(f), 0.0).sum(-2);
-  // NATS_SPEC 5.3: collected term C_j = sum_{k in (p_j, j), l_k = 1} sum_{i=j+1}^{f_j} G_ik. Making j global
+  // docs/method.md 5.3: collected term C_j = sum_{k in (p_j, j), l_k = 1} sum_{i=j+1}^{f_j} G_ik. Making j global
   // cuts the current segment's locals off for rows j+1..f_j. Prefix sums over local columns per row,
   // S[i, k] = sum_{k' <= k, l_k'} G_ik', turn the column range (p_j, j) into S[i, j-1] - S[i, p_j].
   at::Tensor is_local = types.eq(static_cast<int64_t>(TokenType::kLocal)).unsqueeze(-2);
@@ -161,7 +161,7 @@ at::Tensor SparsityRegulariserGradient(const at::Tensor& types, double lambda, i
   }
   const double c = lambda * static_cast<double>(n_rep) / static_cast<double>(length);
   at::Tensor zero = at::zeros({}, j.options());
-  // NATS_SPEC 5.4: charge each selected global/local token for the mask area it keeps.
+  // docs/method.md 5.4: charge each selected global/local token for the mask area it keeps.
   at::Tensor reg_global = at::where(is_global, c * (static_cast<double>(length) - j), zero);
   at::Tensor reg_local = at::where(types.eq(static_cast<int64_t>(TokenType::kLocal)), c * (e - j), zero);
   return at::stack({reg_global, reg_local, at::zeros_like(reg_local)}, -1);
@@ -203,7 +203,7 @@ at::Tensor MaskEntryGradient(const at::Tensor& q, const at::Tensor& k, const at:
                              const at::Tensor& dout, int64_t window, MaskGradMode mode) {
   const Dims dims = CheckShapes(q, k, v, types);
   const BackwardState st = PrepareBackward(q, k, v, types, forward, dout, window, dims);
-  // Summed over the n_rep query heads of each KV head (NATS_SPEC 5.3).
+  // Summed over the n_rep query heads of each KV head (docs/method.md 5.3).
   return MaskEntryGradientPerHead(st.s, st.lse_masked5, st.lse_full5, st.dp, st.delta, mode).sum(2);
 }
 
@@ -214,7 +214,7 @@ NatsReferenceGradients NatsReferenceBackward(const at::Tensor& q, const at::Tens
   const Dims dims = CheckShapes(q, k, v, types);
   const BackwardState st = PrepareBackward(q, k, v, types, forward, dout, options.window, dims);
   NatsReferenceGradients grads;
-  // NATS_SPEC 5.1: ordinary masked-softmax gradients; GQA sums over the query heads sharing a KV head.
+  // docs/method.md 5.1: ordinary masked-softmax gradients; GQA sums over the query heads sharing a KV head.
   at::Tensor ds = st.p * (st.dp - st.delta);
   grads.dq = ToHeads(at::matmul(ds, st.s.k5) * st.s.scale, dims).to(q.scalar_type());
   grads.dk = (at::matmul(ds.transpose(-2, -1), st.s.q5).sum(2) * st.s.scale).to(k.scalar_type());
@@ -224,7 +224,7 @@ NatsReferenceGradients NatsReferenceBackward(const at::Tensor& q, const at::Tens
         MaskEntryGradientPerHead(st.s, st.lse_masked5, st.lse_full5, st.dp, st.delta, options.grad_mode).sum(2);
     grads.dtypes = TypeGradientFromMaskGradient(g, types, options.window);
     if (options.lambda != 0.0) {
-      // NATS_SPEC 5.4: added to the type gradient directly, not through the loss (no loss normalisation).
+      // docs/method.md 5.4: added to the type gradient directly, not through the loss (no loss normalisation).
       grads.dtypes = grads.dtypes + SparsityRegulariserGradient(types, options.lambda, dims.n_rep).to(g.scalar_type());
     }
   }
@@ -236,7 +236,7 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Custom autograd node: forward with the hard mask, backward per NATS_SPEC 5 (including dL/dtypes, which
+// Custom autograd node: forward with the hard mask, backward per docs/method.md 5 (including dL/dtypes, which
 // plain autograd of a masked softmax cannot give: the mask is a step function of the types).
 class ReferenceNatsAttentionFunction : public torch::autograd::Function<ReferenceNatsAttentionFunction> {
  public:

@@ -1,7 +1,7 @@
 // nats/nats_attention_reference.h
 //
 // The reference NAtS attention: dense, O(T^2) memory, obviously correct; the oracle every fast path is
-// tested against (NATS_SPEC.md sections 4 and 5).
+// tested against (docs/method.md sections 4 and 5).
 // - Forward (4): masked softmax under DenseMask of the hard types; keeps the row log-sum-exp of the masked
 //   softmax and, for MaskGradMode::kUnmasked only, the unmasked causal one.
 // - Backward (5.1): dq, dk, dv of ordinary masked-softmax attention; GQA sums over the n_rep query heads of
@@ -41,17 +41,17 @@ NatsReferenceGradients NatsReferenceBackward(const at::Tensor& q, const at::Tens
                                              const at::Tensor& dout, const AttentionOptions& options,
                                              bool need_type_grad);
 
-// NATS_SPEC 5.2: G_ij for every causal pair (zero for j > i), summed over the n_rep query heads of each KV
+// docs/method.md 5.2: G_ij for every causal pair (zero for j > i), summed over the n_rep query heads of each KV
 // head: [B, H_kv, T, T].
 at::Tensor MaskEntryGradient(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const at::Tensor& types, const NatsReferenceForwardResult& forward,
                              const at::Tensor& dout, int64_t window, MaskGradMode mode);
 
-// NATS_SPEC 5.3: (dL/dg, dL/dl, dL/ds) [B, H_kv, T, 3] from G [B, H_kv, T, T] (already summed over query
+// docs/method.md 5.3: (dL/dg, dL/dl, dL/ds) [B, H_kv, T, 3] from G [B, H_kv, T, T] (already summed over query
 // heads): the exact derivative of sum_ij G_ij M_ij with M in product form, at the one-hot point `types`.
 at::Tensor TypeGradientFromMaskGradient(const at::Tensor& mask_grad, const at::Tensor& types, int64_t window);
 
-// NATS_SPEC 5.4: the regulariser's addition to the type gradient, [B, H_kv, T, 3] float64:
+// docs/method.md 5.4: the regulariser's addition to the type gradient, [B, H_kv, T, 3] float64:
 // lambda * n_rep * (N - j) / N on the global option of global j, lambda * n_rep * (e_j - j) / N on the local
 // option of local j, zero elsewhere. By default `types` is the whole sequence (N = T, j from 0). For a chunk of
 // a longer sequence (sequence parallelism): `begin` is its first absolute position, `length` is N, and

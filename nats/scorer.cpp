@@ -1,4 +1,4 @@
-// Token-type scorer: straight-through Gumbel-softmax in training, biased argmax at inference (NATS_SPEC 2).
+// Token-type scorer: straight-through Gumbel-softmax in training, biased argmax at inference (docs/method.md 2).
 #include "nats/scorer.h"
 
 #include <torch/torch.h>
@@ -26,7 +26,7 @@ ScorerImpl::ScorerImpl(int64_t d_model, int64_t n_kv_head) : n_kv_head_(n_kv_hea
   proj_ = register_module("proj",
                           torch::nn::Linear(torch::nn::LinearOptions(d_model, n_kv_head * kNumTokenTypes).bias(false)));
   torch::NoGradGuard no_grad;
-  proj_->weight.normal_(0.0, 0.02);  // NATS_SPEC 2: init N(0, 0.02)
+  proj_->weight.normal_(0.0, 0.02);  // docs/method.md 2: init N(0, 0.02)
 }
 
 ScorerOutput ScorerImpl::Forward(const at::Tensor& x_normed, bool training, double tau, double global_bias,
@@ -41,7 +41,7 @@ ScorerOutput ScorerImpl::Forward(const at::Tensor& x_normed, bool training, doub
               ") lies outside a sequence of ", total_len, " positions");
 
   ScorerOutput result;
-  // NATS_SPEC 2: the scorer sends no gradient into its input.
+  // docs/method.md 2: the scorer sends no gradient into its input.
   at::Tensor flat = proj_->forward(x_normed.detach());  // [B, T, H_kv * 3]
   result.logits = flat.view({b, t, n_kv_head_, kNumTokenTypes}).permute({0, 2, 1, 3}).contiguous();
 
@@ -68,7 +68,7 @@ ScorerOutput ScorerImpl::Forward(const at::Tensor& x_normed, bool training, doub
     // Straight-through: `soft - soft.detach()` is exactly 0 in the forward, so the value is exactly one-hot
     // (hard - soft + soft would round), while the gradient is that of `soft`.
     at::Tensor onehot = hard + (soft - soft.detach());
-    // NATS_SPEC 2: positions 0 and N-1 forced global; `where` gives them zero gradient.
+    // docs/method.md 2: positions 0 and N-1 forced global; `where` gives them zero gradient.
     at::Tensor forced = ForcedPositions(t, start_pos, total_len, result.logits.options());
     result.onehot = at::where(forced, global_onehot, onehot);
     result.types = at::where(forced.squeeze(-1), at::zeros({}, index.options()), index).to(at::kChar);
@@ -78,7 +78,7 @@ ScorerOutput ScorerImpl::Forward(const at::Tensor& x_normed, bool training, doub
 
   torch::NoGradGuard no_grad;
   at::Tensor bias = at::zeros({kNumTokenTypes}, result.logits.options());
-  bias[kGlobal] = global_bias;  // NATS_SPEC 2: guards near-ties against precision flips
+  bias[kGlobal] = global_bias;  // docs/method.md 2: guards near-ties against precision flips
   at::Tensor index = (result.logits + bias).argmax(-1);
   if (start_pos == 0) index.select(-1, 0).fill_(kGlobal);  // attention sink
   result.types = index.to(at::kChar);

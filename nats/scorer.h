@@ -1,11 +1,11 @@
 // nats/scorer.h
 //
-// The token-type predictor of Neural Attention Search (NATS_SPEC.md section 2): one bias-free linear layer
+// The token-type predictor of Neural Attention Search (docs/method.md section 2): one bias-free linear layer
 // d_model -> H_kv * 3 per attention layer, init N(0, 0.02).
 // - Training: hard straight-through Gumbel-softmax with temperature tau on the DETACHED input. The forward
 //   value is exactly one-hot; the backward goes through softmax((logits + gumbel) / tau), so with
 //   dL/dy from the attention, dL/dlogit_o = ysoft_o * (dL/dy_o - sum_o' ysoft_o' dL/dy_o') / tau
-//   (NATS_SPEC 5.3). Positions 0 and N-1 of the training sequence are forced global and get zero gradient.
+//   (docs/method.md 5.3). Positions 0 and N-1 of the training sequence are forced global and get zero gradient.
 // - Inference: argmax of logits + global_bias on the global option; position 0 (of the sequence) forced
 //   global. No sampling.
 // The Gumbel noise is counter-based when a NoiseKey is given (nats/gumbel_noise.h; what the trainer uses): a pure

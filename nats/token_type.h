@@ -1,6 +1,6 @@
 // nats/token_type.h
 //
-// The three token types of Neural Attention Search (NATS_SPEC.md section 1). The numeric values are the
+// The three token types of Neural Attention Search (docs/method.md section 1). The numeric values are the
 // option indices of the scorer's one-hot output ([..., 3] in this order) and the values stored in int
 // type tensors [B, H_kv, T]; every file that reads types relies on this order.
 #pragma once

@@ -86,7 +86,7 @@ class BlockImpl : public torch::nn::Module {
         last_types_ = OverrideTypes(x.size(0), offset, x.size(1));
         types = at::one_hot(last_types_.to(at::kLong), kNumTokenTypes).to(p.q.scalar_type());
       } else {
-        // NATS_SPEC 2: the scorer reads the same normed input as Q/K/V (detached inside the scorer).
+        // docs/method.md 2: the scorer reads the same normed input as Q/K/V (detached inside the scorer).
         ScorerOutput typed =
             scorer_->Forward(p.h, is_training(), spec_.nats.tau(), spec_.nats.global_bias(), offset, total_len, noise,
                              layer_);
@@ -99,7 +99,7 @@ class BlockImpl : public torch::nn::Module {
     return Finish(x, y);
   }
 
-  // The same block on the next x tokens with a KV cache (NATS_SPEC 6): the scorer at inference (argmax +
+  // The same block on the next x tokens with a KV cache (docs/method.md 6): the scorer at inference (argmax +
   // global bias; position 0 forced global only when the cache is empty) feeds the cache's attention.
   at::Tensor ForwardCached(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, LayerKvCache& cache) {
     const int64_t offset = cache.tokens();
@@ -129,7 +129,7 @@ class BlockImpl : public torch::nn::Module {
 
   bool uses_nats() const { return use_nats_; }
 
-  // NATS_SPEC 5.4 as the trainer defines it (docs/training.md, "The sparsity regulariser"): lambda times
+  // docs/method.md 5.4 as the trainer defines it (docs/training.md, "The sparsity regulariser"): lambda times
   // `scale`, so that the gradient average over ranks leaves lambda per sequence of the global batch.
   void SetRegulariserScale(double scale) {
     if (use_nats_) options_.lambda = spec_.nats.lambda() * scale;

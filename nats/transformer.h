@@ -1,6 +1,6 @@
 // nats/transformer.h
 //
-// Decoder-only transformer (DESIGN.md section 5, nats/): pre-norm blocks with LayerNorm or RMSNorm,
+// Decoder-only transformer (docs/architecture.md section 5, nats/): pre-norm blocks with LayerNorm or RMSNorm,
 // RoPE, GELU MLP or SwiGLU, optional GQA, tied embeddings, GPT-2 initialisation (N(0, init_std),
 // residual output projections scaled by 1/sqrt(2 L)). Every attention layer goes through
 // nats::Attention: dense layers pass no types (= every token global), NAtS layers pass the scorer's
@@ -9,7 +9,7 @@
 // Forward(tokens [B, T] int64, position_offset) -> logits [B, T, vocab]. position_offset is the
 // absolute position of tokens[:, 0] (sequence-parallel chunks and decoding start mid-sequence).
 //
-// Inference with a KV cache (NATS_SPEC.md section 6; nats/kv_cache.h): NewCache(policy, B), then
+// Inference with a KV cache (docs/method.md section 6; nats/kv_cache.h): NewCache(policy, B), then
 // Prefill(prompt [B, T]) and Decode(next tokens [B, x]) with x >= 1. NAtS types come from the scorer at
 // inference (argmax + global bias, position 0 forced global), whatever is_training() says. Under the `nats`
 // policy, Prefill + Decode give the logits of forward() in eval mode on the whole sequence, to float tolerance.
@@ -93,7 +93,7 @@ class TransformerImpl : public torch::nn::Module {
   // Not owned; it must outlive the forward and backward passes that use it.
   void SetChunkAttention(ChunkAttention* chunk);
 
-  // The sparsity regulariser (NATS_SPEC 5.4) of every NAtS layer becomes nats.lambda * scale (1 by default).
+  // The sparsity regulariser (docs/method.md 5.4) of every NAtS layer becomes nats.lambda * scale (1 by default).
   // Each backward adds the regulariser once per sequence row it ran, unscaled by the loss normalisation; a
   // trainer whose ranks' gradients are averaged over `world` ranks passes scale = world, so that the averaged
   // gradient carries lambda once per sequence of the global batch for any dp x sp layout or micro-batching.

@@ -1,6 +1,6 @@
 // parallel/data_parallel.h
 //
-// Data-parallel gradient averaging with overlap (DESIGN.md section 4, "gradient buckets all-reduced ...
+// Data-parallel gradient averaging with overlap (docs/architecture.md section 4, "gradient buckets all-reduced ...
 // as they become ready").
 //
 // Parameters are packed into buckets of ~bucket_mb in REVERSE parameter order (the order backward

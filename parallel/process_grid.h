@@ -1,10 +1,10 @@
 // parallel/process_grid.h
 //
-// The dp x sp layout of the world (DESIGN.md section 5, parallel/). Sequence parallelism is innermost:
+// The dp x sp layout of the world (docs/architecture.md section 5, parallel/). Sequence parallelism is innermost:
 // world rank = dp_rank * sp + sp_rank, so the sp ranks that share one sequence (r*sp .. r*sp+sp-1) are
 // neighbours, which mpirun places on one node. Every rank holds a full model replica. Each sp rank's
 // gradient covers only its part of the sequence, so with a per-rank mean loss over equal token counts the
-// gradient average runs over world() (dp x sp, DESIGN.md section 4); with sp = 1, world() and dp() are the
+// gradient average runs over world() (dp x sp, docs/architecture.md section 4); with sp = 1, world() and dp() are the
 // same group. Sequence-parallel KV exchanges happen on sp().
 #pragma once
 

@@ -1,4 +1,4 @@
-// Sequence parallelism with the retained-KV exchange (NATS_SPEC.md section 7); see the header for the layout.
+// Sequence parallelism with the retained-KV exchange (docs/method.md section 7); see the header for the layout.
 #include "parallel/sequence_parallel.h"
 
 #include <ATen/core/ivalue.h>
@@ -244,7 +244,7 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
   }
 };
 
-// Identity in the forward; adds a constant to the gradient (the regulariser of NATS_SPEC 5.4 is a gradient
+// Identity in the forward; adds a constant to the gradient (the regulariser of docs/method.md 5.4 is a gradient
 // term, not a loss term).
 class AddToGradientFunction : public torch::autograd::Function<AddToGradientFunction> {
  public:

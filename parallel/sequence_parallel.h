@@ -1,6 +1,6 @@
 // parallel/sequence_parallel.h
 //
-// Sequence parallelism that exchanges only the retained KV (NATS_SPEC.md section 7; DESIGN.md section 5).
+// Sequence parallelism that exchanges only the retained KV (docs/method.md section 7; docs/architecture.md section 5).
 // The sp ranks of one group hold contiguous chunks [begin, end) of the same sequences (ChunkBounds). Per
 // attention layer each rank packs its boundary state: its global tokens, its local tokens after its last
 // global (the receiver learns whether a later global cut them off from the globals it also receives), and
@@ -13,7 +13,7 @@
 // Two choices beyond the letter of the spec, both on purpose:
 //  - a packet carries ALL of the last W positions, not only the sliding ones among them (at most W extra
 //    entries): the window then stays contiguous (next paragraph), and a window global's "collected" term
-//    (NATS_SPEC 5.3, C_j) sees the real keys of the cut-off locals inside the window (older ones of the same
+//    (docs/method.md 5.3, C_j) sees the real keys of the cut-off locals inside the window (older ones of the same
 //    segment are among the dropped terms);
 //  - there is no explicit has-global flag: every global is sent, so the receiver knows the last global before
 //    its chunk and drops the locals it cut off.
@@ -32,7 +32,7 @@
 // per (batch row, KV head). Globals and locals are visible by order alone, so they may sit compacted; the
 // window stays contiguous with the chunk so index distances equal position distances; pads are sliding
 // tokens more than W slots before the chunk, hence invisible. The prefix rows get zero queries and no
-// output gradient, so they add nothing to the chunk's results; the sparsity regulariser (NATS_SPEC 5.4)
+// output gradient, so they add nothing to the chunk's results; the sparsity regulariser (docs/method.md 5.4)
 // needs absolute positions and the next global beyond the chunk, so it is added here, not in the kernel.
 #pragma once
 

@@ -1,6 +1,6 @@
 // runtime/checkpointing.h
 //
-// Collective save and load of the training state as sharded checkpoints (DESIGN.md section 5; the
+// Collective save and load of the training state as sharded checkpoints (docs/architecture.md section 5; the
 // format and the commit protocol are in checkpoints/checkpoint.proto and checkpoints/checkpoint_dir.h).
 //
 // The state is a list of StateTensor: a named global tensor and the contiguous run of its flattened

@@ -1,6 +1,6 @@
 // runtime/generation.h
 //
-// Text generation with a KV cache (NATS_SPEC.md section 6): the prompt goes through Transformer::Prefill, then
+// Text generation with a KV cache (docs/method.md section 6): the prompt goes through Transformer::Prefill, then
 // one token at a time is sampled and fed to Transformer::Decode. Sampling is temperature / top-k / top-p (nucleus)
 // from a seeded std::mt19937_64, so a fixed seed gives the same tokens on a given build. Every user error comes
 // back as a Status naming the flag of `nats generate` and the fix.

@@ -1,6 +1,6 @@
 // runtime/trainer.h
 //
-// The training loop (DESIGN.md section 4). The Trainer is the only place that knows the order of a
+// The training loop (docs/architecture.md section 4). The Trainer is the only place that knows the order of a
 // step: loader -> forward -> loss -> backward (gradients synchronised over data-parallel ranks) ->
 // clip -> optimizer step -> metrics -> periodic evaluation. It logs a progress line on rank 0 and
 // JSON lines on every rank (rank 0: <train.run_dir>/metrics.jsonl, rank r: metrics.rank<r>.jsonl).

@@ -1,5 +1,5 @@
 // Tests of the fused NAtS attention, nats/fused_attention.cpp, against the reference (the dense oracle,
-// nats/nats_attention_reference.h; NATS_SPEC.md sections 4, 5 and 9): outputs, lse and every gradient (q, k, v,
+// nats/nats_attention_reference.h; docs/method.md sections 4, 5 and 9): outputs, lse and every gradient (q, k, v,
 // types) on random shapes (GQA, T not a multiple of the 64-row block, W >= T), type mixes (uniform, learned-looking
 // 3% global / 12% local / 85% sliding, all-global, all-sliding, long local segments), all three grad modes, with
 // and without the regulariser; double for tight tolerances, float for realistic ones; 1 and 2 threads. Also the

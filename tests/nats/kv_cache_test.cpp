@@ -1,4 +1,4 @@
-// Tests of the inference KV caches (NATS_SPEC.md section 6 and section 9 "KV cache"): prefill of any length then
+// Tests of the inference KV caches (docs/method.md section 6 and section 9 "KV cache"): prefill of any length then
 // decode (one token or a few at a time) gives the logits of the model's forward with the same types; after every
 // step each layer/head holds exactly the keys the rule of section 3 lets the next query see (brute force from
 // DenseMask); statistics match KvRetained; the dense policy equals full attention; StreamingLLM / H2O with a
@@ -54,7 +54,7 @@ at::Tensor RandomTypes(int64_t b, int64_t h, int64_t n, double pg, double pl, ui
   return t.to(torch::kChar);
 }
 
-// The keys a query at position n sees under NATS_SPEC 3, from the dense mask of the types extended by one token.
+// The keys a query at position n sees under docs/method.md 3, from the dense mask of the types extended by one token.
 std::vector<int64_t> BruteForceRetained(const at::Tensor& types, int64_t b, int64_t h, int64_t n, int64_t window) {
   at::Tensor prefix = types.select(0, b).select(0, h).narrow(0, 0, n).to(torch::kLong);
   at::Tensor extended = torch::cat({prefix, torch::full({1}, kS, torch::kLong)}).view({1, 1, n + 1});
@@ -111,7 +111,7 @@ void CheckCachedRun(Transformer& model, const CachePolicyConfig& policy, const a
   }
 }
 
-// The core claim of NATS_SPEC 6, over prompt lengths (1 included), windows (1, 3, 16, >= T), type mixes and step
+// The core claim of docs/method.md 6, over prompt lengths (1 included), windows (1, 3, 16, >= T), type mixes and step
 // sizes, with batch 2 rows that have different types and GQA (4 query heads over 2 KV heads).
 TEST(KvCache, PrefillThenDecodeEqualsForwardWithInjectedTypes) {
   const int64_t b = 2, n = 29, hkv = 2;
@@ -208,7 +208,7 @@ TEST(KvCache, MixedDenseAndNatsLayers) {
   EXPECT_EQ(cache->Stats()[0].kv_retained.sum().item<int64_t>(), 4 * 21);  // dense: everything
 }
 
-// Statistics: kv_retained / reference count / bytes follow NATS_SPEC 6 and the dense cache's bytes.
+// Statistics: kv_retained / reference count / bytes follow docs/method.md 6 and the dense cache's bytes.
 TEST(KvCache, StatisticsMatchTheRule) {
   const int64_t window = 4, n = 50;
   ModelSpec spec = SmallSpec(/*nats=*/true, window);

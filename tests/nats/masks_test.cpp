@@ -1,4 +1,4 @@
-// Tests of the NAtS mask rule (NATS_SPEC.md section 3) and the mask statistics (sections 3, 6), against the
+// Tests of the NAtS mask rule (docs/method.md section 3) and the mask statistics (sections 3, 6), against the
 // worked example of the spec and against scalar loops written straight from the rule.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -57,7 +57,7 @@ std::vector<int64_t> Row(const at::Tensor& types, int64_t b, int64_t h) {
   return std::vector<int64_t>(r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + r.numel());
 }
 
-// The mask of NATS_SPEC 3 as a scalar loop, twice: the case rule and the product form; they must agree.
+// The mask of docs/method.md 3 as a scalar loop, twice: the case rule and the product form; they must agree.
 at::Tensor BruteForceMask(const at::Tensor& types, int64_t window) {
   const int64_t b = types.size(0), h = types.size(1), t = types.size(2);
   at::Tensor mask = torch::zeros({b, h, t, t}, torch::kBool);
@@ -165,7 +165,7 @@ TEST(Masks, GlobalIndicesMatchScalarSearch) {
   }
 }
 
-// kv_retained (NATS_SPEC 6) is the number of keys a query at position T would see: extend the sequence by one
+// kv_retained (docs/method.md 6) is the number of keys a query at position T would see: extend the sequence by one
 // position and read that row of the brute-force mask (the new token's own diagonal entry excluded).
 TEST(Masks, KvRetainedIsTheNextQueryRow) {
   for (int seed = 0; seed < 21; ++seed) {

@@ -1,4 +1,4 @@
-// Tests of the reference NAtS attention, nats/nats_attention.cpp (NATS_SPEC.md sections 4, 5, 9): forward
+// Tests of the reference NAtS attention, nats/nats_attention.cpp (docs/method.md sections 4, 5, 9): forward
 // and q/k/v gradients vs a plain masked softmax; the type gradient (mode exact) vs LibTorch autograd of the product form of the mask
 // with float one-hots; the collected term, the regulariser, and the clipped / unmasked modes vs their
 // formulas; all-global vs dense causal attention.
@@ -105,7 +105,7 @@ at::Tensor PlainMaskedAttention(const at::Tensor& q, const at::Tensor& k, const 
   return torch::matmul(torch::softmax(a, -1), vv);
 }
 
-// NATS_SPEC 5.3 as scalar loops over a mask gradient G [B, H_kv, T, T] (already summed over query heads).
+// docs/method.md 5.3 as scalar loops over a mask gradient G [B, H_kv, T, T] (already summed over query heads).
 at::Tensor BruteForceTypeGradient(const at::Tensor& mask_grad, const at::Tensor& types, int64_t window) {
   const int64_t b = types.size(0), h = types.size(1), t = types.size(2);
   at::Tensor out = torch::zeros({b, h, t, 3}, torch::kDouble);
@@ -266,7 +266,7 @@ TEST(NatsAttention, QkvGradientsMatchPlainMaskedSoftmax) {
   }
 }
 
-// NATS_SPEC 5.4 by hand on the worked example of section 3 (G L S L L G S L G, e = 0,5,5,5,5,5,8,8,8), n_rep 2.
+// docs/method.md 5.4 by hand on the worked example of section 3 (G L S L L G S L G, e = 0,5,5,5,5,5,8,8,8), n_rep 2.
 TEST(NatsAttention, RegulariserMatchesHandValues) {
   Case c;
   c.b = 1; c.h = 2; c.h_kv = 1; c.t = 9; c.window = 2; c.d = 4;
@@ -336,7 +336,7 @@ TEST(NatsAttention, ClippedEqualsExactWhenNoMaskedRatioExceedsOne) {
   EXPECT_GT(differing, 6);
 }
 
-// NATS_SPEC 5.2 `unmasked`: G_ij = exp(a_ij) / Z^F_i (dP_ij - Delta_i) with Z^F the causal (unmasked) sum,
+// docs/method.md 5.2 `unmasked`: G_ij = exp(a_ij) / Z^F_i (dP_ij - Delta_i) with Z^F the causal (unmasked) sum,
 // written out with scalar loops on a small case and pushed through the scalar 5.3 sums.
 TEST(NatsAttention, UnmaskedModeMatchesItsFormula) {
   for (int seed = 0; seed < 4; ++seed) {
@@ -375,7 +375,7 @@ TEST(NatsAttention, UnmaskedModeMatchesItsFormula) {
   }
 }
 
-// Dense causal attention is the special case "every token global" (NATS_SPEC 3).
+// Dense causal attention is the special case "every token global" (docs/method.md 3).
 TEST(NatsAttention, AllGlobalEqualsDenseCausalAttention) {
   for (torch::Dtype dtype : {torch::kFloat, torch::kDouble}) {
     for (int seed = 0; seed < 4; ++seed) {

@@ -1,4 +1,4 @@
-// Tests of the token-type scorer (NATS_SPEC.md sections 2 and 5.3): exact one-hot forward values, forced
+// Tests of the token-type scorer (docs/method.md sections 2 and 5.3): exact one-hot forward values, forced
 // positions, the straight-through logits gradient vs its closed form, the biased argmax at inference, seeded
 // reproducibility, and the end-to-end path scorer -> NAtS attention -> scorer weight gradient.
 #include <gtest/gtest.h>
@@ -49,7 +49,7 @@ TEST(Scorer, TrainingOutputIsExactlyOneHotWithForcedEnds) {
   }
 }
 
-// NATS_SPEC 5.3: dL/dlogit_o = ysoft_o (dL/dy_o - sum_o' ysoft_o' dL/dy_o') / tau; zero at forced positions;
+// docs/method.md 5.3: dL/dlogit_o = ysoft_o (dL/dy_o - sum_o' ysoft_o' dL/dy_o') / tau; zero at forced positions;
 // no gradient into the scorer input.
 TEST(Scorer, StraightThroughGradientMatchesFormula) {
   for (double tau : {1.0, 0.5, 2.0}) {

@@ -1,4 +1,4 @@
-// Sequence parallelism (NATS_SPEC.md section 7) against a single rank: every rank computes the whole-sequence
+// Sequence parallelism (docs/method.md section 7) against a single rank: every rank computes the whole-sequence
 // result itself (same seeds), then runs its chunk through SequenceParallel over the world (or, with 4 ranks,
 // also a dp 2 x sp 2 grid) and compares.
 //  - Attention level (double): outputs and dq, dk, dv (the owners' dK/dV include what later ranks returned)

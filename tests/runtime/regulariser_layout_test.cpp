@@ -1,4 +1,4 @@
-// The sparsity regulariser (NATS_SPEC 5.4) is charged once per sequence of the global batch whatever the
+// The sparsity regulariser (docs/method.md 5.4) is charged once per sequence of the global batch whatever the
 // layout (docs/training.md, "The sparsity regulariser"): Trainer::ForwardBackward gives one rank's gradients
 // under micro-batching, dp 2, dp 2 x micro-batching, sp 2 and dp 2 x sp 2, at a lambda where the regulariser
 // dominates the scorer-weight gradients. Before the fix, dp 2 charged lambda / 2 (a relative error of ~0.5 on
