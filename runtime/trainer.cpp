@@ -147,6 +147,28 @@ class TrainerState {
     return mine;
   }
 
+  // Loads a checkpoint's weights, optimizer state, step, history and bad-step window (a resume and a rollback
+  // share this); the caller decides what happens to the data cursor. This rank's optimizer shard is agreed
+  // across ranks, so a failure on one rank stops every rank at once.
+  absl::StatusOr<LoadResult> LoadTrainingState(const std::string& dir) {
+    std::vector<StateTensor> targets = CheckpointState();
+    LoadOptions lo;
+    lo.current_config = &cfg;
+    auto loaded = LoadCheckpoint(*comm, dir, targets, lo);
+    if (!loaded.ok()) return loaded.status();
+    if (absl::Status s =
+            parallel::AgreeOnStatus(*comm, optimizer->ImportState(ToNamedShards(targets, "optim/")));
+        !s.ok()) {
+      return s;
+    }
+    const checkpoint::Manifest& m = loaded->manifest;
+    step = m.step();
+    history.assign(m.history().begin(), m.history().end());
+    guard->Restore({m.guard_losses().begin(), m.guard_losses().end()},
+                   {m.guard_grad_norms().begin(), m.guard_grad_norms().end()});
+    return loaded;
+  }
+
   // A skipped step (runtime/step_guard.h): its batch is consumed, the optimizer is untouched; after
   // guard.max_bad_steps in a row, RollBack.
   absl::Status HandleBadStep(const StepVerdict& verdict, double loss, double grad_norm,
@@ -201,22 +223,9 @@ class TrainerState {
           why, " and no checkpoint under ", root, " to roll back to (", latest.status().message(),
           "); set checkpoint.interval_steps so that one exists, or guard.max_bad_steps = 0 to only skip"));
     }
-    std::vector<StateTensor> targets = CheckpointState();
-    LoadOptions lo;
-    lo.current_config = &cfg;
-    auto loaded = LoadCheckpoint(*comm, *latest, targets, lo);
-    if (!loaded.ok()) return loaded.status();
-    if (absl::Status s =
-            parallel::AgreeOnStatus(*comm, optimizer->ImportState(ToNamedShards(targets, "optim/")));
-        !s.ok()) {
-      return s;
-    }
-    const checkpoint::Manifest& m = loaded->manifest;
     const int64_t from_step = step;
-    step = m.step();
-    history.assign(m.history().begin(), m.history().end());
-    guard->Restore({m.guard_losses().begin(), m.guard_losses().end()},
-                   {m.guard_grad_norms().begin(), m.guard_grad_norms().end()});
+    auto loaded = LoadTrainingState(*latest);
+    if (!loaded.ok()) return loaded.status();
     ++summary->rollbacks;
     Print(absl::StrFormat("%s: rolled back to %s (step %d); training continues with sample %d", why,
                           loaded->step_dir, step, consumed_samples));
@@ -409,7 +418,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
 
   // Model and optimizer. Every rank builds the same initial weights from the same seed.
   st->model = Transformer(ModelSpecFromConfig(cfg));
-  // NATS_SPEC 5.4, once per sequence of the global batch (docs/training.md): each rank's backward charges the
+  // docs/method.md 5.4, once per sequence of the global batch (docs/training.md): each rank's backward charges the
   // regulariser once per row it ran, and the gradient average over the world divides by the world size, so
   // every rank charges world x lambda. Then dp, sp and micro-batching all train the same model.
   st->model->SetRegulariserScale(st->world);
@@ -423,7 +432,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   std::vector<parallel::OptimizerParam> params;
   std::string shapes;
   for (auto& p : st->model->named_parameters()) {
-    // Weight decay on matrices only (NATS_SPEC 8); norms' gains get none.
+    // Weight decay on matrices only (docs/method.md 8); norms' gains get none.
     params.push_back({p.key(), p.value(), p.value().dim() >= 2});
     absl::StrAppend(&shapes, p.key(), p.value().sizes().vec().size(), ";");
     for (int64_t d : p.value().sizes()) absl::StrAppend(&shapes, d, ",");
@@ -481,26 +490,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   InstallStopSignalHandlers();
 
   if (!start->resume_dir.empty()) {
-    std::vector<StateTensor> targets = st->CheckpointState();
-    LoadOptions lo;
-    lo.current_config = &cfg;
-    auto loaded = LoadCheckpoint(*st->comm, start->resume_dir, targets, lo);
+    auto loaded = st->LoadTrainingState(start->resume_dir);
     if (!loaded.ok()) return loaded.status();
-    // Per-rank steps (this rank's optimizer shard, its generator bytes) are agreed, so a failure on one rank
-    // stops every rank at once.
-    if (absl::Status s =
-            parallel::AgreeOnStatus(*st->comm, st->optimizer->ImportState(ToNamedShards(targets, "optim/")));
-        !s.ok()) {
-      return s;
-    }
     const checkpoint::Manifest& m = loaded->manifest;
-    st->step = m.step();
     st->consumed_samples = m.consumed_samples();
     st->resumed_from_step = m.step();
     st->elapsed_before_resume = m.elapsed_seconds();
-    st->history.assign(m.history().begin(), m.history().end());
-    st->guard->Restore({m.guard_losses().begin(), m.guard_losses().end()},
-                       {m.guard_grad_norms().begin(), m.guard_grad_norms().end()});
+    // This rank's generator bytes are agreed, like its optimizer shard, so a failure on one rank stops every
+    // rank at once.
     // The same world size gets each rank's own generator back (bit-exact resume); another world size
     // reseeds deterministically from (seed, step, rank).
     absl::Status rng_ok;
