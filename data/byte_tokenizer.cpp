@@ -2,8 +2,15 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "data/sha256.h"
 
 namespace nats::data {
+
+uint64_t ByteTokenizer::vocabulary_hash() const {
+  static const uint64_t hash =
+      VocabularyHashFromSha256Hex(Sha256Hex("byte: ids 0-255 are the bytes, 256 is <|endoftext|>"));
+  return hash;
+}
 
 std::vector<int32_t> ByteTokenizer::Encode(std::string_view text) const {
   std::vector<int32_t> ids(text.size());

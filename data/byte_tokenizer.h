@@ -17,6 +17,8 @@ class ByteTokenizer final : public Tokenizer {
   int32_t vocab_size() const override { return kEotId + 1; }
   int32_t eot_id() const override { return kEotId; }
   std::string name() const override { return "byte"; }
+  // Of the text "byte: ids 0-255 are the bytes, 256 is <|endoftext|>".
+  uint64_t vocabulary_hash() const override;
 };
 
 }  // namespace nats::data

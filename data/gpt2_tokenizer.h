@@ -54,6 +54,7 @@ class Gpt2Tokenizer final : public Tokenizer {
   int32_t vocab_size() const override { return kEotId + 1; }
   int32_t eot_id() const override { return kEotId; }
   std::string name() const override { return "gpt2"; }
+  uint64_t vocabulary_hash() const override { return VocabularyHashFromSha256Hex(kRanksSha256); }
 
   // The pre-tokenizer's pieces of `text` in order (views into `text`); they concatenate to `text`.
   std::vector<std::string_view> SplitPieces(std::string_view text) const;

@@ -54,37 +54,37 @@ uint64_t NumWindows(uint64_t num_tokens, int64_t seq_len) {
   return (num_tokens - 1) / static_cast<uint64_t>(seq_len);
 }
 
-absl::StatusOr<std::vector<int32_t>> EvalWindows(const TokenShard& shard, int64_t seq_len, uint64_t first,
+absl::StatusOr<std::vector<int32_t>> EvalWindows(const TokenCorpus& corpus, int64_t seq_len, uint64_t first,
                                                  uint64_t count) {
-  uint64_t windows = NumWindows(shard.num_tokens(), seq_len);
+  uint64_t windows = NumWindows(corpus.num_tokens(), seq_len);
   if (windows == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(shard.path(), ": ", shard.num_tokens(),
+    return absl::InvalidArgumentError(absl::StrCat(corpus.path(), ": ", corpus.num_tokens(),
                                                    " tokens, fewer than model.context_length + 1 = ", seq_len + 1,
                                                    "; use a shorter model.context_length"));
   }
   if (first > windows || count > windows - first) {
-    return absl::OutOfRangeError(absl::StrCat(shard.path(), ": evaluation windows [", first, ", ", first + count,
+    return absl::OutOfRangeError(absl::StrCat(corpus.path(), ": evaluation windows [", first, ", ", first + count,
                                               ") pass the last of its ", windows, " windows of ", seq_len + 1,
                                               " tokens; lower train.eval_windows"));
   }
   const uint64_t row = static_cast<uint64_t>(seq_len) + 1;
   std::vector<int32_t> out(count * row);
   for (uint64_t i = 0; i < count; ++i) {
-    shard.Read((first + i) * static_cast<uint64_t>(seq_len), row, out.data() + i * row);
+    corpus.Read((first + i) * static_cast<uint64_t>(seq_len), row, out.data() + i * row);
   }
   return out;
 }
 
-absl::StatusOr<Loader> Loader::Create(std::shared_ptr<const TokenShard> shard, const LoaderOptions& options) {
-  CheckOrDie(shard != nullptr, "Loader::Create without a shard");
+absl::StatusOr<Loader> Loader::Create(std::shared_ptr<const TokenCorpus> corpus, const LoaderOptions& options) {
+  CheckOrDie(corpus != nullptr, "Loader::Create without a corpus");
   if (options.seq_len < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("model.context_length must be at least 1 (got ", options.seq_len, ")"));
   }
-  uint64_t windows = NumWindows(shard->num_tokens(), options.seq_len);
+  uint64_t windows = NumWindows(corpus->num_tokens(), options.seq_len);
   if (windows == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        shard->path(), ": ", shard->num_tokens(), " tokens, fewer than model.context_length + 1 = ",
+        corpus->path(), ": ", corpus->num_tokens(), " tokens, fewer than model.context_length + 1 = ",
         options.seq_len + 1, "; use a shorter model.context_length or a larger corpus"));
   }
   if (options.global_batch < 1) {
@@ -103,11 +103,11 @@ absl::StatusOr<Loader> Loader::Create(std::shared_ptr<const TokenShard> shard, c
     return absl::InvalidArgumentError(absl::StrCat("data-parallel rank ", options.dp_rank,
                                                    " is outside [0, parallel.dp = ", options.dp_size, ")"));
   }
-  return Loader(std::move(shard), options, windows);
+  return Loader(std::move(corpus), options, windows);
 }
 
-Loader::Loader(std::shared_ptr<const TokenShard> shard, const LoaderOptions& options, uint64_t windows)
-    : shard_(std::move(shard)), options_(options), windows_(windows) {}
+Loader::Loader(std::shared_ptr<const TokenCorpus> corpus, const LoaderOptions& options, uint64_t windows)
+    : corpus_(std::move(corpus)), options_(options), windows_(windows) {}
 
 uint64_t Loader::WindowOfSample(uint64_t sample) const {
   uint64_t epoch = sample / windows_;
@@ -123,7 +123,7 @@ std::vector<int32_t> Loader::Batch(uint64_t consumed_samples) const {
   std::vector<int32_t> out(rows * row);
   for (uint64_t j = 0; j < rows; ++j) {
     uint64_t window = WindowOfSample(first + j);
-    shard_->Read(window * static_cast<uint64_t>(options_.seq_len), row, out.data() + j * row);
+    corpus_->Read(window * static_cast<uint64_t>(options_.seq_len), row, out.data() + j * row);
   }
   return out;
 }

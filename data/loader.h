@@ -1,8 +1,9 @@
 // data/loader.h
 //
-// Deterministic, stateless-in-the-step training loader over one token shard.
+// Deterministic, stateless-in-the-step training loader over a token corpus (one or more shards read as one
+// stream, data/token_corpus.h).
 //
-// The shard is cut into non-overlapping windows of T+1 tokens at stride T (window k = tokens [k*T, k*T + T + 1);
+// The corpus is cut into non-overlapping windows of T+1 tokens at stride T (window k = tokens [k*T, k*T + T + 1);
 // consecutive windows share one token so that inputs = row[0, T) and targets = row[1, T+1) cover every token
 // pair once). There are W = (num_tokens - 1) / T windows per epoch.
 // Global sample g (counted from the start of training) lies in epoch e = g / W and is window P_e(g mod W), where
@@ -20,7 +21,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "data/token_shard.h"
+#include "data/token_corpus.h"
 
 namespace nats::data {
 
@@ -43,10 +44,10 @@ class WindowPermutation {
 // Windows of T+1 tokens at stride T in a shard with `num_tokens` tokens (0 if fewer than T+1 tokens).
 uint64_t NumWindows(uint64_t num_tokens, int64_t seq_len);
 
-// Sequential (unshuffled) windows first .. first+count-1 of `shard` as [count, T+1] row-major: the validation
-// reader. OutOfRange, naming the shard, if the range passes the last window; InvalidArgument if the shard has
+// Sequential (unshuffled) windows first .. first+count-1 of `corpus` as [count, T+1] row-major: the validation
+// reader. OutOfRange, naming the corpus, if the range passes the last window; InvalidArgument if the corpus has
 // fewer than T+1 tokens.
-absl::StatusOr<std::vector<int32_t>> EvalWindows(const TokenShard& shard, int64_t seq_len, uint64_t first,
+absl::StatusOr<std::vector<int32_t>> EvalWindows(const TokenCorpus& corpus, int64_t seq_len, uint64_t first,
                                                  uint64_t count);
 
 struct LoaderOptions {
@@ -59,9 +60,9 @@ struct LoaderOptions {
 
 class Loader {
  public:
-  // InvalidArgument naming the config field when T < 1, the shard has fewer than T+1 tokens, B < 1,
+  // InvalidArgument naming the config field when T < 1, the corpus has fewer than T+1 tokens, B < 1,
   // B is not divisible by dp, or the rank is outside [0, dp).
-  static absl::StatusOr<Loader> Create(std::shared_ptr<const TokenShard> shard, const LoaderOptions& options);
+  static absl::StatusOr<Loader> Create(std::shared_ptr<const TokenCorpus> corpus, const LoaderOptions& options);
 
   // This rank's rows of the global batch that starts at global sample `consumed_samples`:
   // [local_batch(), T+1] row-major.
@@ -73,13 +74,13 @@ class Loader {
   uint64_t windows_per_epoch() const { return windows_; }
   int64_t local_batch() const { return options_.global_batch / options_.dp_size; }
   int64_t row_length() const { return options_.seq_len + 1; }
-  const TokenShard& shard() const { return *shard_; }
+  const TokenCorpus& corpus() const { return *corpus_; }
   const LoaderOptions& options() const { return options_; }
 
  private:
-  Loader(std::shared_ptr<const TokenShard> shard, const LoaderOptions& options, uint64_t windows);
+  Loader(std::shared_ptr<const TokenCorpus> corpus, const LoaderOptions& options, uint64_t windows);
 
-  std::shared_ptr<const TokenShard> shard_;
+  std::shared_ptr<const TokenCorpus> corpus_;
   LoaderOptions options_;
   uint64_t windows_;
 };

@@ -86,7 +86,8 @@ absl::StatusOr<PrepareSummary> PrepareCorpusWithSummary(const PrepareOptions& op
   PrepareSummary summary;
   for (Split split : {Split::kTrain, Split::kVal}) {
     const std::string path = absl::StrCat(options.out_dir, "/", std::string(SplitName(split)), ".tok");
-    absl::StatusOr<TokenShardWriter> writer = TokenShardWriter::Create(path, (*tokenizer)->vocab_size());
+    absl::StatusOr<TokenShardWriter> writer =
+        TokenShardWriter::Create(path, (*tokenizer)->vocab_size(), (*tokenizer)->identity());
     if (!writer.ok()) return writer.status();
     for (size_t i = 0; i < books.size(); ++i) {
       if (books[i].split != split) continue;

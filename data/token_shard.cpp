@@ -31,7 +31,12 @@ constexpr size_t kOffWidth = 20;
 constexpr size_t kOffTokens = 24;
 constexpr size_t kOffDocs = 32;
 constexpr size_t kOffPayloadCrc = 40;
-constexpr size_t kOffHeaderCrc = 60;  // CRC32 of bytes [0, 60)
+// Version 2 only.
+constexpr size_t kOffVocabHash = 48;
+constexpr size_t kOffTokenizerName = 56;  // kTokenizerNameCapacity bytes, NUL-padded
+// CRC32 of the header bytes before it: the header's last 4 bytes (60 in version 1, 124 in version 2).
+size_t HeaderCrcOffset(uint32_t header_size) { return header_size - 4; }
+static_assert(kOffTokenizerName + kTokenizerNameCapacity <= kTokenShardHeaderSize - 4);
 
 constexpr char kRecreate[] = "; re-create it with `nats prepare`";
 
@@ -79,11 +84,13 @@ int TokenWidthForVocab(int64_t vocab_size) { return vocab_size <= 65536 ? 2 : 4;
 // ---------------------------------------------------------------------------------------------------------------
 // Writer
 
-TokenShardWriter::TokenShardWriter(std::string path, std::string tmp_path, int fd, int64_t vocab_size)
+TokenShardWriter::TokenShardWriter(std::string path, std::string tmp_path, int fd, int64_t vocab_size,
+                                   TokenizerIdentity tokenizer)
     : path_(std::move(path)),
       tmp_path_(std::move(tmp_path)),
       fd_(fd),
       vocab_size_(vocab_size),
+      tokenizer_(std::move(tokenizer)),
       width_(TokenWidthForVocab(vocab_size)),
       crc_(static_cast<uint32_t>(crc32(0, nullptr, 0))) {
   buffer_.reserve(1 << 20);
@@ -94,6 +101,7 @@ TokenShardWriter::TokenShardWriter(TokenShardWriter&& other) noexcept
       tmp_path_(std::move(other.tmp_path_)),
       fd_(std::exchange(other.fd_, -1)),
       vocab_size_(other.vocab_size_),
+      tokenizer_(std::move(other.tokenizer_)),
       width_(other.width_),
       num_tokens_(other.num_tokens_),
       crc_(other.crc_),
@@ -107,10 +115,15 @@ TokenShardWriter::~TokenShardWriter() {
   }
 }
 
-absl::StatusOr<TokenShardWriter> TokenShardWriter::Create(const std::string& path, int64_t vocab_size) {
+absl::StatusOr<TokenShardWriter> TokenShardWriter::Create(const std::string& path, int64_t vocab_size,
+                                                          const TokenizerIdentity& tokenizer) {
   if (vocab_size <= 0 || vocab_size > (int64_t{1} << 31)) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": vocab size ", vocab_size, " is out of range (1 .. 2^31)"));
+  }
+  if (tokenizer.name.size() >= kTokenizerNameCapacity || tokenizer.name.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": tokenizer name \"", tokenizer.name, "\" is longer than ",
+                                                   kTokenizerNameCapacity - 1, " bytes or holds a NUL"));
   }
   std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -118,7 +131,7 @@ absl::StatusOr<TokenShardWriter> TokenShardWriter::Create(const std::string& pat
     return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot create (", ErrnoText(),
                                                     "); check that the output directory exists and is writable"));
   }
-  TokenShardWriter writer(path, tmp, fd, vocab_size);
+  TokenShardWriter writer(path, tmp, fd, vocab_size, tokenizer);
   // Placeholder header; the real one is written by Finish once the counts and checksum are known.
   unsigned char zeros[kTokenShardHeaderSize] = {};
   absl::Status st = writer.WriteAll(zeros, sizeof(zeros));
@@ -141,12 +154,7 @@ absl::Status TokenShardWriter::WriteAll(const void* data, size_t size) {
   return absl::OkStatus();
 }
 
-absl::Status TokenShardWriter::AddDocument(absl::Span<const int32_t> tokens) {
-  CheckOrDie(fd_ >= 0, "AddDocument after Finish", path_);
-  if (tokens.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": empty document (document ", doc_starts_.size(),
-                                                   "); every document needs at least one token"));
-  }
+absl::Status TokenShardWriter::CheckIds(absl::Span<const int32_t> tokens) const {
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] < 0 || tokens[i] >= vocab_size_) {
       return absl::InvalidArgumentError(absl::StrCat(path_, ": token id ", tokens[i], " at position ", i,
@@ -154,7 +162,28 @@ absl::Status TokenShardWriter::AddDocument(absl::Span<const int32_t> tokens) {
                                                      " is outside the vocabulary [0, ", vocab_size_, ")"));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status TokenShardWriter::AddDocument(absl::Span<const int32_t> tokens) {
+  CheckOrDie(fd_ >= 0, "AddDocument after Finish", path_);
+  if (tokens.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": empty document (document ", doc_starts_.size(),
+                                                   "); every document needs at least one token"));
+  }
+  if (absl::Status s = CheckIds(tokens); !s.ok()) return s;
   doc_starts_.push_back(num_tokens_);
+  return AppendTokens(tokens);
+}
+
+absl::Status TokenShardWriter::AppendToDocument(absl::Span<const int32_t> tokens) {
+  CheckOrDie(fd_ >= 0, "AppendToDocument after Finish", path_);
+  CheckOrDie(!doc_starts_.empty(), "AppendToDocument before the first AddDocument", path_);
+  if (absl::Status s = CheckIds(tokens); !s.ok()) return s;
+  return AppendTokens(tokens);
+}
+
+absl::Status TokenShardWriter::AppendTokens(absl::Span<const int32_t> tokens) {
   for (int32_t t : tokens) {
     auto v = static_cast<uint32_t>(t);
     unsigned char bytes[4];
@@ -192,7 +221,10 @@ absl::Status TokenShardWriter::Finish() {
   PutU64(header + kOffTokens, num_tokens_);
   PutU64(header + kOffDocs, doc_starts_.size());
   PutU32(header + kOffPayloadCrc, crc_);
-  PutU32(header + kOffHeaderCrc, Crc32(static_cast<uint32_t>(crc32(0, nullptr, 0)), header, kOffHeaderCrc));
+  PutU64(header + kOffVocabHash, tokenizer_.vocab_hash);
+  std::memcpy(header + kOffTokenizerName, tokenizer_.name.data(), tokenizer_.name.size());
+  const size_t crc_at = HeaderCrcOffset(kTokenShardHeaderSize);
+  PutU32(header + crc_at, Crc32(static_cast<uint32_t>(crc32(0, nullptr, 0)), header, crc_at));
   if (::pwrite(fd_, header, sizeof(header), 0) != static_cast<ssize_t>(sizeof(header))) {
     return absl::DataLossError(absl::StrCat(tmp_path_, ": header write failed (", ErrnoText(), ")"));
   }
@@ -216,8 +248,8 @@ absl::Status TokenShardWriter::Finish() {
 }
 
 absl::Status WriteTokenShard(const std::string& path, int64_t vocab_size,
-                             const std::vector<std::vector<int32_t>>& documents) {
-  absl::StatusOr<TokenShardWriter> writer = TokenShardWriter::Create(path, vocab_size);
+                             const std::vector<std::vector<int32_t>>& documents, const TokenizerIdentity& tokenizer) {
+  absl::StatusOr<TokenShardWriter> writer = TokenShardWriter::Create(path, vocab_size, tokenizer);
   if (!writer.ok()) return writer.status();
   for (const auto& doc : documents) {
     absl::Status st = writer->AddDocument(doc);
@@ -238,6 +270,8 @@ TokenShard& TokenShard::operator=(TokenShard&& other) noexcept {
     map_ = std::exchange(other.map_, nullptr);
     map_size_ = std::exchange(other.map_size_, 0);
     vocab_size_ = other.vocab_size_;
+    version_ = other.version_;
+    tokenizer_ = std::move(other.tokenizer_);
     width_ = other.width_;
     num_tokens_ = other.num_tokens_;
     num_docs_ = other.num_docs_;
@@ -272,10 +306,10 @@ absl::StatusOr<TokenShard> TokenShard::Open(const std::string& path, OpenOptions
     return absl::PermissionDeniedError(absl::StrCat(path, ": cannot stat token shard (", err, ")"));
   }
   const auto size = static_cast<uint64_t>(st.st_size);
-  if (size < kTokenShardHeaderSize) {
+  if (size < kTokenShardHeaderSizeV1) {
     ::close(fd);
-    return absl::DataLossError(absl::StrCat(path, ": truncated token shard (", size, " bytes, the header alone is ",
-                                            kTokenShardHeaderSize, ")", kRecreate));
+    return absl::DataLossError(absl::StrCat(path, ": truncated token shard (", size, " bytes, a header alone is ",
+                                            kTokenShardHeaderSizeV1, ")", kRecreate));
   }
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);  // the mapping keeps the file alive
@@ -291,13 +325,26 @@ absl::StatusOr<TokenShard> TokenShard::Open(const std::string& path, OpenOptions
   if (std::memcmp(h + kOffMagic, kTokenShardMagic, 8) != 0) {
     return absl::DataLossError(absl::StrCat(path, ": not a token shard (bad magic)", kRecreate));
   }
-  uint32_t version = GetU32(h + kOffVersion);
-  if (version != kTokenShardVersion) {
+  const uint32_t version = GetU32(h + kOffVersion);
+  if (version != 1 && version != kTokenShardVersion) {
     return absl::FailedPreconditionError(absl::StrCat(path, ": token shard format version ", version,
-                                                      ", this build reads version ", kTokenShardVersion, kRecreate));
+                                                      ", this build reads versions 1 and ", kTokenShardVersion,
+                                                      kRecreate));
   }
-  if (GetU32(h + kOffHeaderCrc) != Crc32(static_cast<uint32_t>(crc32(0, nullptr, 0)), h, kOffHeaderCrc)) {
+  const uint32_t expected_header = version == 1 ? kTokenShardHeaderSizeV1 : kTokenShardHeaderSize;
+  if (size < expected_header) {
+    return absl::DataLossError(absl::StrCat(path, ": truncated token shard (", size, " bytes, the header alone is ",
+                                            expected_header, ")", kRecreate));
+  }
+  const size_t crc_at = HeaderCrcOffset(expected_header);
+  if (GetU32(h + crc_at) != Crc32(static_cast<uint32_t>(crc32(0, nullptr, 0)), h, crc_at)) {
     return absl::DataLossError(absl::StrCat(path, ": token shard header is corrupt (bad header checksum)", kRecreate));
+  }
+  shard.version_ = static_cast<int>(version);
+  if (version >= 2) {
+    const char* name = reinterpret_cast<const char*>(h + kOffTokenizerName);
+    shard.tokenizer_.name.assign(name, strnlen(name, kTokenizerNameCapacity));
+    shard.tokenizer_.vocab_hash = GetU64(h + kOffVocabHash);
   }
   uint32_t header_size = GetU32(h + kOffHeaderSize);
   shard.vocab_size_ = GetU32(h + kOffVocab);
@@ -305,7 +352,7 @@ absl::StatusOr<TokenShard> TokenShard::Open(const std::string& path, OpenOptions
   shard.num_tokens_ = GetU64(h + kOffTokens);
   shard.num_docs_ = GetU64(h + kOffDocs);
   shard.checksum_ = GetU32(h + kOffPayloadCrc);
-  if (header_size != kTokenShardHeaderSize || shard.vocab_size_ <= 0 ||
+  if (header_size != expected_header || shard.vocab_size_ <= 0 ||
       shard.width_ != TokenWidthForVocab(shard.vocab_size_)) {
     return absl::DataLossError(absl::StrCat(path, ": inconsistent token shard header (header size ", header_size,
                                             ", vocab ", shard.vocab_size_, ", token width ", shard.width_, ")",
@@ -313,7 +360,7 @@ absl::StatusOr<TokenShard> TokenShard::Open(const std::string& path, OpenOptions
   }
   // Compare counts against the file size before multiplying, so a corrupt count cannot overflow.
   bool fits = shard.num_tokens_ <= size / shard.width_ && shard.num_docs_ <= size / 8;
-  uint64_t offsets_begin = fits ? AlignUp8(kTokenShardHeaderSize + shard.num_tokens_ * shard.width_) : 0;
+  uint64_t offsets_begin = fits ? AlignUp8(header_size + shard.num_tokens_ * shard.width_) : 0;
   uint64_t expected = fits ? offsets_begin + shard.num_docs_ * 8 : 0;
   if (!fits || expected > size) {
     return absl::DataLossError(absl::StrCat(path, ": truncated token shard (", size, " bytes; the header promises ",
@@ -324,7 +371,7 @@ absl::StatusOr<TokenShard> TokenShard::Open(const std::string& path, OpenOptions
     return absl::DataLossError(absl::StrCat(path, ": token shard has ", size - expected,
                                             " trailing bytes after its document offsets", kRecreate));
   }
-  shard.tokens_ = h + kTokenShardHeaderSize;
+  shard.tokens_ = h + header_size;
   shard.doc_starts_ = reinterpret_cast<const uint64_t*>(h + offsets_begin);  // 8-aligned: mmap is page-aligned
 
   for (uint64_t d = 0; d < shard.num_docs_; ++d) {

@@ -1,12 +1,15 @@
 // data/token_shard.h
 //
-// A token shard: one file holding a tokenized split (`nats prepare` writes train.tok and val.tok).
+// A token shard: one file holding tokenized documents (`nats prepare` writes the train and validation shards;
+// data/token_corpus.h reads several as one stream).
 //
-// Layout, all integers little-endian:
-//   [0, 64)            header: magic "NATSTOK\0", format version, header size, vocab size, token width in bytes
+// Layout, all integers little-endian (H = header size: 128 in version 2, 64 in version 1):
+//   [0, H)             header: magic "NATSTOK\0", format version, header size, vocab size, token width in bytes
 //                      (2 = uint16 when every id fits, i.e. vocab_size <= 65536; else 4 = uint32), token count,
-//                      document count, CRC32 of the token and offset bytes, CRC32 of the header itself
-//   [64, 64 + n*w)     tokens
+//                      document count, CRC32 of the token and offset bytes; version 2 adds the tokenizer's name
+//                      and a 64-bit hash of its vocabulary (so a model refuses a shard from another tokenizer);
+//                      the last 4 header bytes are the CRC32 of the header before them
+//   [H, H + n*w)       tokens
 //   padding to 8 bytes
 //   then               document start offsets, uint64 token indices, strictly increasing, the first is 0
 // Counts and offsets are 64-bit throughout: no 2 GiB (or 4 G-token) limit.
@@ -24,12 +27,16 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "data/tokenizer_identity.h"
 
 namespace nats::data {
 
 inline constexpr char kTokenShardMagic[8] = {'N', 'A', 'T', 'S', 'T', 'O', 'K', '\0'};
-inline constexpr uint32_t kTokenShardVersion = 1;
-inline constexpr uint32_t kTokenShardHeaderSize = 64;
+inline constexpr uint32_t kTokenShardVersion = 2;       // written; version 1 is still read
+inline constexpr uint32_t kTokenShardHeaderSize = 128;  // of version 2
+inline constexpr uint32_t kTokenShardHeaderSizeV1 = 64;
+inline constexpr size_t kTokenizerNameCapacity = 32;    // bytes, NUL-padded
+
 
 // Bytes per stored token for a vocabulary: 2 when every id (< vocab_size) fits in uint16, else 4.
 int TokenWidthForVocab(int64_t vocab_size);
@@ -38,7 +45,9 @@ int TokenWidthForVocab(int64_t vocab_size);
 // Nothing is visible at `path` until Finish succeeds; destroying an unfinished writer removes its temp file.
 class TokenShardWriter {
  public:
-  static absl::StatusOr<TokenShardWriter> Create(const std::string& path, int64_t vocab_size);
+  // InvalidArgument if the tokenizer name exceeds kTokenizerNameCapacity - 1 bytes.
+  static absl::StatusOr<TokenShardWriter> Create(const std::string& path, int64_t vocab_size,
+                                                 const TokenizerIdentity& tokenizer = {});
   TokenShardWriter(TokenShardWriter&& other) noexcept;
   TokenShardWriter& operator=(TokenShardWriter&&) = delete;
   TokenShardWriter(const TokenShardWriter&) = delete;
@@ -46,19 +55,26 @@ class TokenShardWriter {
 
   // Appends one document; ids must lie in [0, vocab_size) (InvalidArgument otherwise, nothing appended).
   absl::Status AddDocument(absl::Span<const int32_t> tokens);
+  // Appends tokens to the last document (there must be one; a caller bug otherwise). Same id check.
+  absl::Status AppendToDocument(absl::Span<const int32_t> tokens);
   // Writes offsets and header, fsyncs, renames into place. The writer is unusable afterwards.
   absl::Status Finish();
 
   uint64_t num_tokens() const { return num_tokens_; }
+  uint64_t num_documents() const { return doc_starts_.size(); }
+  uint32_t checksum() const { return crc_; }  // of the payload; final once Finish has succeeded
 
  private:
-  TokenShardWriter(std::string path, std::string tmp_path, int fd, int64_t vocab_size);
+  absl::Status CheckIds(absl::Span<const int32_t> tokens) const;
+  absl::Status AppendTokens(absl::Span<const int32_t> tokens);
+  TokenShardWriter(std::string path, std::string tmp_path, int fd, int64_t vocab_size, TokenizerIdentity tokenizer);
   absl::Status WriteAll(const void* data, size_t size);
 
   std::string path_;
   std::string tmp_path_;
   int fd_ = -1;
   int64_t vocab_size_ = 0;
+  TokenizerIdentity tokenizer_;
   int width_ = 0;
   uint64_t num_tokens_ = 0;
   uint32_t crc_ = 0;
@@ -68,7 +84,8 @@ class TokenShardWriter {
 
 // Convenience for tests and small inputs: one shard from whole documents.
 absl::Status WriteTokenShard(const std::string& path, int64_t vocab_size,
-                             const std::vector<std::vector<int32_t>>& documents);
+                             const std::vector<std::vector<int32_t>>& documents,
+                             const TokenizerIdentity& tokenizer = {});
 
 // A read-only, memory-mapped shard. Move-only; the mapping lives as long as the object.
 class TokenShard {
@@ -90,9 +107,12 @@ class TokenShard {
 
   const std::string& path() const { return path_; }
   int64_t vocab_size() const { return vocab_size_; }
+  int format_version() const { return version_; }
+  const TokenizerIdentity& tokenizer() const { return tokenizer_; }  // unknown for version 1
   int token_width() const { return width_; }
   uint64_t num_tokens() const { return num_tokens_; }
   uint64_t num_documents() const { return num_docs_; }
+  uint32_t checksum() const { return checksum_; }  // CRC32 of the payload, as stored in the header
   // Token index where each document starts.
   absl::Span<const uint64_t> document_starts() const { return {doc_starts_, num_docs_}; }
 
@@ -108,6 +128,8 @@ class TokenShard {
   const unsigned char* map_ = nullptr;
   uint64_t map_size_ = 0;
   int64_t vocab_size_ = 0;
+  int version_ = 0;
+  TokenizerIdentity tokenizer_;
   int width_ = 0;
   uint64_t num_tokens_ = 0;
   uint64_t num_docs_ = 0;

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "data/tokenizer_identity.h"
 
 namespace nats::data {
 
@@ -36,7 +37,16 @@ class Tokenizer {
 
   // The config value that selects this tokenizer ("gpt2", "byte").
   virtual std::string name() const = 0;
+
+  // The first 8 bytes (big-endian) of a SHA-256 that pins the vocabulary: of the ranks file for gpt2, of a
+  // fixed description for byte. Two tokenizers with equal name and hash give the same ids.
+  virtual uint64_t vocabulary_hash() const = 0;
+
+  TokenizerIdentity identity() const { return {name(), vocabulary_hash()}; }
 };
+
+// The first 8 bytes of a lowercase hex SHA-256 digest, big-endian (the digest's first 16 hex digits).
+uint64_t VocabularyHashFromSha256Hex(std::string_view hex_digest);
 
 // The tokenizer selected by the config field data.tokenizer:
 //   "gpt2": GPT-2 BPE, ranks from <data_dir>/tokenizer/r50k_base.tiktoken
@@ -45,5 +55,9 @@ class Tokenizer {
 // InvalidArgumentError for any other name; the gpt2 loader's error when its file is missing or
 // not the expected one.
 absl::StatusOr<std::unique_ptr<Tokenizer>> MakeTokenizer(std::string_view name, const std::string& data_dir);
+
+// The identity MakeTokenizer(name, ...) would have, without loading any file (to check a shard against a model
+// config). InvalidArgumentError for an unknown name, as MakeTokenizer.
+absl::StatusOr<TokenizerIdentity> TokenizerIdentityOf(std::string_view name);
 
 }  // namespace nats::data

@@ -13,7 +13,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "data/loader.h"
-#include "data/token_shard.h"
+#include "data/token_corpus.h"
+#include "data/tokenizer.h"
 #include "launch/commands.h"
 #include "launch/flag_parser.h"
 #include "nats/cached_perplexity.h"
@@ -122,7 +123,7 @@ int EvalWithFlags(int argc, char** argv) {
     return 1;
   }
   const std::string data_path = flags->Get("data", loaded->config.data().val_path());
-  auto shard = data::TokenShard::Open(data_path);
+  auto shard = data::TokenCorpus::Open(data_path);
   if (!shard.ok()) {
     std::fprintf(stderr, "eval: %s\n", std::string(shard.status().message()).c_str());
     return 1;
@@ -139,13 +140,10 @@ int EvalWithFlags(int argc, char** argv) {
         loaded->step_dir.c_str(), static_cast<long long>(seq));
     return 2;
   }
-  if (shard->vocab_size() > vocab) {
-    std::fprintf(
-        stderr,
-        "eval: %s: token shard has vocabulary %lld but the model's model.vocab_size is %lld; evaluate on "
-        "a shard prepared with the model's tokenizer (data.tokenizer = %s)\n",
-        data_path.c_str(), static_cast<long long>(shard->vocab_size()), static_cast<long long>(vocab),
-        loaded->config.data().tokenizer().c_str());
+  auto identity = data::TokenizerIdentityOf(loaded->config.data().tokenizer());
+  absl::Status fits = identity.ok() ? data::CheckCorpusFitsModel(*shard, "--data", *identity, vocab) : identity.status();
+  if (!fits.ok()) {
+    std::fprintf(stderr, "eval: %s\n", std::string(fits.message()).c_str());
     return 1;
   }
   const int64_t available = static_cast<int64_t>(data::NumWindows(shard->num_tokens(), seq));

@@ -81,7 +81,7 @@ class TrainerState {
   parallel::Communicator* comm = nullptr;  // the world communicator, owned by grid
   int rank = 0, world = 1, dp = 1;
   int64_t micro_batch = 0, accum_steps = 1;
-  std::shared_ptr<const data::TokenShard> train_shard, val_shard;
+  std::shared_ptr<const data::TokenCorpus> train_shard, val_shard;
   std::unique_ptr<data::Loader> loader;
   std::unique_ptr<data::Tokenizer> tokenizer;
   Transformer model{nullptr};
@@ -386,22 +386,22 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
 
   // Data: this rank's files (each node may have its own copy), agreed across ranks.
   auto open_data = [&]() -> absl::Status {
-    auto train_shard = data::TokenShard::Open(cfg.data().train_path());
-    if (!train_shard.ok()) return train_shard.status();
-    st->train_shard = std::make_shared<const data::TokenShard>(std::move(*train_shard));
-    auto val_shard = data::TokenShard::Open(cfg.data().val_path());
-    if (!val_shard.ok()) return val_shard.status();
-    st->val_shard = std::make_shared<const data::TokenShard>(std::move(*val_shard));
-    for (const auto& shard : {st->train_shard, st->val_shard}) {
-      if (shard->vocab_size() > cfg.model().vocab_size()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(shard->path(), ": token shard has vocabulary ", shard->vocab_size(),
-                         " but model.vocab_size = ", cfg.model().vocab_size(),
-                         "; raise model.vocab_size or prepare the data with the matching tokenizer"));
-      }
-    }
     auto tokenizer = data::MakeTokenizer(cfg.data().tokenizer(), cfg.data().data_dir());
     if (!tokenizer.ok()) return tokenizer.status();
+    auto train_shard = data::TokenCorpus::Open(cfg.data().train_path());
+    if (!train_shard.ok()) return train_shard.status();
+    st->train_shard = std::make_shared<const data::TokenCorpus>(std::move(*train_shard));
+    auto val_shard = data::TokenCorpus::Open(cfg.data().val_path());
+    if (!val_shard.ok()) return val_shard.status();
+    st->val_shard = std::make_shared<const data::TokenCorpus>(std::move(*val_shard));
+    for (const auto& [corpus, field] : {std::pair{st->train_shard, "data.train_path"},
+                                        std::pair{st->val_shard, "data.val_path"}}) {
+      if (absl::Status s = data::CheckCorpusFitsModel(*corpus, field, (*tokenizer)->identity(),
+                                                      cfg.model().vocab_size());
+          !s.ok()) {
+        return s;
+      }
+    }
     st->tokenizer = std::move(*tokenizer);
     return absl::OkStatus();
   };

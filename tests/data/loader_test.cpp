@@ -18,18 +18,18 @@ namespace {
 
 constexpr int64_t kVocab = 1 << 20;  // uint32 storage, so position == token id for every position used here
 
-std::shared_ptr<const TokenShard> IotaShard(uint64_t num_tokens, const std::string& name) {
+std::shared_ptr<const TokenCorpus> IotaShard(uint64_t num_tokens, const std::string& name) {
   const std::string path = std::string(::testing::TempDir()) + "/loader_test_" + std::to_string(::getpid()) + "_" +
                            name + ".tok";
   std::vector<std::vector<int32_t>> docs(3);
   for (uint64_t i = 0; i < num_tokens; ++i) docs[i * 3 / num_tokens].push_back(static_cast<int32_t>(i % kVocab));
   EXPECT_TRUE(WriteTokenShard(path, kVocab, docs).ok());
-  absl::StatusOr<TokenShard> shard = TokenShard::Open(path);
-  EXPECT_TRUE(shard.ok()) << shard.status();
-  return std::make_shared<const TokenShard>(*std::move(shard));
+  absl::StatusOr<TokenCorpus> corpus = TokenCorpus::Open(path);
+  EXPECT_TRUE(corpus.ok()) << corpus.status();
+  return std::make_shared<const TokenCorpus>(*std::move(corpus));
 }
 
-Loader MakeLoader(std::shared_ptr<const TokenShard> shard, int64_t seq_len, int64_t batch, int rank, int dp,
+Loader MakeLoader(std::shared_ptr<const TokenCorpus> shard, int64_t seq_len, int64_t batch, int rank, int dp,
                   uint64_t seed) {
   LoaderOptions o;
   o.seq_len = seq_len;

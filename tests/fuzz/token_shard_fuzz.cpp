@@ -13,6 +13,8 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "data/loader.h"
 #include "data/token_shard.h"
@@ -34,23 +36,26 @@ uint64_t GetU64(const std::string& s, size_t at) {
 }
 void PutU32(std::string& s, size_t at, uint32_t v) { std::memcpy(s.data() + at, &v, 4); }
 
-// Header layout of token_shard.h: tokens at 24, docs at 32, width at 20, payload CRC at 40, header CRC at 60.
+// Header layout of token_shard.h: version at 8, header size H at 12 (64 in version 1, 128 in version 2), width
+// at 20, tokens at 24, docs at 32, payload CRC at 40, header CRC in the last 4 header bytes.
 void FixChecksums(std::string& file) {
-  if (file.size() < nats::data::kTokenShardHeaderSize) return;
+  if (file.size() < nats::data::kTokenShardHeaderSizeV1) return;
+  const uint64_t header = GetU32(file, 8) == 1 ? 64 : 128;
+  if (file.size() < header) return;
   const uint64_t width = GetU32(file, 20), tokens = GetU64(file, 24), docs = GetU64(file, 32);
   const uint64_t size = file.size();
   if ((width == 2 || width == 4) && tokens <= size / width && docs <= size / 8) {
     const uint64_t token_bytes = tokens * width;
-    const uint64_t offsets_begin = (64 + token_bytes + 7) & ~uint64_t{7};
+    const uint64_t offsets_begin = (header + token_bytes + 7) & ~uint64_t{7};
     if (offsets_begin + docs * 8 <= size) {
       uLong crc = crc32(0, nullptr, 0);
-      crc = crc32_z(crc, reinterpret_cast<const Bytef*>(file.data() + 64), token_bytes);
+      crc = crc32_z(crc, reinterpret_cast<const Bytef*>(file.data() + header), token_bytes);
       crc = crc32_z(crc, reinterpret_cast<const Bytef*>(file.data() + offsets_begin), docs * 8);
       PutU32(file, 40, static_cast<uint32_t>(crc));
     }
   }
-  PutU32(file, 60,
-         static_cast<uint32_t>(crc32(crc32(0, nullptr, 0), reinterpret_cast<const Bytef*>(file.data()), 60)));
+  PutU32(file, header - 4,
+         static_cast<uint32_t>(crc32(crc32(0, nullptr, 0), reinterpret_cast<const Bytef*>(file.data()), header - 4)));
 }
 
 }  // namespace
@@ -68,7 +73,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   options.verify_checksum = (flags & 2) == 0;
   auto opened = nats::data::TokenShard::Open(path, options);
   if (!opened.ok()) return 0;
-  auto shard = std::make_shared<const nats::data::TokenShard>(*std::move(opened));
+  std::vector<nats::data::TokenShard> one;
+  one.push_back(*std::move(opened));
+  auto made = nats::data::TokenCorpus::FromShards(path, std::move(one));
+  FUZZ_CHECK(made.ok());
+  auto corpus = std::make_shared<const nats::data::TokenCorpus>(*std::move(made));
+  const nats::data::TokenShard* shard = &corpus->shard(0);
   (void)shard->Verify();
 
   // Open's promises.
@@ -83,16 +93,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   // The readers of `nats eval` and `nats train`.
   const uint64_t windows = nats::data::NumWindows(shard->num_tokens(), seq_len);
-  auto rows = nats::data::EvalWindows(*shard, seq_len, 0, windows);
+  auto rows = nats::data::EvalWindows(*corpus, seq_len, 0, windows);
   if (rows.ok()) FUZZ_CHECK(rows->size() == windows * static_cast<uint64_t>(seq_len + 1));
-  (void)nats::data::EvalWindows(*shard, seq_len, windows, 1);  // past the end: OutOfRange
+  (void)nats::data::EvalWindows(*corpus, seq_len, windows, 1);  // past the end: OutOfRange
   nats::data::LoaderOptions lo;
   lo.seq_len = seq_len;
   lo.global_batch = 1 + (flags >> 4);
   lo.dp_size = 1 + ((flags >> 2) & 1);
   lo.dp_rank = lo.dp_size - 1;
   lo.seed = sum;
-  auto loader = nats::data::Loader::Create(shard, lo);
+  auto loader = nats::data::Loader::Create(corpus, lo);
   if (loader.ok()) {
     for (uint64_t consumed : {uint64_t{0}, uint64_t{7}, uint64_t{1} << 40}) {
       const std::vector<int32_t> batch = loader->Batch(consumed);

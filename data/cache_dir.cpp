@@ -1,0 +1,13 @@
+// data/cache_dir.cpp
+#include "data/cache_dir.h"
+
+#include <cstdlib>
+
+namespace nats::data {
+
+std::string DefaultCacheDir() {
+  const char* env = std::getenv("NATS_CACHE");
+  return env != nullptr && env[0] != '\0' ? std::string(env) : std::string(kDefaultCacheDir);
+}
+
+}  // namespace nats::data
