@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}; STEPS=${2:-100}; OUT=${3:-runs/sweep}
 nats="$BUILD_DIR/bin/nats"
-[ -f data/books_byte/train.tok ] || "$nats" prepare --data_dir=data --out_dir=data/books_byte --tokenizer=byte
+[ -f data/books_byte/train.tok ] || "$nats" prepare --out_dir data/books_byte --tokenizer=byte
 mkdir -p "$OUT"
 common=(--config configs/small_byte.textproto --set model.n_layer=4 --set model.d_model=128 --set model.n_head=4
         --set train.batch_size=4 --set train.micro_batch_size=4 --set train.steps="$STEPS" --set optim.warmup_steps=10

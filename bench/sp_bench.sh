@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}; CKPT=${2:-runs/sp_types/l2e-6/ckpt}; DATA=${3:-data/books_byte/val.tok}
 bench="$BUILD_DIR/bench/sp_bench"
 if [ ! -d "$CKPT" ]; then  # the learned-types model: byte level, 4 layers, d 128, T 1024, 250 steps (~5 min)
-  [ -f data/books_byte/train.tok ] || "$BUILD_DIR/bin/nats" prepare --data_dir=data --out_dir=data/books_byte --tokenizer=byte
+  [ -f data/books_byte/train.tok ] || "$BUILD_DIR/bin/nats" prepare --out_dir data/books_byte --tokenizer=byte
   "$BUILD_DIR/bin/nats" train --config configs/small_byte.textproto --set model.n_layer=4 --set model.d_model=128 \
     --set model.n_head=4 --set train.batch_size=4 --set train.micro_batch_size=4 --set train.steps=250 \
     --set optim.warmup_steps=10 --set train.eval_interval=0 --set train.eval_windows=16 --set model.attention=NATS \

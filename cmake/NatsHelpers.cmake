@@ -14,6 +14,13 @@ function(nats_use_torch_pch target)
   endif()
 endfunction()
 
+# The download cache the tests read (books/raw, tokenizer, npm): $NATS_CACHE at configure time, else <source>/.cache.
+if(DEFINED ENV{NATS_CACHE} AND NOT "$ENV{NATS_CACHE}" STREQUAL "")
+  set(NATS_TEST_CACHE_DIR "$ENV{NATS_CACHE}")
+else()
+  set(NATS_TEST_CACHE_DIR "${CMAKE_SOURCE_DIR}/.cache")
+endif()
+
 # nats_add_test(name SOURCES ... LIBS ...): a GoogleTest binary registered with CTest.
 function(nats_add_test name)
   cmake_parse_arguments(ARG "" "" "SOURCES;LIBS" ${ARGN})
@@ -24,7 +31,7 @@ function(nats_add_test name)
   endif()
   add_test(NAME ${name} COMMAND ${name})
   set_tests_properties(${name} PROPERTIES
-    ENVIRONMENT "NATS_SOURCE_DIR=${CMAKE_SOURCE_DIR};NATS_BINARY_DIR=${CMAKE_BINARY_DIR};NATS_DATA_DIR=${CMAKE_SOURCE_DIR}/data")
+    ENVIRONMENT "NATS_SOURCE_DIR=${CMAKE_SOURCE_DIR};NATS_BINARY_DIR=${CMAKE_BINARY_DIR};NATS_DATA_DIR=${CMAKE_SOURCE_DIR}/data;NATS_CACHE=${NATS_TEST_CACHE_DIR}")
 endfunction()
 
 # nats_add_mpi_test(name NP n BINARY target [ARGS ...]): run a test binary under mpirun with n ranks.
@@ -34,7 +41,7 @@ function(nats_add_mpi_test name)
     COMMAND ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe --bind-to none
             -np ${ARG_NP} $<TARGET_FILE:${ARG_BINARY}> ${ARG_ARGS})
   set_tests_properties(${name} PROPERTIES
-    ENVIRONMENT "NATS_SOURCE_DIR=${CMAKE_SOURCE_DIR};NATS_BINARY_DIR=${CMAKE_BINARY_DIR};NATS_DATA_DIR=${CMAKE_SOURCE_DIR}/data;OMP_NUM_THREADS=1"
+    ENVIRONMENT "NATS_SOURCE_DIR=${CMAKE_SOURCE_DIR};NATS_BINARY_DIR=${CMAKE_BINARY_DIR};NATS_DATA_DIR=${CMAKE_SOURCE_DIR}/data;NATS_CACHE=${NATS_TEST_CACHE_DIR};OMP_NUM_THREADS=1"
     PROCESSORS ${ARG_NP})
 endfunction()
 

@@ -9,9 +9,8 @@
 
 namespace nats::data {
 
-inline constexpr char kDefaultCacheDir[] = "data";
-
-// $NATS_CACHE if set and non-empty, else kDefaultCacheDir.
+// $NATS_CACHE if set and non-empty, else <source tree>/.cache (git-ignored; an absolute path compiled in, so
+// `nats` finds its downloads from any working directory).
 std::string DefaultCacheDir();
 
 }  // namespace nats::data

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
+#include "data/cache_dir.h"
 #include "data/corpus.h"
 #include "data/token_shard.h"
 #include "data/tokenizer.h"
@@ -37,7 +38,9 @@ absl::StatusOr<BookTokens> TokenizeBook(const Tokenizer& tokenizer, const std::s
 
 }  // namespace
 
-absl::StatusOr<PrepareSummary> PrepareCorpusWithSummary(const PrepareOptions& options) {
+absl::StatusOr<PrepareSummary> PrepareCorpusWithSummary(const PrepareOptions& options_in) {
+  PrepareOptions options = options_in;
+  if (options.data_dir.empty()) options.data_dir = DefaultCacheDir();
   const auto start = std::chrono::steady_clock::now();
   absl::Span<const BookSpec> books = DemoBooks();
 

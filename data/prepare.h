@@ -18,7 +18,7 @@
 namespace nats::data {
 
 struct PrepareOptions {
-  std::string data_dir = "data";       // holds books/raw/ (launch/fetch_corpus.sh) and tokenizer/
+  std::string data_dir;                // holds books/raw/ (launch/fetch_corpus.sh) and tokenizer/; empty: the cache
   std::string out_dir = "data/books";  // receives train.tok and val.tok
   std::string tokenizer = "gpt2";      // "gpt2" | "byte" (data.tokenizer)
   FILE* log = stdout;                  // per-book lines and the summary; nullptr: silent

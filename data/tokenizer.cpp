@@ -3,6 +3,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "data/byte_tokenizer.h"
+#include "data/cache_dir.h"
 #include "data/gpt2_tokenizer.h"
 
 namespace nats::data {
@@ -19,8 +20,9 @@ uint64_t VocabularyHashFromSha256Hex(std::string_view hex_digest) {
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> MakeTokenizer(std::string_view name, const std::string& data_dir) {
   if (name == "gpt2") {
+    const std::string dir = data_dir.empty() ? DefaultCacheDir() : data_dir;
     absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> gpt2 =
-        Gpt2Tokenizer::Load(absl::StrCat(data_dir, "/tokenizer/r50k_base.tiktoken"));
+        Gpt2Tokenizer::Load(absl::StrCat(dir, "/tokenizer/r50k_base.tiktoken"));
     if (!gpt2.ok()) return gpt2.status();
     return std::unique_ptr<Tokenizer>(std::move(*gpt2));
   }

@@ -49,7 +49,8 @@ class Tokenizer {
 uint64_t VocabularyHashFromSha256Hex(std::string_view hex_digest);
 
 // The tokenizer selected by the config field data.tokenizer:
-//   "gpt2": GPT-2 BPE, ranks from <data_dir>/tokenizer/r50k_base.tiktoken
+//   "gpt2": GPT-2 BPE, ranks from <data_dir>/tokenizer/r50k_base.tiktoken (data_dir empty: DefaultCacheDir(),
+//           data/cache_dir.h)
 //           (launch/fetch_tokenizer.sh fetches it);
 //   "byte": one id per byte plus <|endoftext|>.
 // InvalidArgumentError for any other name; the gpt2 loader's error when its file is missing or

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# launch/fetch_corpus.sh DATA_DIR
+# launch/fetch_corpus.sh [CACHE_DIR]   (default: $NATS_CACHE, else .cache in the repository)
 #
 # Fetches the demo corpus (a "small PG-19": whole public-domain books that happen to ship inside small Debian
-# packages, see shared/reference/data-sources.md) and copies each book, still raw, to DATA_DIR/books/raw/<name>.txt.
+# packages, see shared/reference/data-sources.md) and copies each book, still raw, to CACHE_DIR/books/raw/<name>.txt.
 # Jane Austen's six novels come as one R lazy-load database, copied as books/raw/austen.rdb (data/corpus.cpp
 # decodes it; R itself is not needed).
 # Cleaning (BOM, CRLF, Latin-1, Gutenberg boilerplate) is done in C++ by data/corpus.cpp, so this script only moves
-# bytes. The .deb files are cached under DATA_DIR/debs/, so a rerun is offline. `apt-get download` skips the
+# bytes. The .deb files are cached under CACHE_DIR/debs/, so a rerun is offline. `apt-get download` skips the
 # packages' dependencies (which would pull in R or Go) and needs no root for installing anything.
 set -euo pipefail
 
-if [[ $# -ne 1 ]]; then
-  echo "usage: $0 DATA_DIR   (for example: $0 data)" >&2
+if [[ $# -gt 1 ]]; then
+  echo "usage: $0 [CACHE_DIR]   (default: \$NATS_CACHE, else .cache in the repository)" >&2
   exit 2
 fi
-data_dir=$1
+data_dir=${1:-${NATS_CACHE:-$(cd "$(dirname "$0")/.." && pwd)/.cache}}
 deb_dir=$data_dir/debs
 raw_dir=$data_dir/books/raw
 mkdir -p "$deb_dir" "$raw_dir"

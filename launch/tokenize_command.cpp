@@ -12,13 +12,13 @@ namespace nats::launch {
 
 int RunTokenize(int argc, char** argv) {
   constexpr char kHelp[] =
-      "usage: nats tokenize [--tokenizer=gpt2|byte] [--data_dir=data] [--json] < text\n"
+      "usage: nats tokenize [--tokenizer=gpt2|byte] [--data_dir=CACHE] [--json] < text\n"
       "  prints the ids of standard input, one per line (or one JSON array with --json)\n";
   ParsedFlags parsed;
   if (auto exit_code = ParseCommandFlags(argc, argv, {"tokenizer", "data_dir"}, {"json"}, kHelp, &parsed))
     return *exit_code;
   const ParsedFlags* flags = &parsed;
-  auto tokenizer = data::MakeTokenizer(flags->Get("tokenizer", "gpt2"), flags->Get("data_dir", "data"));
+  auto tokenizer = data::MakeTokenizer(flags->Get("tokenizer", "gpt2"), flags->Get("data_dir", ""));
   if (!tokenizer.ok()) {
     std::fprintf(stderr, "tokenize: %s\n", std::string(tokenizer.status().message()).c_str());
     return 2;

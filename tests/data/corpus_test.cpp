@@ -177,8 +177,8 @@ TEST(Corpus, MissingBookNamesFetchScript) {
 
 // The real books, as launch/fetch_corpus.sh leaves them.
 TEST(Corpus, RealBooksCleanUp) {
-  const char* data_dir_env = std::getenv("NATS_DATA_DIR");
-  ASSERT_NE(data_dir_env, nullptr) << "NATS_DATA_DIR is not set (CTest sets it to <repo>/data)";
+  const char* data_dir_env = std::getenv("NATS_CACHE");
+  ASSERT_NE(data_dir_env, nullptr) << "NATS_CACHE is not set (CTest sets it to the download cache)";
   const std::string data_dir = data_dir_env;
   for (const BookSpec& book : DemoBooks()) {
     SCOPED_TRACE(std::string(book.name));
@@ -225,7 +225,7 @@ TEST(Corpus, RealBooksCleanUp) {
 // `nats prepare` end to end with the byte tokenizer, where the expected shard follows from the clean text alone:
 // each document is eot followed by the book's bytes, in book order, whole books in their split.
 TEST(Prepare, ByteShardsHoldTheCleanBooksInOrder) {
-  const char* data_dir_env = std::getenv("NATS_DATA_DIR");
+  const char* data_dir_env = std::getenv("NATS_CACHE");
   ASSERT_NE(data_dir_env, nullptr);
   PrepareOptions options;
   options.data_dir = data_dir_env;

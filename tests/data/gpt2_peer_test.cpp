@@ -1,7 +1,7 @@
 // Our GPT-2 tokenizer against an independent implementation run live: npm gpt-tokenizer@4.0.0
 // (r50k_base) under node, through tests/data/gpt2_peer_encode.js. Whole real books must give
 // identical ids, as must a list of strings chosen to stress the pre-tokenizer.
-// Needs <NATS_DATA_DIR>/books/raw/{mobydick,sherlock}.txt (launch/fetch_corpus.sh) and the ranks
+// Needs <NATS_CACHE>/books/raw/{mobydick,sherlock}.txt (launch/fetch_corpus.sh) and the ranks
 // file plus the npm peer (launch/fetch_tokenizer.sh); missing data fails the test, never skips it.
 #include <chrono>
 #include <cstdio>
@@ -29,7 +29,7 @@ std::string Env(const char* name) {
   return value == nullptr ? "" : value;
 }
 
-std::string DataDir() { return Env("NATS_DATA_DIR"); }
+std::string DataDir() { return Env("NATS_CACHE"); }  // the download cache
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

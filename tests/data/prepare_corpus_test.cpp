@@ -286,8 +286,8 @@ TEST(DocumentSource, SafeCutsAreAfterANewlineBeforeAPrintableByte) {
 
 // A book longer than one piece: the pieces' ids concatenate to the ids of one Encode of the whole book.
 TEST(PrepareCorpus, LongTextDocumentsInPiecesEncodeLikeTheWholeDocument) {
-  const char* data_dir = std::getenv("NATS_DATA_DIR");
-  ASSERT_NE(data_dir, nullptr) << "NATS_DATA_DIR is not set (CTest sets it to <repo>/data)";
+  const char* data_dir = std::getenv("NATS_CACHE");
+  ASSERT_NE(data_dir, nullptr) << "NATS_CACHE is not set (CTest sets it to the download cache)";
   const std::string book = std::string(data_dir) + "/books/raw/mobydick.txt";
   ASSERT_TRUE(fs::exists(book)) << "fetch the demo corpus: launch/fetch_corpus.sh " << data_dir;
   const std::string text = ReadFile(book);

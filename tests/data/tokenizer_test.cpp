@@ -2,7 +2,7 @@
 // need no JavaScript peer and no corpus: SHA-256 against sha256sum, the GPT-2 tokenizer against
 // the five reference cases three JavaScript tokenizers agree on
 // (tests/data/gpt2_reference_tokens.json), and the fast BPE against its slow twin.
-// Needs <NATS_DATA_DIR>/tokenizer/r50k_base.tiktoken (launch/fetch_tokenizer.sh).
+// Needs <NATS_CACHE>/tokenizer/r50k_base.tiktoken (launch/fetch_tokenizer.sh).
 #include "data/tokenizer.h"
 
 #include <cctype>
@@ -43,7 +43,7 @@ std::string ReadFile(const std::string& path) {
   return buffer.str();
 }
 
-std::string RanksPath() { return EnvOrDie("NATS_DATA_DIR") + "/tokenizer/r50k_base.tiktoken"; }
+std::string RanksPath() { return EnvOrDie("NATS_CACHE") + "/tokenizer/r50k_base.tiktoken"; }
 
 // Loaded once: parsing and hashing the ranks file is the slow part of every GPT-2 test.
 const Gpt2Tokenizer& Gpt2() {
@@ -124,7 +124,7 @@ TEST(MakeTokenizer, BuildsBothTokenizers) {
   absl::StatusOr<std::unique_ptr<Tokenizer>> byte = MakeTokenizer("byte", "/nonexistent");
   ASSERT_TRUE(byte.ok()) << byte.status();
   EXPECT_EQ((*byte)->name(), "byte");
-  absl::StatusOr<std::unique_ptr<Tokenizer>> gpt2 = MakeTokenizer("gpt2", EnvOrDie("NATS_DATA_DIR"));
+  absl::StatusOr<std::unique_ptr<Tokenizer>> gpt2 = MakeTokenizer("gpt2", EnvOrDie("NATS_CACHE"));
   ASSERT_TRUE(gpt2.ok()) << gpt2.status();
   EXPECT_EQ((*gpt2)->name(), "gpt2");
   EXPECT_EQ((*gpt2)->vocab_size(), 50257);

@@ -85,9 +85,9 @@ inline void WriteFileOrDie(const std::string& path, std::string_view bytes) {
 }
 
 // Where the source tree's data/ lies (the GPT-2 ranks file): $NATS_DATA_DIR, else <source>/data.
-inline std::string DataDir() {
-  if (const char* d = std::getenv("NATS_DATA_DIR"); d != nullptr && *d != 0) return d;
-  return std::string(NATS_SOURCE_DIR) + "/data";
+inline std::string DataDir() {  // the download cache (data/cache_dir.h)
+  if (const char* d = std::getenv("NATS_CACHE"); d != nullptr && *d != 0) return d;
+  return std::string(NATS_SOURCE_DIR) + "/.cache";
 }
 
 }  // namespace nats::fuzz

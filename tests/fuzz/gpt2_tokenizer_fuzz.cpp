@@ -10,7 +10,7 @@
 //   2: the same two checks for ByteTokenizer;
 //   3: rest is a ranks file for Gpt2Tokenizer::Load (refused by its SHA-256 unless it is the real file),
 //      and the rest's first bytes as a tokenizer name for MakeTokenizer.
-// Needs <NATS_DATA_DIR or source/data>/tokenizer/r50k_base.tiktoken (launch/fetch_tokenizer.sh).
+// Needs <NATS_CACHE or source/.cache>/tokenizer/r50k_base.tiktoken (launch/fetch_tokenizer.sh).
 #include <cstdint>
 #include <cstring>
 #include <memory>

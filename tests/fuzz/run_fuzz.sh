@@ -17,8 +17,8 @@ start=$(date +%s)
 stamp() { echo "[run_fuzz $(( $(date +%s) - start ))s] $*"; }
 
 launch/install_deps.sh --fuzz
-launch/fetch_corpus.sh data >/dev/null
-launch/fetch_tokenizer.sh data >/dev/null
+launch/fetch_corpus.sh >/dev/null     # into the cache ($NATS_CACHE, else .cache)
+launch/fetch_tokenizer.sh >/dev/null
 
 stamp "configure + build ($BUILD_DIR, clang, ASan + UBSan + libFuzzer)"
 CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DNATS_FUZZ=ON >/dev/null

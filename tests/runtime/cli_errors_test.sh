@@ -36,7 +36,7 @@ expect() {
 "$NATS" train --config "$SRC/configs/tiny.textproto" --set model.n_layer=1 --set model.d_model=32 \
   --set model.n_head=2 --set train.steps=2 --set train.eval_windows=1 --set train.threads=1 \
   --set data.train_path="$DATA/books/train.tok" --set data.val_path="$DATA/books/val.tok" \
-  --set data.data_dir="$DATA" --set train.run_dir="$WORK/run" >"$WORK/train.log" 2>&1 ||
+  --set train.run_dir="$WORK/run" >"$WORK/train.log" 2>&1 ||
   { echo "FAIL: could not train the test checkpoint"; tail -5 "$WORK/train.log"; exit 1; }
 CKPT=$WORK/run/ckpt
 STEP=$(ls -d "$CKPT"/step_* | head -1)
@@ -102,7 +102,7 @@ expect inspect_missing "does_not_exist" "$NATS" inspect "$WORK/does_not_exist"
 expect inspect_usage "usage" "$NATS" inspect
 
 T=("$NATS" train --config "$SRC/configs/tiny.textproto" --set train.run_dir="$WORK/bad_train"
-   --set data.train_path="$DATA/books/train.tok" --set data.val_path="$DATA/books/val.tok" --set data.data_dir="$DATA")
+   --set data.train_path="$DATA/books/train.tok" --set data.val_path="$DATA/books/val.tok")
 expect train_eval_windows_zero "train.eval_windows" "${T[@]}" --set train.eval_windows=0
 expect train_context_huge "model.context_length" "${T[@]}" --set model.context_length=100000
 expect train_vocab_huge "model.vocab_size" "${T[@]}" --set model.vocab_size=2000000000

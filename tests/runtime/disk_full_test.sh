@@ -26,7 +26,7 @@ common=(--config "$src/configs/tiny.textproto" --set model.n_layer=1 --set model
         --set model.context_length=32 --set train.log_interval=1 --set train.eval_interval=0
         --set train.eval_windows=2 --set train.threads=1 --set checkpoint.interval_steps=2
         --set checkpoint.keep_last=0 --set data.train_path="$data/books/train.tok"
-        --set data.val_path="$data/books/val.tok" --set data.data_dir="$data")
+        --set data.val_path="$data/books/val.tok")
 fail() { echo "FAIL: $*"; exit 1; }
 expect_in() {  # file, text...
   local file=$1; shift

@@ -31,7 +31,7 @@ def args(run_dir, steps):
     sets = ["model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.context_length=32",
             f"train.steps={steps}", "train.log_interval=1", "train.eval_interval=0", "train.eval_windows=2",
             "train.threads=1", "checkpoint.interval_steps=2", "checkpoint.keep_last=2",
-            f"data.train_path={data}/books/train.tok", f"data.val_path={data}/books/val.tok", f"data.data_dir={data}",
+            f"data.train_path={data}/books/train.tok", f"data.val_path={data}/books/val.tok",
             f"train.run_dir={run_dir}"]
     a = [nats, "train", "--config", f"{src}/configs/tiny.textproto"]
     for s in sets:

@@ -10,8 +10,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 common=(--config "$src/configs/tiny_nats.textproto" --set nats.lambda=3e-4 --set train.steps=40
         --set train.log_interval=1 --set train.eval_interval=0 --set train.eval_windows=4
-        --set data.train_path="$data/books/train.tok" --set data.val_path="$data/books/val.tok"
-        --set data.data_dir="$data")
+        --set data.train_path="$data/books/train.tok" --set data.val_path="$data/books/val.tok")
 "$nats" train "${common[@]}" --set train.run_dir="$out/one" --set train.threads=1 > "$out/one.log"
 mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 \
   "$nats" train "${common[@]}" --set train.run_dir="$out/two" --set train.threads=1 > "$out/two.log"

@@ -8,8 +8,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 common=(--set train.steps=6 --set train.log_interval=1 --set train.eval_interval=3 --set train.eval_windows=2
         --set model.d_model=64 --set model.context_length=32 --set train.threads=1
-        --set data.train_path="$data/books/train.tok" --set data.val_path="$data/books/val.tok"
-        --set data.data_dir="$data")
+        --set data.train_path="$data/books/train.tok" --set data.val_path="$data/books/val.tok")
 "$nats" train --config "$src/configs/tiny.textproto" "${common[@]}" --set train.run_dir="$out/dense" > /dev/null
 "$nats" train --config "$src/configs/tiny_nats.textproto" "${common[@]}" --set train.run_dir="$out/nats" > /dev/null
 "$nats" plot "$out/dense" "$out/nats" --out "$out/plots" > "$out/plot.log"

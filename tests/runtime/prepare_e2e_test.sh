@@ -8,12 +8,13 @@
 # usage: prepare_e2e_test.sh NATS_BINARY SOURCE_DIR DATA_DIR
 set -euo pipefail
 nats=$1 src=$2 data=$3
+cache=${NATS_CACHE:-$src/.cache}  # downloads (data/cache_dir.h): the raw books
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 # 1. A corpus from two real books: paragraphs of Moby Dick as JSON lines (half of them gzipped), Sherlock as text.
 mkdir -p "$out/in/text"
-python3 - "$data/books/raw/mobydick.txt" "$out/in" <<'PY'
+python3 - "$cache/books/raw/mobydick.txt" "$out/in" <<'PY'
 import gzip, json, sys
 paragraphs = [p.strip() for p in open(sys.argv[1], encoding="utf-8", errors="replace").read().split("\n\n")]
 paragraphs = [p for p in paragraphs if p][:3000]
@@ -25,7 +26,7 @@ with gzip.open(f"{sys.argv[2]}/part2.jsonl.gz", "wt") as f:
     for i, p in enumerate(paragraphs[half:]):
         f.write(json.dumps({"id": half + i, "meta": {"text": p}}) + "\n")
 PY
-cp "$data/books/raw/sherlock.txt" "$out/in/text/"
+cp "$cache/books/raw/sherlock.txt" "$out/in/text/"
 for threads in 1 2; do
   "$nats" prepare --input "$out/in/*.jsonl*" --input="$out/in/text" --text_field meta.text --tokenizer=byte \
     --shard_tokens 30000 --val_fraction=0.05 --threads "$threads" --out "$out/corpus$threads" > "$out/prepare$threads.log"
@@ -41,7 +42,7 @@ shards=$(ls "$out/corpus1/train" | wc -l)
 common=(--config "$src/configs/tiny.textproto" --set model.vocab_size=320 --set data.tokenizer=byte
         --set model.n_layer=1 --set model.d_model=64 --set model.context_length=64 --set train.batch_size=4
         --set train.log_interval=1 --set train.eval_interval=0 --set train.eval_windows=2 --set train.threads=1
-        --set data.train_path="$out/corpus1/train" --set data.val_path="$out/corpus1/val" --set data.data_dir="$data")
+        --set data.train_path="$out/corpus1/train" --set data.val_path="$out/corpus1/val")
 "$nats" train "${common[@]}" --set train.steps=8 --set train.run_dir="$out/straight" > /dev/null
 "$nats" train "${common[@]}" --set train.steps=4 --set train.run_dir="$out/split" > /dev/null
 "$nats" train "${common[@]}" --set train.steps=8 --set train.run_dir="$out/split" --resume > /dev/null
@@ -58,7 +59,7 @@ PY
 
 # 3. The byte shards under a GPT-2 model (configs/tiny reads gpt2 ids): refused before any step, naming the fix.
 if "$nats" train --config "$src/configs/tiny.textproto" --set data.train_path="$out/corpus1/train" \
-    --set data.val_path="$out/corpus1/val" --set data.data_dir="$data" --set train.run_dir="$out/wrong" \
+    --set data.val_path="$out/corpus1/val" --set train.run_dir="$out/wrong" \
     > "$out/wrong.log" 2>&1; then
   echo "a gpt2 model trained on byte shards"; exit 1
 fi

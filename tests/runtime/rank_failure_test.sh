@@ -40,7 +40,7 @@ mpirun --oversubscribe --bind-to none -np 2 sh -c 'echo $$ > '"$WORK"'/pid.$OMPI
   --set train.batch_size=2 --set train.steps=1000000 --set train.log_interval=1 --set train.eval_interval=0 \
   --set train.eval_windows=1 --set train.threads=1 --set checkpoint.save_final=false \
   --set data.train_path="$DATA/books/train.tok" --set data.val_path="$DATA/books/val.tok" \
-  --set data.data_dir="$DATA" --set train.run_dir="$WORK/run" --set parallel.timeout_s=$TIMEOUT_S \
+  --set train.run_dir="$WORK/run" --set parallel.timeout_s=$TIMEOUT_S \
   >"$WORK/out.log" 2>"$WORK/err.log" &
 MPIRUN_PID=$!
 

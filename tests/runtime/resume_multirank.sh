@@ -13,7 +13,7 @@ mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none)
 common=(--config "$src/configs/tiny.textproto" --set model.n_layer=1 --set train.steps=12 --set train.log_interval=1
         --set train.eval_interval=0 --set train.eval_windows=2 --set checkpoint.interval_steps=6
         --set checkpoint.keep_last=0 --set data.train_path="$data/books/train.tok"
-        --set data.val_path="$data/books/val.tok" --set data.data_dir="$data")
+        --set data.val_path="$data/books/val.tok")
 
 "${mpi[@]}" -np 2 "$nats" train "${common[@]}" --set parallel.zero_stage=1 --set train.run_dir="$out/straight" > /dev/null
 "${mpi[@]}" -np 2 "$nats" train "${common[@]}" --set parallel.zero_stage=1 --set train.run_dir="$out/split" > /dev/null
@@ -30,7 +30,7 @@ grep -q "resumed from" "$out/one.log"
 # 3. SIGTERM: a single-rank run, stopped after its third step.
 sig=(--config "$src/configs/tiny_nats.textproto" --set model.n_layer=1 --set train.steps=16 --set train.log_interval=1
      --set train.eval_interval=0 --set train.eval_windows=2 --set checkpoint.save_final=false
-     --set data.train_path="$data/books/train.tok" --set data.val_path="$data/books/val.tok" --set data.data_dir="$data")
+     --set data.train_path="$data/books/train.tok" --set data.val_path="$data/books/val.tok")
 "$nats" train "${sig[@]}" --set train.run_dir="$out/sig_straight" > /dev/null
 "$nats" train "${sig[@]}" --set train.run_dir="$out/sig" > "$out/sig.log" &
 pid=$!

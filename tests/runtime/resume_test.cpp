@@ -30,8 +30,7 @@ config::Config TinyNatsConfig(const std::string& run_dir) {
   auto cfg = LoadConfigFile(source + "/configs/tiny_nats.textproto");
   EXPECT_TRUE(cfg.ok()) << cfg.status();
   for (const std::string& s :
-       {"data.train_path=" + data + "/books/train.tok", "data.val_path=" + data + "/books/val.tok",
-        "data.data_dir=" + data, std::string("train.steps=12"), std::string("train.eval_interval=0"),
+       {"data.train_path=" + data + "/books/train.tok", "data.val_path=" + data + "/books/val.tok", std::string("train.steps=12"), std::string("train.eval_interval=0"),
         std::string("train.eval_windows=2"), std::string("train.log_interval=1"), std::string("train.threads=1"),
         std::string("model.n_layer=1"), std::string("checkpoint.interval_steps=6"),
         std::string("checkpoint.keep_last=0"), "train.run_dir=" + run_dir}) {
@@ -100,8 +99,7 @@ config::Config SmallConfig(const std::string& run_dir, int steps) {
   auto cfg = LoadConfigFile(source + "/configs/tiny.textproto");
   EXPECT_TRUE(cfg.ok()) << cfg.status();
   for (const std::string& s :
-       {"data.train_path=" + data + "/books/train.tok", "data.val_path=" + data + "/books/val.tok",
-        "data.data_dir=" + data, "train.steps=" + std::to_string(steps), std::string("train.eval_interval=0"),
+       {"data.train_path=" + data + "/books/train.tok", "data.val_path=" + data + "/books/val.tok", "train.steps=" + std::to_string(steps), std::string("train.eval_interval=0"),
         std::string("train.eval_windows=2"), std::string("train.log_interval=1"),
         std::string("train.threads=1"), std::string("model.n_layer=1"), std::string("model.d_model=32"),
         std::string("model.n_head=2"), std::string("model.context_length=32"),

@@ -27,7 +27,7 @@ mpirun --oversubscribe --bind-to none -np 2 sh -c 'cd '"$WORK"'/rank$OMPI_COMM_W
   "$NATS" train --config "$SRC/configs/tiny.textproto" \
   --set model.n_layer=1 --set model.d_model=32 --set model.n_head=2 --set model.context_length=32 \
   --set train.batch_size=2 --set train.steps=5 --set train.threads=1 --set checkpoint.save_final=false \
-  --set data.train_path=train.tok --set data.val_path="$DATA/books/val.tok" --set data.data_dir="$DATA" \
+  --set data.train_path=train.tok --set data.val_path="$DATA/books/val.tok" \
   --set train.run_dir="$WORK/run" --set parallel.timeout_s=60 \
   >"$WORK/out.log" 2>"$WORK/err.log" &
 MPIRUN_PID=$!

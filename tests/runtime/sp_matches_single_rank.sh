@@ -19,8 +19,7 @@ mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none)
 common=(--config "$src/configs/tiny_nats.textproto" --set train.steps=10 --set train.log_interval=1
         --set train.eval_interval=0 --set train.eval_windows=4 --set train.threads=1
         --set checkpoint.save_final=false --set train.micro_batch_size=2
-        --set data.train_path="$data/books/train.tok" --set data.val_path="$data/books/val.tok"
-        --set data.data_dir="$data")
+        --set data.train_path="$data/books/train.tok" --set data.val_path="$data/books/val.tok")
 "$nats" train "${common[@]}" --set train.run_dir="$out/one" > "$out/one.log"
 "${mpi[@]}" -np 2 "$nats" train "${common[@]}" --set train.run_dir="$out/sp2_full" --set parallel.sp=2 \
   --set parallel.sp_exchange=FULL > "$out/sp2_full.log"

@@ -127,7 +127,6 @@ class GuardedTrainingTest : public ::testing::Test {
         (std::filesystem::temp_directory_path() / absl::StrCat("nats_guard_", getppid(), "_", name)).string();
     std::vector<std::string> all = {"data.train_path=" + data + "/books/train.tok",
                                     "data.val_path=" + data + "/books/val.tok",
-                                    "data.data_dir=" + data,
                                     "model.d_model=64",
                                     "model.context_length=32",
                                     "train.batch_size=4",
@@ -200,8 +199,7 @@ TEST_F(GuardedTrainingTest, RollbackWithoutACheckpointStopsWithTheFix) {
   auto cfg = LoadConfigFile(Env("NATS_SOURCE_DIR", ".") + "/configs/tiny.textproto");
   ASSERT_TRUE(cfg.ok());
   for (const std::string& s :
-       {"data.train_path=" + data + "/books/train.tok", "data.val_path=" + data + "/books/val.tok",
-        "data.data_dir=" + data, std::string("model.d_model=64"), std::string("model.context_length=32"),
+       {"data.train_path=" + data + "/books/train.tok", "data.val_path=" + data + "/books/val.tok", std::string("model.d_model=64"), std::string("model.context_length=32"),
         std::string("train.threads=1"), std::string("train.eval_windows=2"),
         std::string("guard.max_bad_steps=2"),
         "train.run_dir=" +
