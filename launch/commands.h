@@ -2,7 +2,9 @@
 //
 // The subcommands of the `nats` binary. Each takes the arguments after its name
 // (argv[0] is the subcommand) and returns the process exit code; errors are printed
-// to stderr as one line naming the file or flag and the fix.
+// to stderr as one line naming the file or flag and the fix. Every one (prepare once its rewrite
+// lands) parses its flags with launch/flag_parser.h (`--flag value` and `--flag=value`), prints its
+// help to stdout with exit code 0 for --help / -h, and exits with 2 on a usage error.
 #pragma once
 
 namespace nats::launch {
@@ -14,5 +16,6 @@ int RunTokenize(int argc, char** argv);  // launch/tokenize_command.cpp
 int RunGenerate(int argc, char** argv);  // launch/generate_command.cpp
 int RunInspect(int argc, char** argv);   // launch/inspect_command.cpp
 int RunPlot(int argc, char** argv);      // launch/plot_command.cpp (runs launch/plot_runs.py)
+int RunVersion(int argc, char** argv);   // launch/version_command.cpp
 
 }  // namespace nats::launch

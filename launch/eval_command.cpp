@@ -29,6 +29,7 @@ namespace {
 constexpr char kHelp[] =
     "usage: nats eval --checkpoint DIR [--data FILE.tok] [--windows N] [--mode forward|decode|both]\n"
     "                 [--policy nats|dense|streaming|h2o|all] [--budget N] [--prefill N] [--set A=B ...]\n"
+    "                 [--threads N]\n"
     "  --checkpoint DIR  a step directory or a run's checkpoint root (newest complete checkpoint)\n"
     "  --data FILE.tok   token shard to evaluate (default: the checkpoint config's data.val_path)\n"
     "  --windows N       sequential windows of model.context_length + 1 tokens (default 8)\n"
@@ -36,7 +37,10 @@ constexpr char kHelp[] =
     "one\n"
     "                    token at a time with the cache policy; both (default): both, and check they agree\n"
     "  --policy P        cache policy for decode (default nats; all = nats, dense, streaming, h2o)\n"
-    "  --budget N        entries per KV head for streaming (default 68) and h2o (default 128)\n";
+    "  --budget N        entries per KV head for streaming (default 68) and h2o (default 128)\n"
+    "  --prefill N       decode mode: tokens of each window given to the prefill (default 1)\n"
+    "  --set A=B         override a config field that keeps the model's shape (repeatable)\n"
+    "  --threads N       intra-op threads (default: all cores)\n";
 
 struct Row {
   std::string policy;

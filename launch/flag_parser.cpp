@@ -13,7 +13,7 @@ std::string ParsedFlags::Get(const std::string& name, const std::string& fallbac
 }
 
 absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv, const std::set<std::string>& valued,
-                                       const std::set<std::string>& boolean) {
+                                       const std::set<std::string>& boolean, bool allow_positional) {
   ParsedFlags flags;
   auto known = [&] {
     std::vector<std::string> all;
@@ -23,7 +23,13 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv, const std::set<std
   };
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
+    // The short spelling everyone tries first; no other single-dash flags exist.
+    if (arg == "-h" && boolean.count("help")) arg = "--help";
     if (arg.rfind("--", 0) != 0) {
+      if (allow_positional) {
+        flags.positional.push_back(arg);
+        continue;
+      }
       return absl::InvalidArgumentError(
           absl::StrCat(argv[0], ": unexpected argument '", arg, "'; known flags: ", known()));
     }
@@ -56,9 +62,10 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv, const std::set<std
 }
 
 std::optional<int> ParseCommandFlags(int argc, char** argv, const std::set<std::string>& valued,
-                                     std::set<std::string> boolean, const char* help, ParsedFlags* flags) {
+                                     std::set<std::string> boolean, const char* help, ParsedFlags* flags,
+                                     bool allow_positional) {
   boolean.insert("help");
-  auto parsed = ParseFlags(argc, argv, valued, boolean);
+  auto parsed = ParseFlags(argc, argv, valued, boolean, allow_positional);
   if (!parsed.ok()) {
     std::fprintf(stderr, "%s\n%s", std::string(parsed.status().message()).c_str(), help);
     return 2;

@@ -140,27 +140,16 @@ void PrintSummary(const std::string& root, const std::string& step_dir, const ch
 }  // namespace
 
 int RunInspect(int argc, char** argv) {
-  std::vector<char*> flag_argv = {argv[0]};
-  std::vector<std::string> positional;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    if (arg.rfind("--", 0) == 0) {
-      flag_argv.push_back(argv[i]);
-    } else {
-      positional.push_back(arg);
-    }
-  }
-  absl::StatusOr<ParsedFlags> flags =
-      ParseFlags(static_cast<int>(flag_argv.size()), flag_argv.data(), {}, {"no_verify", "slices", "no_config"});
-  if (!flags.ok() || positional.size() != 1) {
-    std::fprintf(stderr, "%s%s", flags.ok() ? "" : absl::StrCat(flags.status().message(), "\n").c_str(), kUsage);
+  ParsedFlags flags;
+  if (auto exit_code = ParseCommandFlags(argc, argv, {}, {"no_verify", "slices", "no_config"}, kUsage, &flags,
+                                         /*allow_positional=*/true))
+    return *exit_code;
+  if (flags.positional.size() != 1) {
+    std::fprintf(stderr, "inspect: give exactly one checkpoint root or step directory (got %zu)\n%s",
+                 flags.positional.size(), kUsage);
     return 2;
   }
-  const std::string path = positional[0];
+  const std::string path = flags.positional[0];
   absl::StatusOr<std::string> step_dir = checkpoint::ResolveCheckpointPath(path);
   if (!step_dir.ok()) {
     std::fprintf(stderr, "nats inspect: %s\n", std::string(step_dir.status().message()).c_str());
@@ -174,8 +163,8 @@ int RunInspect(int argc, char** argv) {
   // Given a root, also list its other checkpoints.
   const bool given_root = !std::filesystem::exists(absl::StrCat(path, "/", checkpoint::kManifestFileName));
   const std::string root = given_root ? path : "";
-  PrintSummary(root, *step_dir, (*reader)->manifest(), flags->Has("slices"), !flags->Has("no_config"));
-  if (flags->Has("no_verify")) {
+  PrintSummary(root, *step_dir, (*reader)->manifest(), flags.Has("slices"), !flags.Has("no_config"));
+  if (flags.Has("no_verify")) {
     std::printf("verify      skipped (--no_verify)\n");
     return 0;
   }

@@ -16,19 +16,24 @@
 
 namespace {
 
+// One line per command, each naming only flags its own --help documents (tests/runtime/cli_help_test.sh
+// checks that, so the two cannot drift apart).
 constexpr char kUsage[] =
     "usage: nats <command> [flags]\n"
     "\n"
     "commands:\n"
-    "  train     --config FILE.textproto [--set section.field=value ...] [--resume]\n"
+    "  train     --config FILE.textproto [--set section.field=value ...] [--resume] [--resume_from STEP]\n"
     "  eval      --checkpoint DIR [--data FILE.tok] [--policy nats|dense|streaming|h2o|all] [--mode M]\n"
-    "  prepare   --data_dir=data --out_dir=data/books --tokenizer=gpt2|byte\n"
+    "  prepare   --input PATH_OR_GLOB ... --out DIR [--format auto|text|jsonl] [--tokenizer gpt2|byte]\n"
+    "            (no --input: the demo books into --out_dir data/books)\n"
     "  inspect   CHECKPOINT_DIR_OR_STEP_DIR [--no_verify] [--slices] [--no_config]\n"
     "  plot      RUN_DIR... [--out DIR]   loss, token-type and KV-fraction curves (PNG + SVG)\n"
-    "  tokenize  [--tokenizer=gpt2|byte] [--data_dir=data] [--json] < text\n"
-    "  generate  --config FILE.textproto [--weights PATH] --prompt TEXT [--max_tokens N] [--policy nats|dense|...]\n"
+    "  tokenize  [--tokenizer gpt2|byte] [--data_dir DIR] [--json] < text\n"
+    "  generate  --checkpoint DIR --prompt TEXT [--max_tokens N] [--temperature T] [--policy nats|...]\n"
+    "  version   commit, build type, LibTorch, MPI / NCCL / CUDA, compiler (also: nats --version)\n"
     "\n"
-    "Run `nats <command> --help` for the flags of one command.\n";
+    "Flags are `--flag value` or `--flag=value`. Run `nats <command> --help` (or -h) for the flags of one\n"
+    "command.\n";
 
 int Dispatch(const std::string& command, int argc, char** argv) {
   if (command == "train") return nats::launch::RunTrain(argc, argv);
@@ -38,6 +43,7 @@ int Dispatch(const std::string& command, int argc, char** argv) {
   if (command == "generate") return nats::launch::RunGenerate(argc, argv);
   if (command == "inspect") return nats::launch::RunInspect(argc, argv);
   if (command == "plot") return nats::launch::RunPlot(argc, argv);
+  if (command == "version") return nats::launch::RunVersion(argc, argv);
   std::fprintf(stderr, "nats: unknown command '%s'\n\n%s", command.c_str(), kUsage);
   return 2;
 }
@@ -77,7 +83,8 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
-  const std::string command = argv[1];
+  // The spelling every tool accepts; `nats version` is the same command.
+  const std::string command = std::strcmp(argv[1], "--version") == 0 ? "version" : argv[1];
   try {
     return Dispatch(command, argc - 1, argv + 1);
   } catch (const c10::Error& e) {  // before std::exception: what() would append a C++ backtrace

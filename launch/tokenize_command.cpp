@@ -12,8 +12,11 @@ namespace nats::launch {
 
 int RunTokenize(int argc, char** argv) {
   constexpr char kHelp[] =
-      "usage: nats tokenize [--tokenizer=gpt2|byte] [--data_dir=CACHE] [--json] < text\n"
-      "  prints the ids of standard input, one per line (or one JSON array with --json)\n";
+      "usage: nats tokenize [--tokenizer gpt2|byte] [--data_dir DIR] [--json] < text\n"
+      "  prints the ids of standard input, one per line (or one JSON array with --json)\n"
+      "  --tokenizer T  gpt2 (default; reads DIR/tokenizer/, from launch/fetch_tokenizer.sh) or byte\n"
+      "  --data_dir DIR the download cache holding tokenizer/ (default $NATS_CACHE, else .cache)\n"
+      "  --json         one JSON array instead of one id per line\n";
   ParsedFlags parsed;
   if (auto exit_code = ParseCommandFlags(argc, argv, {"tokenizer", "data_dir"}, {"json"}, kHelp, &parsed))
     return *exit_code;

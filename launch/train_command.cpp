@@ -1,4 +1,5 @@
 // `nats train`: load the config, apply --set overrides, train, print a summary (JSON line last).
+#include <errno.h>  // program_invocation_name (GNU)
 #include <signal.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@
 #include "checkpoints/crash_point.h"
 #include "launch/commands.h"
 #include "launch/flag_parser.h"
+#include "parallel/communicator.h"
 #include "parallel/mpi_communicator.h"
 #include "runtime/config.h"
 #include "runtime/metrics_log.h"
@@ -41,7 +43,8 @@ constexpr char kHelp[] =
     "  --overwrite          start over in a run_dir that holds a run: delete its checkpoints and move its\n"
     "                       metrics and config to <run_dir>/overwritten_<time>/ (without it, such a run_dir\n"
     "                       is refused)\n"
-    "SIGTERM/SIGINT/SIGUSR1: finish the step, save a checkpoint, exit 0 (a second signal exits at once).\n"
+    "SIGTERM/SIGINT/SIGUSR1: finish the step, save a checkpoint, print the command that resumes, exit 0\n"
+    "(a second signal exits at once). A resumed run's summary counts the steps and time of this session.\n"
     "Fault injection (tests): NATS_CRASH_POINT=NAME[:N] raises SIGKILL at the N-th (default 1st) pass of a\n"
     "checkpoint crash point (checkpoints/crash_point.h); NATS_FAULT_ENOSPC_AFTER_BYTES=B makes the "
     "checkpoint\n"
@@ -87,6 +90,50 @@ absl::Status InstallFaultInjection() {
   return absl::OkStatus();
 }
 
+// `word` as one shell word: unchanged when it has no character a shell treats specially, else single-quoted.
+std::string ShellQuote(const std::string& word) {
+  constexpr char kPlain[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=./,:@%";
+  const bool plain = !word.empty() && word.find_first_not_of(kPlain) == std::string::npos;
+  if (plain) return word;
+  std::string quoted = "'";
+  for (char c : word) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// The command that continues this run after a stop signal, printed so that it can be pasted as is: the
+// binary as it was invoked, the same --config and --set flags in their order, then --resume (the checkpoint
+// the stop just saved is the newest complete one). --resume_from and --overwrite are dropped: after the stop
+// they would pick an older step or delete the checkpoint. A rank cannot see mpirun's own flags, so under a
+// launcher the command is only the part after the launcher's.
+std::string ResumeCommand(const ParsedFlags& flags) {
+  std::vector<std::string> words = {program_invocation_name, "train", "--config", flags.Get("config")};
+  if (auto it = flags.values.find("set"); it != flags.values.end()) {
+    for (const std::string& assignment : it->second) words.insert(words.end(), {"--set", assignment});
+  }
+  if (flags.Has("allow_config_change")) words.push_back("--allow_config_change");
+  words.push_back("--resume");
+  std::string command = "`";
+  for (const std::string& word : words)
+    absl::StrAppend(&command, command.size() > 1 ? " " : "", ShellQuote(word));
+  command += "`";
+  if (parallel::LaunchedByMpi()) {
+    const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
+    absl::StrAppend(&command, " prefixed by the same launcher and its flags (e.g. `mpirun -np ",
+                    size != nullptr ? size : "N", " ...`)");
+  }
+  return command;
+}
+
+// "summary: 150 steps in 12s"; a resumed run counts this session only, and says where it started.
+std::string StepsAndTime(const TrainSummary& summary) {
+  if (summary.resumed_from_step < 0) {
+    return absl::StrFormat("%d steps in %s", summary.steps, FormatDuration(summary.seconds));
+  }
+  return absl::StrFormat("resumed from step %d: %d steps in %.1f s this session (step %d -> %d)",
+                         summary.resumed_from_step, summary.steps - summary.resumed_from_step,
+                         summary.seconds, summary.resumed_from_step, summary.steps);
+}
+
 int TrainWithFlags(int argc, char** argv) {
   ParsedFlags parsed;
   if (auto exit_code = ParseCommandFlags(argc, argv, {"config", "set", "resume_from"},
@@ -115,6 +162,7 @@ int TrainWithFlags(int argc, char** argv) {
   options.resume_from = flags->Get("resume_from");
   options.allow_config_change = flags->Has("allow_config_change");
   options.overwrite = flags->Has("overwrite");
+  options.resume_command = ResumeCommand(*flags);
   if (flags->Has("resume_from") && options.resume_from.empty()) {
     std::fprintf(stderr, "train: --resume_from needs a step directory, checkpoint root or step number\n%s",
                  kHelp);
@@ -142,13 +190,13 @@ int TrainWithFlags(int argc, char** argv) {
     return 1;
   }
   if (!(*trainer)->is_root()) return 0;
-  std::printf("%s\n", absl::StrFormat("summary: %d steps in %s, %.0f tok/s, val loss %.4f -> %.4f (ppl %.2f, "
-                                      "%.4f bits/byte), final train loss %.4f",
-                                      summary->steps, FormatDuration(summary->seconds),
-                                      summary->tokens_per_second, summary->first_val_loss,
-                                      summary->last_val_loss, std::exp(summary->last_val_loss),
-                                      summary->last_val_bpb, summary->last_train_loss)
-                          .c_str());
+  std::printf("%s\n",
+              absl::StrFormat("summary: %s, %.0f tok/s, val loss %.4f -> %.4f (ppl %.2f, "
+                              "%.4f bits/byte), final train loss %.4f",
+                              StepsAndTime(*summary), summary->tokens_per_second, summary->first_val_loss,
+                              summary->last_val_loss, std::exp(summary->last_val_loss), summary->last_val_bpb,
+                              summary->last_train_loss)
+                  .c_str());
   if (summary->skipped_steps > 0) {
     std::printf("bad steps: %lld skipped, %lld rollback(s) (\"kind\":\"bad_step\" / \"rollback\" lines in metrics.jsonl)\n",
                 static_cast<long long>(summary->skipped_steps), static_cast<long long>(summary->rollbacks));
@@ -156,6 +204,7 @@ int TrainWithFlags(int argc, char** argv) {
   std::printf("%s\n", JsonLine()
                           .Add("kind", "summary")
                           .Add("steps", summary->steps)
+                          .Add("resumed_from_step", summary->resumed_from_step)
                           .Add("parameters", summary->parameters)
                           .Add("seconds", summary->seconds)
                           .Add("tokens_per_s", summary->tokens_per_second)

@@ -6,10 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <filesystem>
-#include <map>
 #include <numeric>
-#include <set>
 
 #include "absl/strings/str_cat.h"
 
@@ -128,45 +125,6 @@ absl::StatusOr<GenerationResult> Generate(Transformer& model, const std::vector<
   result.cache = cache->Summary();
   model->train(was_training);
   return result;
-}
-
-absl::Status LoadTorchSavedWeights(Transformer& model, const std::string& path) {
-  if (!std::filesystem::is_regular_file(path)) {
-    return absl::NotFoundError(
-        absl::StrCat("--weights ", path, ": no such file; pass a file written with torch::save(model)"));
-  }
-  const std::string fix = "; pass the --config (and --set overrides) the weights were trained with";
-  // Module::load replaces tensors whole (set_), so a wrong shape would load silently: compare against the
-  // shapes the config gives, and reject entries the model does not have (load only reads what it asks for).
-  std::map<std::string, std::vector<int64_t>> shapes;
-  for (const auto& p : model->named_parameters()) shapes[p.key()] = p.value().sizes().vec();
-  std::set<std::string> expected;
-  for (const auto& c : model->named_children()) expected.insert(c.key());
-  for (const auto& p : model->named_parameters(/*recurse=*/false)) expected.insert(p.key());
-  for (const auto& b : model->named_buffers(/*recurse=*/false)) expected.insert(b.key());
-  try {
-    torch::serialize::InputArchive archive;
-    archive.load_from(path);
-    for (const std::string& key : archive.keys()) {
-      if (!expected.count(key)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--weights ", path, " holds '", key, "', which the model of this config does not have", fix));
-      }
-    }
-    model->load(archive);
-  } catch (const c10::Error& e) {
-    const std::string what = e.what_without_backtrace();
-    return absl::InvalidArgumentError(
-        absl::StrCat("--weights ", path, " does not fit the model (", what.substr(0, what.find('\n')), ")", fix));
-  }
-  for (const auto& p : model->named_parameters()) {
-    if (p.value().sizes().vec() != shapes[p.key()]) {
-      return absl::InvalidArgumentError(absl::StrCat("--weights ", path, ": parameter ", p.key(), " has shape ",
-                                                     c10::str(p.value().sizes()), ", the config gives ",
-                                                     c10::str(at::IntArrayRef(shapes[p.key()])), fix));
-    }
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace nats

@@ -64,9 +64,4 @@ absl::StatusOr<GenerationResult> Generate(Transformer& model, const std::vector<
                                           const GenerationOptions& options,
                                           const std::function<void(int64_t)>& on_token = {});
 
-// Interim weights loading until checkpoints (runtime/checkpointing.h) provide an inference loader: reads a file
-// written with torch::save(model) into `model`. Errors name --weights and the fix: missing file, a parameter
-// missing from the file, a different shape, or entries the model does not have (e.g. more layers).
-absl::Status LoadTorchSavedWeights(Transformer& model, const std::string& path);
-
 }  // namespace nats

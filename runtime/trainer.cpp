@@ -101,6 +101,14 @@ class TrainerState {
   std::unique_ptr<EventFileWriter> tensorboard;  // rank 0: <run_dir>/tb/events.out.tfevents.*
   std::unique_ptr<StepGuard> guard;              // bad steps: skip, log, roll back (runtime/step_guard.h)
   std::map<int64_t, double> fault_loss_scale;    // TrainOptions::fault_loss_scale (tests)
+  std::string resume_command;                    // TrainOptions::resume_command
+
+  // After a stop signal's checkpoint: what was saved and a command that continues from it.
+  void PrintStopped() const {
+    Print(absl::StrFormat(
+        "stop requested (signal %d): saved step %d; resume with %s", StopSignal(), step,
+        resume_command.empty() ? "the same `nats train` command line plus --resume" : resume_command));
+  }
 
   // Everything that defines the run's state, named as in the checkpoint: model weights (replicated over
   // data-parallel ranks) and the optimizer state (this rank's shard under ZeRO-1).
@@ -424,6 +432,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   st->model->SetRegulariserScale(st->world);
   st->guard = std::make_unique<StepGuard>(cfg.guard());
   st->fault_loss_scale = options.fault_loss_scale;
+  st->resume_command = options.resume_command;
   if (const char* faults = std::getenv("NATS_FAULT_LOSS_SCALE")) {
     auto parsed = ParseFaultLossScale(faults);
     if (!parsed.ok()) return parsed.status();
@@ -709,9 +718,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
         if (!dir.ok()) return dir.status();
         summary.last_checkpoint = *dir;
         summary.stopped_by_signal = true;
-        st.Print(
-            absl::StrFormat("stop requested (signal %d): saved step %d; resume with `nats train --resume`",
-                            StopSignal(), st.step));
+        st.PrintStopped();
         break;
       }
       continue;
@@ -860,8 +867,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
       schedule.MarkSaved(absl::Now());
     }
     if (decision->stop) {
-      st.Print(absl::StrFormat("stop requested (signal %d): saved step %d; resume with `nats train --resume`",
-                               StopSignal(), st.step));
+      st.PrintStopped();
       summary.stopped_by_signal = true;
       break;
     }

@@ -39,6 +39,9 @@ struct TrainOptions {
   bool allow_config_change = false;
   // Start fresh in a run directory that holds a run: delete its checkpoints, move its metrics aside.
   bool overwrite = false;
+  // How to continue after a stop signal, printed with the stop message ("resume with <this>"); `nats train`
+  // fills in its own command line. Empty: a generic hint.
+  std::string resume_command;
   // Fault injection (tests; Trainer::Create adds NATS_FAULT_LOSS_SCALE="BATCH:FACTOR,..."): the loss of
   // global batch BATCH (consumed samples / train.batch_size) on data-parallel rank 0 is multiplied by FACTOR
   // (nan, inf or a large number: a bad batch) before backward, so the bad-step guard (runtime/step_guard.h)
@@ -53,7 +56,9 @@ struct TrainSummary {
   double last_val_loss = 0;
   double last_val_bpb = 0;
   double last_train_loss = 0;
-  double tokens_per_second = 0;  // over the whole run, all ranks
+  // steps is the step reached; a resumed run did steps - resumed_from_step of them in this process, and
+  // tokens_per_second and seconds cover this process only.
+  double tokens_per_second = 0;  // all ranks
   double seconds = 0;
   int64_t resumed_from_step = -1;  // -1: fresh start
   bool stopped_by_signal = false;  // a SIGTERM/SIGINT/SIGUSR1 stopped the run after a checkpoint

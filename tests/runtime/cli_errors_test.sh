@@ -95,6 +95,8 @@ expect generate_bad_number "--top_k" "${G[@]}" --top_k lots
 expect generate_bad_policy "policy" "${G[@]}" --policy lru
 expect generate_ckpt_truncated "rank_0.bin" "$NATS" generate --checkpoint "$WORK/truncated" --prompt x
 expect generate_ckpt_bad_manifest "manifest.pb" "$NATS" generate --checkpoint "$WORK/bad_manifest" --prompt x
+expect generate_weights_removed "use --checkpoint" "$NATS" generate --config "$SRC/configs/tiny.textproto" --weights x.pt --prompt x
+expect generate_weights_removed_eq "--weights was removed" "${G[@]}" --weights=x.pt
 
 expect inspect_truncated "rank_0.bin" "$NATS" inspect "$WORK/truncated"
 expect inspect_bad_manifest "manifest.pb" "$NATS" inspect "$WORK/bad_manifest"
