@@ -114,7 +114,7 @@ else
   fail "plot --out=DIR / --out DIR: $(head -2 "$WORK/err")"
 fi
 # A config without --checkpoint is the documented random initialisation (for timing), not an error.
-"$NATS" generate --config "$SRC/configs/tiny.textproto" --set model.n_layer=1 --set data.data_dir="$DATA" \
+"$NATS" generate --config "$SRC/configs/tiny.textproto" --set model.n_layer=1 \
   --prompt "Call me" --max_tokens 2 --threads 1 >/dev/null 2>"$WORK/err" && grep -q "random initialisation" "$WORK/err" &&
   ok "generate --config (random init)" || fail "generate --config: $(head -2 "$WORK/err")"
 
