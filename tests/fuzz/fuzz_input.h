@@ -84,8 +84,8 @@ inline void WriteFileOrDie(const std::string& path, std::string_view bytes) {
   }
 }
 
-// Where the source tree's data/ lies (the GPT-2 ranks file): $NATS_DATA_DIR, else <source>/data.
-inline std::string DataDir() {  // the download cache (data/cache_dir.h)
+// The download cache (the GPT-2 ranks file): $NATS_CACHE, else <source>/.cache.
+inline std::string DataDir() {
   if (const char* d = std::getenv("NATS_CACHE"); d != nullptr && *d != 0) return d;
   return std::string(NATS_SOURCE_DIR) + "/.cache";
 }

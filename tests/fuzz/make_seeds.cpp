@@ -229,6 +229,18 @@ void CheckpointSeeds(const std::string& scratch) {
 
 }  // namespace
 
+// `nats prepare --input` files: JSONL (nested field, bad lines, blank lines, CRLF), text, each also gzipped.
+void PrepareInputSeeds() {
+  const std::string jsonl =
+      "{\"text\": \"one\", \"meta\": {\"text\": \"nested\"}}\r\n\n  \n{\"text\": 5}\nnot json\n"
+      "{\"text\": \"caf\\u00e9 \\n line\"}";
+  const std::string text = "Chapter 1\n\nCall me Ishmael.\n  indented\nCAPS\n\xc3\xa9\n";
+  Seed("prepare_input", "jsonl", std::string(1, '\1') + jsonl);
+  Seed("prepare_input", "jsonl_nested_gz", std::string(1, '\7') + jsonl);
+  Seed("prepare_input", "text", std::string(1, '\0') + text);
+  Seed("prepare_input", "text_gz", std::string(1, '\2') + text);
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: fuzz_seeds OUT_DIR\n");
@@ -242,7 +254,8 @@ int main(int argc, char** argv) {
   TokenizerSeeds();
   CorpusSeeds();
   CheckpointSeeds(scratch);
+  PrepareInputSeeds();
   fs::remove_all(scratch);
-  std::printf("fuzz_seeds: wrote seeds for 5 targets to %s\n", g_out.c_str());
+  std::printf("fuzz_seeds: wrote seeds for 6 targets to %s\n", g_out.c_str());
   return 0;
 }

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 SECONDS_PER_TARGET=${1:-60}
 shift || true
 TARGETS=("$@")
-if [ ${#TARGETS[@]} -eq 0 ]; then TARGETS=(token_shard corpus gpt2_tokenizer config checkpoint); fi
+if [ ${#TARGETS[@]} -eq 0 ]; then TARGETS=(token_shard corpus gpt2_tokenizer config checkpoint prepare_input); fi
 BUILD_DIR=${BUILD_DIR:-build-fuzz}
 JOBS=${JOBS:-2}
 start=$(date +%s)
