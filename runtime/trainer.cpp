@@ -524,7 +524,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   }
   if (absl::Status s = parallel::AgreeOnStatus(*st->comm, tensorboard_ok); !s.ok()) return s;
 
-  st->Print("effective config:\n" + ConfigToText(cfg));
+  // The effective config is in the run directory (runtime/run_directory.h); the terminal gets it on request.
+  if (options.print_config) st->Print("effective config:\n" + ConfigToText(cfg));
+  st->Print(absl::StrCat("config: ", (std::filesystem::path(t.run_dir()) / "config.textproto").string()));
   st->Print(absl::StrFormat(
       "model: %d layers, d %d, %d heads (%d kv), T %d, vocab %d, %.2fM parameters, attention %s",
       cfg.model().n_layer(), cfg.model().d_model(), cfg.model().n_head(), ResolvedKvHeads(cfg.model()),

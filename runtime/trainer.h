@@ -39,6 +39,9 @@ struct TrainOptions {
   bool allow_config_change = false;
   // Start fresh in a run directory that holds a run: delete its checkpoints, move its metrics aside.
   bool overwrite = false;
+  // Print the effective config (defaults included) at start; it is always written to
+  // <train.run_dir>/config.textproto.
+  bool print_config = false;
   // Fault injection (tests; Trainer::Create adds NATS_FAULT_LOSS_SCALE="BATCH:FACTOR,..."): the loss of
   // global batch BATCH (consumed samples / train.batch_size) on data-parallel rank 0 is multiplied by FACTOR
   // (nan, inf or a large number: a bad batch) before backward, so the bad-step guard (runtime/step_guard.h)
