@@ -139,6 +139,14 @@ int EvalWithFlags(int argc, char** argv) {
   std::vector<std::string> overrides;
   if (auto it = flags->values.find("set"); it != flags->values.end()) overrides = it->second;
 
+  std::ofstream json;  // opened before the work, so that a wrong path fails at once
+  if (!json_path.empty()) {
+    json.open(json_path, std::ios::out | std::ios::trunc);
+    if (!json) {
+      std::fprintf(stderr, "eval: --json %s: cannot open for writing\n", json_path.c_str());
+      return 1;
+    }
+  }
   at::set_num_threads(threads > 0 ? static_cast<int>(threads) : DefaultThreadsPerRank());
   auto loaded = LoadModelForInference(flags->Get("checkpoint"), overrides);
   if (!loaded.ok()) {
@@ -271,14 +279,6 @@ int EvalWithFlags(int argc, char** argv) {
     rows.push_back(row);
   }
 
-  std::ofstream json;
-  if (!json_path.empty()) {
-    json.open(json_path, std::ios::out | std::ios::trunc);
-    if (!json) {
-      std::fprintf(stderr, "eval: --json %s: cannot open for writing\n", json_path.c_str());
-      return 1;
-    }
-  }
   std::printf(
       "| policy | budget | ppl (forward) | ppl (decode) | KV fraction | KV entries / head | peak cache (of dense) "
       "| decode tok/s |\n");
