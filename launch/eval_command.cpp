@@ -1,15 +1,19 @@
 // `nats eval`: perplexity of a trained checkpoint on held-out token windows, by full forward and/or by
 // prefill + token-by-token decode with a KV-cache policy (NAtS, dense, StreamingLLM, H2O), with the KV
-// fraction each keeps. One table row and one JSON line per policy.
+// fraction each keeps. One table row per policy on stdout; one JSON line per policy in the --json file.
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "data/loader.h"
@@ -27,27 +31,37 @@ namespace nats::launch {
 namespace {
 
 constexpr char kHelp[] =
-    "usage: nats eval --checkpoint DIR [--data FILE.tok] [--windows N] [--mode forward|decode|both]\n"
-    "                 [--policy nats|dense|streaming|h2o|all] [--budget N] [--prefill N] [--set A=B ...]\n"
+    "usage: nats eval --checkpoint DIR [--data PATH] [--windows N] [--mode forward|decode|both]\n"
+    "                 [--policy P[,P...]|all] [--budget N|match] [--prefill N] [--json FILE] [--set A=B ...]\n"
     "                 [--threads N]\n"
     "  --checkpoint DIR  a step directory or a run's checkpoint root (newest complete checkpoint)\n"
-    "  --data FILE.tok   token shard to evaluate (default: the checkpoint config's data.val_path)\n"
+    X
     "  --windows N       sequential windows of model.context_length + 1 tokens (default 8)\n"
     "  --mode M          forward: one full forward per window; decode: prefill --prefill tokens, then decode "
     "one\n"
     "                    token at a time with the cache policy; both (default): both, and check they agree\n"
-    "  --policy P        cache policy for decode (default nats; all = nats, dense, streaming, h2o)\n"
+    "  --policy P        cache policies for decode, comma-separated: nats, dense, streaming, h2o (default\n"
+    "                    nats; all = nats,dense,streaming,h2o)\n"
     "  --budget N        entries per KV head for streaming (default 68) and h2o (default 128)\n"
+    "  --budget match    streaming and h2o at the NAtS cache size: the budget whose cache holds on average as\n"
+    "                    many entries per KV head as this checkpoint's NAtS cache (measured over the same\n"
+    "                    decode steps); the default with --policy all\n"
+    "  --json FILE       also write one JSON object per policy (one line each) to FILE; stdout keeps the table\n"
     "  --prefill N       decode mode: tokens of each window given to the prefill (default 1)\n"
     "  --set A=B         override a config field that keeps the model's shape (repeatable)\n"
     "  --threads N       intra-op threads (default: all cores)\n";
 
 struct Row {
   std::string policy;
-  int64_t budget = 0;
+  int64_t budget = 0;       // streaming / h2o only
+  std::string budget_rule;  // "match", "given" or "default" (streaming / h2o only)
   PerplexityResult forward, decode;
+  double decode_seconds = 0;  // wall time of the prefills and decode steps of every window
   bool has_forward = false, has_decode = false;
 };
+
+// "98.0 KiB": cache sizes in the table (the JSON keeps the bytes).
+std::string FormatKib(int64_t bytes) { return absl::StrFormat("%.1f KiB", static_cast<double>(bytes) / 1024.0); }
 
 bool ParseInt(const ParsedFlags& flags, const std::string& name, int64_t fallback, int64_t* out) {
   const std::string v = flags.Get(name, std::to_string(fallback));
@@ -64,6 +78,7 @@ void Accumulate(const PerplexityResult& r, PerplexityResult* sum) {
   sum->loss += r.loss * w;
   sum->kv_fraction += r.kv_fraction * w;
   sum->reference_kv_fraction += r.reference_kv_fraction * w;
+  sum->kv_entries += r.kv_entries * w;
   if (sum->layer_kv_fraction.size() < r.layer_kv_fraction.size())
     sum->layer_kv_fraction.resize(r.layer_kv_fraction.size());
   for (size_t l = 0; l < r.layer_kv_fraction.size(); ++l)
@@ -79,6 +94,7 @@ void Finish(PerplexityResult* sum) {
   sum->perplexity = std::exp(sum->loss);
   sum->kv_fraction /= w;
   sum->reference_kv_fraction /= w;
+  sum->kv_entries /= w;
   for (double& f : sum->layer_kv_fraction) f /= w;
 }
 
@@ -86,7 +102,7 @@ int EvalWithFlags(int argc, char** argv) {
   ParsedFlags parsed;
   if (auto exit_code = ParseCommandFlags(
           argc, argv,
-          {"checkpoint", "data", "windows", "mode", "policy", "budget", "prefill", "set", "threads"}, {},
+          {"checkpoint", "data", "windows", "mode", "policy", "budget", "prefill", "json", "set", "threads"}, {},
           kHelp, &parsed))
     return *exit_code;
   const ParsedFlags* flags = &parsed;
@@ -95,8 +111,16 @@ int EvalWithFlags(int argc, char** argv) {
     return 2;
   }
   int64_t windows = 0, budget = 0, prefill = 0, threads = 0;
-  if (!ParseInt(*flags, "windows", 8, &windows) || !ParseInt(*flags, "budget", 0, &budget) ||
-      !ParseInt(*flags, "prefill", 1, &prefill) || !ParseInt(*flags, "threads", 0, &threads)) {
+  if (!ParseInt(*flags, "windows", 8, &windows) || !ParseInt(*flags, "prefill", 1, &prefill) ||
+      !ParseInt(*flags, "threads", 0, &threads)) {
+    return 2;
+  }
+  const std::string policy_flag = flags->Get("policy", "nats");
+  const bool match_budget = flags->Get("budget", policy_flag == "all" ? "match" : "") == "match";
+  if (!match_budget && !ParseInt(*flags, "budget", 0, &budget)) return 2;
+  const std::string json_path = flags->Get("json");
+  if (flags->Has("json") && json_path.empty()) {
+    std::fprintf(stderr, "eval: --json needs a file name\n");
     return 2;
   }
   if (windows < 1) {
@@ -109,8 +133,8 @@ int EvalWithFlags(int argc, char** argv) {
     std::fprintf(stderr, "eval: --mode=%s: allowed values are forward, decode, both\n", mode.c_str());
     return 2;
   }
-  std::vector<std::string> policies = {flags->Get("policy", "nats")};
-  if (policies[0] == "all") policies = {"nats", "dense", "streaming", "h2o"};
+  std::vector<std::string> policies = absl::StrSplit(policy_flag, ',');
+  if (policy_flag == "all") policies = {"nats", "dense", "streaming", "h2o"};
   for (const std::string& name : policies) {  // before the checkpoint is loaded: a typo fails in milliseconds
     if (auto policy = ParseCachePolicy(name); !policy.ok()) {
       std::fprintf(stderr, "eval: %s\n", std::string(policy.status().message()).c_str());
@@ -120,6 +144,14 @@ int EvalWithFlags(int argc, char** argv) {
   std::vector<std::string> overrides;
   if (auto it = flags->values.find("set"); it != flags->values.end()) overrides = it->second;
 
+  std::ofstream json;  // opened before the work, so that a wrong path fails at once
+  if (!json_path.empty()) {
+    json.open(json_path, std::ios::out | std::ios::trunc);
+    if (!json) {
+      std::fprintf(stderr, "eval: --json %s: cannot open for writing\n", json_path.c_str());
+      return 1;
+    }
+  }
   at::set_num_threads(threads > 0 ? static_cast<int>(threads) : DefaultThreadsPerRank());
   auto loaded = LoadModelForInference(flags->Get("checkpoint"), overrides);
   if (!loaded.ok()) {
@@ -187,6 +219,24 @@ int EvalWithFlags(int argc, char** argv) {
       Accumulate(PerplexityByForward(loaded->model, all.narrow(0, w, 1)), &forward_sum);
     Finish(&forward_sum);
   }
+  // Every window decoded under one policy; the seconds cover the prefills and decode steps.
+  auto decode_all = [&](const CachePolicyConfig& pc, double* seconds) {
+    PerplexityResult sum;
+    const auto start = std::chrono::steady_clock::now();
+    for (int64_t w = 0; w < windows; ++w)
+      Accumulate(PerplexityByDecode(loaded->model, all.narrow(0, w, 1), pc, prefill), &sum);
+    *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    Finish(&sum);
+    return sum;
+  };
+  // --budget match: the NAtS cache's mean entries per KV head, measured once (by the nats row when there is one).
+  std::optional<PerplexityResult> nats_decode;
+  double nats_seconds = 0;
+  int64_t matched_budget = 0;
+  if (match_budget && mode != "forward") {
+    nats_decode = decode_all(CachePolicyConfig{}, &nats_seconds);
+    matched_budget = BudgetForMeanEntries(nats_decode->kv_entries, seq + 1, prefill);
+  }
   for (const std::string& name : policies) {
     auto policy = ParseCachePolicy(name);
     if (!policy.ok()) {
@@ -197,8 +247,20 @@ int EvalWithFlags(int argc, char** argv) {
     row.policy = name;
     CachePolicyConfig pc;
     pc.policy = *policy;
-    pc.budget = budget > 0 ? budget : (*policy == CachePolicy::kStreaming ? 68 : 128);
-    row.budget = (*policy == CachePolicy::kStreaming || *policy == CachePolicy::kH2O) ? pc.budget : 0;
+    const bool evicting = *policy == CachePolicy::kStreaming || *policy == CachePolicy::kH2O;
+    if (matched_budget > 0) {
+      // The smallest budget a policy accepts when the NAtS cache is smaller still (StreamingLLM keeps its sinks).
+      pc.budget = std::max<int64_t>(matched_budget, *policy == CachePolicy::kStreaming ? pc.sink_tokens + 1 : 2);
+      row.budget_rule = "match";
+    } else if (budget > 0) {
+      pc.budget = budget;
+      row.budget_rule = "given";
+    } else {
+      pc.budget = *policy == CachePolicy::kStreaming ? 68 : 128;
+      row.budget_rule = "default";
+    }
+    row.budget = evicting ? pc.budget : 0;
+    if (!evicting) row.budget_rule.clear();
     if (absl::Status s = ValidateCachePolicy(pc); !s.ok()) {
       std::fprintf(stderr, "eval: %s\n", std::string(s.message()).c_str());
       return 2;
@@ -208,40 +270,46 @@ int EvalWithFlags(int argc, char** argv) {
       row.has_forward = true;
     }
     if (mode != "forward") {
-      PerplexityResult sum;
-      for (int64_t w = 0; w < windows; ++w) {
-        Accumulate(PerplexityByDecode(loaded->model, all.narrow(0, w, 1), pc, std::max<int64_t>(1, prefill)),
-                   &sum);
+      if (*policy == CachePolicy::kNats && nats_decode) {
+        row.decode = *nats_decode;
+        row.decode_seconds = nats_seconds;
+      } else {
+        row.decode = decode_all(pc, &row.decode_seconds);
       }
-      Finish(&sum);
-      row.decode = sum;
       row.has_decode = true;
     }
     rows.push_back(row);
   }
 
   std::printf(
-      "| policy | budget | ppl (model forward) | ppl (decode with policy) | KV fraction | ref. KV fraction | "
-      "peak cache / dense |\n");
-  std::printf("|---|---|---|---|---|---|---|\n");
+      "| policy | budget | ppl (forward) | ppl (decode) | KV fraction | KV entries / head | peak cache (of dense) "
+      "| decode tok/s |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
   int exit_code = 0;
   for (const Row& r : rows) {
     const PerplexityResult& d = r.has_decode ? r.decode : r.forward;
     const double cache_ratio = d.dense_cache_bytes > 0
                                    ? static_cast<double>(d.peak_cache_bytes) / d.dense_cache_bytes
                                    : std::nan("");
-    std::printf("| %s | %s | %s | %s | %.4f | %.4f | %.4f |\n", r.policy.c_str(),
-                r.budget ? std::to_string(r.budget).c_str() : "-",
+    const double tokens_per_s = r.decode_seconds > 0 ? d.predicted / r.decode_seconds : std::nan("");
+    std::printf("| %s | %s | %s | %s | %.4f | %s | %s | %s |\n", r.policy.c_str(),
+                r.budget ? absl::StrCat(r.budget, r.budget_rule == "match" ? " (match)" : "").c_str() : "-",
                 r.has_forward ? absl::StrFormat("%.3f", r.forward.perplexity).c_str() : "-",
                 r.has_decode ? absl::StrFormat("%.3f", r.decode.perplexity).c_str() : "-", d.kv_fraction,
-                d.reference_kv_fraction, cache_ratio);
+                r.has_decode ? absl::StrFormat("%.1f", d.kv_entries).c_str() : "-",
+                r.has_decode ? absl::StrFormat("%s (%.3f)", FormatKib(d.peak_cache_bytes), cache_ratio).c_str()
+                             : "-",
+                r.has_decode ? absl::StrFormat("%.0f", tokens_per_s).c_str() : "-");
     JsonLine line;
     line.Add("kind", "eval")
         .Add("checkpoint", loaded->step_dir)
         .Add("step", loaded->step)
+        .Add("data", data_path)
         .Add("policy", r.policy)
         .Add("budget", r.budget)
+        .Add("budget_rule", r.budget_rule)
         .Add("windows", windows)
+        .Add("prefill", prefill)
         .Add("tokens", d.predicted)
         .Add("kv_fraction", d.kv_fraction)
         .Add("reference_kv_fraction", d.reference_kv_fraction)
@@ -249,8 +317,17 @@ int EvalWithFlags(int argc, char** argv) {
         .Add("peak_cache_bytes", d.peak_cache_bytes)
         .Add("dense_cache_bytes", d.dense_cache_bytes);
     if (r.has_forward) line.Add("loss_forward", r.forward.loss).Add("ppl_forward", r.forward.perplexity);
-    if (r.has_decode) line.Add("loss_decode", r.decode.loss).Add("ppl_decode", r.decode.perplexity);
-    std::printf("%s\n", line.str().c_str());
+    if (r.has_decode) {
+      line.Add("loss_decode", r.decode.loss)
+          .Add("ppl_decode", r.decode.perplexity)
+          .Add("kv_entries", r.decode.kv_entries)
+          .Add("decode_seconds", r.decode_seconds)
+          .Add("decode_tokens_per_s", tokens_per_s)
+          .Add("threads", at::get_num_threads());
+      // The StreamingLLM / H2O budget at this cache's size (what --budget match uses), for runs of other models.
+      if (r.policy == "nats") line.Add("matching_budget", BudgetForMeanEntries(r.decode.kv_entries, seq + 1, prefill));
+    }
+    if (json.is_open()) json << line.str() << "\n";
     // The NAtS cache is exact (docs/method.md 6): decoding must give the model's own forward loss. (Other policies
     // change what the model sees, so they differ from it by design.)
     if (r.has_forward && r.has_decode && r.policy == "nats" &&
@@ -258,6 +335,19 @@ int EvalWithFlags(int argc, char** argv) {
       std::fprintf(stderr, "eval: %s decode loss %.6f differs from the forward loss %.6f\n", r.policy.c_str(),
                    r.decode.loss, r.forward.loss);
       exit_code = 1;
+    }
+  }
+  if (nats_decode) {
+    std::printf(
+        "budget (match): streaming and h2o get %lld entries per KV head, so that over the decode steps they hold on "
+        "average as many entries as the NAtS cache does (%.1f per KV head, all layers)\n",
+        static_cast<long long>(matched_budget), nats_decode->kv_entries);
+  }
+  if (json.is_open()) {
+    json.close();
+    if (!json) {
+      std::fprintf(stderr, "eval: --json %s: write failed\n", json_path.c_str());
+      return 1;
     }
   }
   return exit_code;

@@ -23,7 +23,7 @@ constexpr char kUsage[] =
     "\n"
     "commands:\n"
     "  train     --config FILE.textproto [--set section.field=value ...] [--resume] [--resume_from STEP]\n"
-    "  eval      --checkpoint DIR [--data FILE.tok] [--policy nats|dense|streaming|h2o|all] [--mode M]\n"
+    "  eval      --checkpoint DIR [--data PATH] [--policy nats|dense|streaming|h2o|all] [--mode M]\n"
     "  prepare   --input PATH_OR_GLOB ... --out DIR [--format auto|text|jsonl] [--tokenizer gpt2|byte] (none: books)\n"
     "  inspect   CHECKPOINT_DIR_OR_STEP_DIR [--no_verify] [--slices] [--no_config]\n"
     "  plot      RUN_DIR... [--out DIR]   loss, token-type and KV-fraction curves (PNG + SVG)\n"

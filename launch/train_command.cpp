@@ -31,6 +31,7 @@ namespace {
 constexpr char kHelp[] =
     "usage: nats train --config FILE.textproto [--set section.field=value ...]\n"
     "                  [--resume | --resume_from DIR_OR_STEP] [--allow_config_change] [--overwrite]\n"
+    "                  [--print_config]\n"
     "  --config FILE        text-format config (see configs/)\n"
     "  --set A=B            override one field, e.g. --set optim.lr=3e-4 --set train.steps=200 (repeatable)\n"
     "  --resume             continue from the newest complete checkpoint of the run (checkpoint.dir or\n"
@@ -43,6 +44,8 @@ constexpr char kHelp[] =
     "  --overwrite          start over in a run_dir that holds a run: delete its checkpoints and move its\n"
     "                       metrics and config to <run_dir>/overwritten_<time>/ (without it, such a run_dir\n"
     "                       is refused)\n"
+    "  --print_config       print the effective config (defaults included) at start; it is always written\n"
+    "                       to <run_dir>/config.textproto\n"
     "SIGTERM/SIGINT/SIGUSR1: finish the step, save a checkpoint, print the command that resumes, exit 0\n"
     "(a second signal exits at once). A resumed run's summary counts the steps and time of this session.\n"
     "Fault injection (tests): NATS_CRASH_POINT=NAME[:N] raises SIGKILL at the N-th (default 1st) pass of a\n"
@@ -137,7 +140,7 @@ std::string StepsAndTime(const TrainSummary& summary) {
 int TrainWithFlags(int argc, char** argv) {
   ParsedFlags parsed;
   if (auto exit_code = ParseCommandFlags(argc, argv, {"config", "set", "resume_from"},
-                                         {"resume", "allow_config_change", "overwrite"}, kHelp, &parsed))
+                                         {"resume", "allow_config_change", "overwrite", "print_config"}, kHelp, &parsed))
     return *exit_code;
   const ParsedFlags* flags = &parsed;
   if (!flags->Has("config")) {
@@ -163,6 +166,7 @@ int TrainWithFlags(int argc, char** argv) {
   options.allow_config_change = flags->Has("allow_config_change");
   options.overwrite = flags->Has("overwrite");
   options.resume_command = ResumeCommand(*flags);
+  options.print_config = flags->Has("print_config");
   if (flags->Has("resume_from") && options.resume_from.empty()) {
     std::fprintf(stderr, "train: --resume_from needs a step directory, checkpoint root or step number\n%s",
                  kHelp);

@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace nats {
@@ -58,13 +59,15 @@ PerplexityResult PerplexityByDecode(Transformer& model, const at::Tensor& tokens
   auto cache = model->NewCache(policy, tokens.size(0));
   const int layers = cache->num_layers();
   std::vector<double> kv_sum(layers, 0.0);
-  double reference_sum = 0.0;
+  double reference_sum = 0.0, entries_sum = 0.0;
   int64_t steps = 0;
   auto record = [&]() {
     const std::vector<LayerCacheStats> stats = cache->Stats();
     for (int l = 0; l < layers; ++l) {
       const double n = static_cast<double>(stats[l].tokens);
-      kv_sum[l] += stats[l].kv_retained.to(at::kDouble).mean().item<double>() / n;
+      const double retained = stats[l].kv_retained.to(at::kDouble).mean().item<double>();
+      kv_sum[l] += retained / n;
+      entries_sum += retained / layers;
       reference_sum += stats[l].reference_count.to(at::kDouble).mean().item<double>() / n / layers;
     }
     ++steps;
@@ -86,10 +89,24 @@ PerplexityResult PerplexityByDecode(Transformer& model, const at::Tensor& tokens
   for (int l = 0; l < layers; ++l) r.layer_kv_fraction.push_back(kv_sum[l] / steps);
   for (double f : r.layer_kv_fraction) r.kv_fraction += f / layers;
   r.reference_kv_fraction = reference_sum / steps;
+  r.kv_entries = entries_sum / steps;
   const CacheSummary summary = cache->Summary();
   r.peak_cache_bytes = summary.peak_bytes;
   r.dense_cache_bytes = summary.dense_bytes;
   return r;
+}
+
+int64_t BudgetForMeanEntries(double mean_entries, int64_t t, int64_t prefill) {
+  TORCH_CHECK(prefill >= 1 && prefill < t, "prefill length must be in [1, ", t - 1, "], got ", prefill);
+  int64_t best = 1;
+  double best_error = INFINITY;
+  for (int64_t budget = 1; budget < t; ++budget) {  // t <= context length + 1: a scan is cheap and obviously right
+    double sum = 0;
+    for (int64_t n = prefill; n < t; ++n) sum += static_cast<double>(std::min(n, budget));
+    const double error = std::abs(sum / static_cast<double>(t - prefill) - mean_entries);
+    if (error < best_error) best = budget, best_error = error;
+  }
+  return best;
 }
 
 }  // namespace nats

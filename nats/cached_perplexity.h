@@ -27,6 +27,9 @@ struct PerplexityResult {
   std::vector<double> layer_kv_fraction;
   double kv_fraction = 0;            // mean of layer_kv_fraction
   double reference_kv_fraction = 0;  // the same with the reference count |G| + |L| + W (decode path only)
+  // Decode path: mean over layers, (batch row, KV head) and the scored positions of kv_retained(i) itself, in
+  // entries per KV head (what a StreamingLLM / H2O budget is measured in).
+  double kv_entries = 0;
   int64_t peak_cache_bytes = 0;      // decode path: the cache's peak bytes, all layers
   int64_t dense_cache_bytes = 0;     // decode path: a dense cache for the same sequence
 };
@@ -40,5 +43,11 @@ PerplexityResult PerplexityByForward(Transformer& model, const at::Tensor& token
 // steps (the prefill's last position included).
 PerplexityResult PerplexityByDecode(Transformer& model, const at::Tensor& tokens, const CachePolicyConfig& policy,
                                     int64_t prefill = 1);
+
+// The StreamingLLM / H2O budget whose cache holds on average `mean_entries` entries per KV head over the positions
+// PerplexityByDecode(tokens [B, t], prefill) scores: an evicting cache of budget B holds min(n, B) entries after n
+// tokens, n = prefill .. t - 1. Returns the B in [1, t - 1] whose average is closest (the smaller on a tie), so
+// that an eviction baseline can be run "at the NAtS cache size" measured by PerplexityResult::kv_entries.
+int64_t BudgetForMeanEntries(double mean_entries, int64_t t, int64_t prefill = 1);
 
 }  // namespace nats

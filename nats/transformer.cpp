@@ -143,6 +143,9 @@ class BlockImpl : public torch::nn::Module {
     type_override_ = types.defined() ? types.to(at::kChar) : types;
   }
 
+  // Types [B, H_kv, T] int8 of the most recent forward (NAtS layers); undefined for dense layers.
+  const at::Tensor& last_types() const { return last_types_; }
+
   // Statistics of the most recent forward's types (NAtS layers); dense layers keep every token.
   LayerStats stats() const {
     LayerStats st;
@@ -350,6 +353,12 @@ double TransformerImpl::FlopsPerToken() const {
   const auto& m = spec_.model;
   return 6.0 * static_cast<double>(NumParameters()) +
          6.0 * m.n_layer() * static_cast<double>(m.context_length()) * m.d_model();
+}
+
+std::vector<at::Tensor> TransformerImpl::LastLayerTypes() const {
+  std::vector<at::Tensor> types;
+  for (const Block& b : blocks_) types.push_back(b->last_types());
+  return types;
 }
 
 std::vector<LayerStats> TransformerImpl::LastLayerStats() const {

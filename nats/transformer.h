@@ -78,6 +78,9 @@ class TransformerImpl : public torch::nn::Module {
   double FlopsPerToken() const;
   // Statistics of the most recent forward, one entry per layer.
   std::vector<LayerStats> LastLayerStats() const;
+  // Token types of the most recent forward, one entry per layer: [B, H_kv, T] int8 TokenType values for NAtS
+  // layers (under sequence parallelism: this rank's chunk), undefined for dense layers.
+  std::vector<at::Tensor> LastLayerTypes() const;
 
   // A cache for `batch` sequences under `policy`, in the model's dtype and device.
   std::unique_ptr<KvCache> NewCache(const CachePolicyConfig& policy, int64_t batch) const;

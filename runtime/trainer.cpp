@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -29,6 +30,7 @@
 #include "runtime/event_file_writer.h"
 #include "runtime/inference_model.h"
 #include "runtime/lr_schedule.h"
+#include "runtime/mask_window.h"
 #include "runtime/metrics_log.h"
 #include "runtime/run_directory.h"
 #include "runtime/signals.h"
@@ -302,6 +304,32 @@ absl::StatusOr<std::string> ContinueAfterSaveError(TrainerState& st, const absl:
   return std::string();
 }
 
+// Rank 0 writes the learned types of the first validation window to <run_dir>/mask_window.json for the
+// mask picture of `nats plot` (runtime/mask_window.h); a dense model has none (a stale file goes). A failure is
+// a warning: the run itself succeeded.
+void WriteRunMaskWindow(TrainerState& st) {
+  if (!st.is_root()) return;
+  const std::string path = (std::filesystem::path(st.cfg.train().run_dir()) / "mask_window.json").string();
+  const std::vector<bool>& layers = st.model->spec().nats_layers;
+  if (std::find(layers.begin(), layers.end(), true) == layers.end()) {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);
+    return;
+  }
+  // The picture needs the whole window on one rank: the sequence-parallel chunk attention is set aside for it.
+  st.model->SetChunkAttention(nullptr);
+  absl::Status s;
+  try {
+    s = WriteMaskWindow(st.model, *st.val_shard, st.tokenizer.get(), st.step, /*max_tokens=*/256, path);
+  } catch (const c10::Error& e) {
+    s = absl::InternalError(e.what_without_backtrace());
+  }
+  st.model->SetChunkAttention(st.sequence_parallel.get());
+  if (!s.ok()) {
+    std::fprintf(stderr, "warning: no mask window for `nats plot`: %s\n", std::string(s.message()).c_str());
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> Trainer::SaveCheckpointNow() {
@@ -533,7 +561,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   }
   if (absl::Status s = parallel::AgreeOnStatus(*st->comm, tensorboard_ok); !s.ok()) return s;
 
-  st->Print("effective config:\n" + ConfigToText(cfg));
+  // The effective config is in the run directory (runtime/run_directory.h); the terminal gets it on request.
+  if (options.print_config) st->Print("effective config:\n" + ConfigToText(cfg));
+  st->Print(absl::StrCat("config: ", (std::filesystem::path(t.run_dir()) / "config.textproto").string()));
   st->Print(absl::StrFormat(
       "model: %d layers, d %d, %d heads (%d kv), T %d, vocab %d, %.2fM parameters, attention %s",
       cfg.model().n_layer(), cfg.model().d_model(), cfg.model().n_head(), ResolvedKvHeads(cfg.model()),
@@ -872,6 +902,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
       break;
     }
   }
+  WriteRunMaskWindow(st);
   summary.steps = st.step;
   summary.seconds = SecondsSince(run_start);
   summary.tokens_per_second =

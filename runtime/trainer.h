@@ -42,6 +42,9 @@ struct TrainOptions {
   // How to continue after a stop signal, printed with the stop message ("resume with <this>"); `nats train`
   // fills in its own command line. Empty: a generic hint.
   std::string resume_command;
+  // Print the effective config (defaults included) at start; it is always written to
+  // <train.run_dir>/config.textproto.
+  bool print_config = false;
   // Fault injection (tests; Trainer::Create adds NATS_FAULT_LOSS_SCALE="BATCH:FACTOR,..."): the loss of
   // global batch BATCH (consumed samples / train.batch_size) on data-parallel rank 0 is multiplied by FACTOR
   // (nan, inf or a large number: a bad batch) before backward, so the bad-step guard (runtime/step_guard.h)

@@ -86,6 +86,31 @@ TEST(CachedPerplexity, SmallBudgetsChangeTheLossAndTheFraction) {
   }
 }
 
+// An eviction baseline at the NAtS cache size: the budget BudgetForMeanEntries picks makes StreamingLLM and H2O
+// hold the NAtS cache's measured mean entries per KV head (to within one entry), for several prefill lengths.
+TEST(CachedPerplexity, MatchedBudgetHoldsTheNatsMeanEntries) {
+  Transformer model = MakeModel(SmallSpec(/*nats=*/true, 4));
+  torch::manual_seed(4);
+  const int64_t t = 48;
+  at::Tensor tokens = torch::randint(61, {2, t}, torch::kLong);
+  for (int64_t prefill : {1, 20}) {
+    PerplexityResult nats = PerplexityByDecode(model, tokens, {}, prefill);
+    EXPECT_GT(nats.kv_entries, 1.0);
+    EXPECT_LT(nats.kv_entries, t / 2.0);
+    const int64_t budget = BudgetForMeanEntries(nats.kv_entries, t, prefill);
+    for (CachePolicy policy : {CachePolicy::kStreaming, CachePolicy::kH2O}) {
+      PerplexityResult r = PerplexityByDecode(model, tokens, {policy, budget}, prefill);
+      EXPECT_NEAR(r.kv_entries, nats.kv_entries, 1.0) << CachePolicyName(policy) << " prefill " << prefill;
+    }
+  }
+  // By hand, t = 10, prefill 1 (n = 1..9): B = 4 holds (1 + 2 + 3 + 4 * 6) / 9 = 3.33 on average, B = 3
+  // (1 + 2 + 3 * 7) / 9 = 2.67.
+  EXPECT_EQ(BudgetForMeanEntries(3.3, 10, 1), 4);
+  EXPECT_EQ(BudgetForMeanEntries(2.7, 10, 1), 3);
+  EXPECT_EQ(BudgetForMeanEntries(1000, 10, 1), 9);
+  EXPECT_EQ(BudgetForMeanEntries(0, 10, 1), 1);
+}
+
 TEST(CachedPerplexity, BadInputs) {
   Transformer model = MakeModel(SmallSpec(/*nats=*/true, 4));
   at::Tensor tokens = torch::randint(61, {1, 5}, torch::kLong);

@@ -74,6 +74,9 @@ expect eval_windows_zero "--windows" "${E[@]}" --windows 0
 expect eval_windows_text "--windows" "${E[@]}" --windows many
 expect eval_bad_mode "--mode" "${E[@]}" --mode sideways
 expect eval_bad_policy "--policy" "${E[@]}" --policy lru
+expect eval_bad_policy_in_list "--policy" "${E[@]}" --policy nats,lru
+expect eval_budget_text "--budget" "${E[@]}" --budget some
+expect eval_json_unwritable "--json" "${E[@]}" --mode forward --json "$WORK/no_such_dir/eval.json"
 expect eval_shard_other_vocab "model.vocab_size" "${E[@]}" --data "$WORK/big_vocab.tok"
 expect eval_shard_bad_ids "outside the model's vocabulary" "${E[@]}" --data "$WORK/bad_ids.tok"
 expect eval_shard_damaged "flipped.tok" "${E[@]}" --data "$WORK/flipped.tok"
