@@ -35,7 +35,8 @@ constexpr char kHelp[] =
     "                 [--policy P[,P...]|all] [--budget N|match] [--prefill N] [--json FILE] [--set A=B ...]\n"
     "                 [--threads N]\n"
     "  --checkpoint DIR  a step directory or a run's checkpoint root (newest complete checkpoint)\n"
-    X
+    "  --data PATH       token shard, directory of shards or glob to evaluate (default: the checkpoint\n"
+    "                    config's data.val_path)\n"
     "  --windows N       sequential windows of model.context_length + 1 tokens (default 8)\n"
     "  --mode M          forward: one full forward per window; decode: prefill --prefill tokens, then decode "
     "one\n"

@@ -39,7 +39,7 @@ std::string ValidUtf8(const std::string& s) {
 
 }  // namespace
 
-absl::Status WriteMaskWindow(Transformer& model, const data::TokenShard& val, const data::Tokenizer* tokenizer,
+absl::Status WriteMaskWindow(Transformer& model, const data::TokenCorpus& val, const data::Tokenizer* tokenizer,
                              int64_t step, int64_t max_tokens, const std::string& path) {
   const int64_t seq = model->spec().model.context_length();
   auto rows = data::EvalWindows(val, seq, 0, 1);

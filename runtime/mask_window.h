@@ -16,7 +16,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "data/token_shard.h"
+#include "data/token_corpus.h"
 #include "data/tokenizer.h"
 #include "nats/transformer.h"
 
@@ -25,7 +25,7 @@ namespace nats {
 // Runs the forward (no gradients; the training flag is restored) and writes the file at `path` (temp + rename).
 // `tokenizer` may be null (then "pieces" is empty). The model must have no sequence-parallel chunk attention set.
 // An error names the path.
-absl::Status WriteMaskWindow(Transformer& model, const data::TokenShard& val, const data::Tokenizer* tokenizer,
+absl::Status WriteMaskWindow(Transformer& model, const data::TokenCorpus& val, const data::Tokenizer* tokenizer,
                              int64_t step, int64_t max_tokens, const std::string& path);
 
 }  // namespace nats
