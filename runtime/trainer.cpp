@@ -420,6 +420,17 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   at::set_num_threads(threads);
   torch::manual_seed(t.seed());
 
+  // Run directory and resume (runtime/run_directory.h): the fresh-run guard, the choice of checkpoint and
+  // the config check come first (before the data, so a resume with a changed data.tokenizer is told the change,
+  // not only that the shards do not match), and nothing in the run directory is written until the checkpoint loaded.
+  RunDirectoryOptions run_options;
+  run_options.resume = options.resume || !options.resume_from.empty();
+  run_options.resume_from = options.resume_from;
+  run_options.allow_config_change = options.allow_config_change;
+  run_options.overwrite = options.overwrite;
+  auto start = PlanRunStart(*st->comm, cfg, run_options);
+  if (!start.ok()) return start.status();
+
   // Data: this rank's files (each node may have its own copy), agreed across ranks.
   auto open_data = [&]() -> absl::Status {
     auto tokenizer = data::MakeTokenizer(cfg.data().tokenizer(), cfg.data().data_dir());
@@ -514,15 +525,6 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
     st->model->SetChunkAttention(st->sequence_parallel.get());
   }
 
-  // Run directory and resume (runtime/run_directory.h): the fresh-run guard, the choice of checkpoint and
-  // the config check come first, and nothing in the run directory is written until the checkpoint loaded.
-  RunDirectoryOptions run_options;
-  run_options.resume = options.resume || !options.resume_from.empty();
-  run_options.resume_from = options.resume_from;
-  run_options.allow_config_change = options.allow_config_change;
-  run_options.overwrite = options.overwrite;
-  auto start = PlanRunStart(*st->comm, cfg, run_options);
-  if (!start.ok()) return start.status();
   st->peak_flops = MeasureMatmulFlops() * st->world;
   InstallStopSignalHandlers();
 
