@@ -46,6 +46,10 @@ absl::StatusOr<std::vector<std::string>> ExpandShardSpec(const std::string& spec
   } else {
     files.push_back(spec);  // a single shard; TokenShard::Open reports it if missing
   }
+  if (files.empty() && std::filesystem::exists(std::filesystem::path(spec) / "index.json", ec)) {
+    return absl::NotFoundError(absl::StrCat(spec, " is a prepared corpus, not a split: name ", spec, "/train or ",
+                                            spec, "/val (data.train_path / data.val_path)"));
+  }
   if (files.empty()) {
     return absl::NotFoundError(absl::StrCat(spec, ": no token shards (*.tok) match; write them with `nats prepare "
                                             "--input ... --out DIR` and name DIR/train, DIR/val or a glob"));

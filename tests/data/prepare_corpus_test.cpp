@@ -132,6 +132,10 @@ TEST(PrepareCorpus, TextJsonlGzipDirectoriesAndGlobsInOrder) {
   const std::string index = ReadFile(dir + "/out/index.json");
   EXPECT_NE(index.find("\"name\": \"byte\""), std::string::npos) << index;
   EXPECT_NE(index.find("\"documents\": 7"), std::string::npos) << index;
+  // Naming the corpus root instead of a split says which to name.
+  absl::StatusOr<TokenCorpus> root = TokenCorpus::Open(dir + "/out");
+  ASSERT_FALSE(root.ok());
+  EXPECT_NE(root.status().message().find("/out/train or "), std::string::npos) << root.status();
 }
 
 TEST(PrepareCorpus, SameShardsForAnyThreadCountAndShardSize) {
