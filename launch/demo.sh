@@ -2,7 +2,7 @@
 # The main job on a fresh machine: install dependencies, build, fetch and prepare the demo books, then show the
 # method: train the tiny NAtS model (configs/tiny_nats.textproto) and its dense twin (configs/tiny.textproto) for
 # the same number of steps, decode held-out books with the dense cache, the NAtS cache, and StreamingLLM / H2O at
-# the NAtS cache size, and print one comparison table. About three minutes on 2 cores once built.
+# the NAtS cache size, and print one comparison table. 3 min 20 s on 2 idle cores once built.
 # Everything else goes to logs: runs/setup.log, runs/<run>.log (training), runs/<run>.eval.log, runs/plot.log.
 # usage: launch/demo.sh [extra `nats train` flags for both runs, e.g. --set train.steps=400]
 set -euo pipefail
