@@ -330,6 +330,27 @@ void WriteRunMaskWindow(TrainerState& st) {
   }
 }
 
+// The loader's cursor (consumed samples) indexes windows of the training stream, so it means the same data only
+// on the same shards: a resume after shards were added, removed or rewritten would silently read other windows.
+// Refused unless allowed (then printed). Checkpoints from before the fingerprint carry none and pass.
+absl::Status CheckSameTrainingData(const checkpoint::Manifest& m, const data::TokenCorpus& train,
+                                   const std::string& step_dir, bool allow_change, const TrainerState* st) {
+  if (!m.has_train_data_fingerprint() || m.train_data_fingerprint() == train.Fingerprint()) {
+    return absl::OkStatus();
+  }
+  const std::string what = absl::StrFormat(
+      "data.train_path = %s: the training corpus differs from the one %s was trained on (%d tokens in %d "
+      "shard(s) now, %d tokens then): shards were added, removed or rewritten, so the loader's cursor would "
+      "point at other windows",
+      train.path(), step_dir, train.num_tokens(), train.num_shards(), m.train_data_tokens());
+  if (!allow_change) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, "; restore the corpus, or pass --allow_config_change to go on with the new data"));
+  }
+  st->Print(absl::StrCat("note: ", what, " (allowed by --allow_config_change)"));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> Trainer::SaveCheckpointNow() {
@@ -337,6 +358,8 @@ absl::StatusOr<std::string> Trainer::SaveCheckpointNow() {
   checkpoint::Manifest header;
   *header.mutable_config() = st.cfg;
   header.set_consumed_samples(st.consumed_samples);
+  header.set_train_data_fingerprint(st.train_shard->Fingerprint());
+  header.set_train_data_tokens(st.train_shard->num_tokens());
   header.set_dp(st.dp);
   header.set_sp(st.cfg.parallel().sp());
   header.set_zero_stage(st.cfg.parallel().zero_stage());
@@ -532,6 +555,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
     auto loaded = st->LoadTrainingState(start->resume_dir);
     if (!loaded.ok()) return loaded.status();
     const checkpoint::Manifest& m = loaded->manifest;
+    absl::Status same_data =
+        CheckSameTrainingData(m, *st->train_shard, loaded->step_dir, options.allow_config_change, st.get());
+    if (absl::Status s = parallel::AgreeOnStatus(*st->comm, same_data); !s.ok()) return s;
     st->consumed_samples = m.consumed_samples();
     st->resumed_from_step = m.step();
     st->elapsed_before_resume = m.elapsed_seconds();

@@ -3,7 +3,8 @@
 #  1. a JSONL corpus (plain + gzip) and text files -> shards; the shards are byte-identical for 1 and 2 threads,
 #     and both flag syntaxes (--flag value, --flag=value) work;
 #  2. training on the sharded corpus (windows cross shard boundaries): 8 steps straight == 4 steps + resume + 4
-#     (bit-identical losses), so the loader's cursor is exact across shards;
+#     (bit-identical losses), so the loader's cursor is exact across shards; a resume after the corpus changed
+#     (a shard removed) is refused unless --allow_config_change;
 #  3. a GPT-2-vocabulary model refuses the byte-tokenizer shards with a message naming the fix.
 # usage: prepare_e2e_test.sh NATS_BINARY SOURCE_DIR DATA_DIR
 set -euo pipefail
@@ -56,6 +57,18 @@ worst = max(abs(a[s] - b[s]) for s in a)
 print(f"sharded corpus: 8 straight vs 4 + resume + 4: max |loss difference| = {worst:.1e}")
 assert worst == 0.0, worst
 PY
+
+# 2b. The corpus changes under the run (its last train shard removed, same path): the resume is refused, naming
+#     the corpus and the fix; with --allow_config_change it goes on and says so.
+rm "$out/corpus1/train/$(ls "$out/corpus1/train" | tail -1)"
+if "$nats" train "${common[@]}" --set train.steps=10 --set train.run_dir="$out/split" --resume > "$out/refused.log" 2>&1; then
+  echo "a resume on a changed corpus was not refused"; exit 1
+fi
+grep -q "the training corpus differs from the one .* was trained on" "$out/refused.log" || { cat "$out/refused.log"; exit 1; }
+grep -q "allow_config_change" "$out/refused.log"
+"$nats" train "${common[@]}" --set train.steps=10 --set train.run_dir="$out/split" --resume --allow_config_change \
+  > "$out/allowed.log" 2>&1 || { echo "resume with --allow_config_change failed"; cat "$out/allowed.log"; exit 1; }
+grep -q "note: data.train_path = .*the training corpus differs" "$out/allowed.log"
 
 # 3. The byte shards under a GPT-2 model (configs/tiny reads gpt2 ids): refused before any step, naming the fix.
 if "$nats" train --config "$src/configs/tiny.textproto" --set data.train_path="$out/corpus1/train" \
