@@ -1,7 +1,6 @@
 // data/document_source.cpp: input expansion, streaming text/JSONL reader over zlib, JSON field extraction.
 #include "data/document_source.h"
 
-#include <glob.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "data/file_glob.h"
 
 namespace nats::data {
 namespace {
@@ -54,8 +54,6 @@ InputFormat Resolve(const std::string& path, InputFormat format) {
   return IsJsonlName(path) ? InputFormat::kJsonl : InputFormat::kText;
 }
 
-bool IsGlob(const std::string& s) { return s.find_first_of("*?[") != std::string::npos; }
-
 }  // namespace
 
 absl::StatusOr<InputFormat> ParseInputFormat(const std::string& name) {
@@ -80,20 +78,16 @@ absl::StatusOr<std::vector<InputFile>> ExpandInputs(const std::vector<std::strin
   for (const std::string& input : inputs) {
     std::vector<std::string> found;
     std::error_code ec;
-    if (IsGlob(input)) {
-      glob_t matches{};
-      if (::glob(input.c_str(), 0, nullptr, &matches) == 0) {
-        for (size_t i = 0; i < matches.gl_pathc; ++i) {
-          if (fs::is_regular_file(matches.gl_pathv[i], ec)) found.emplace_back(matches.gl_pathv[i]);
-        }
-      }
-      ::globfree(&matches);
+    if (IsGlobPattern(input)) {
+      found = GlobRegularFiles(input);
     } else if (fs::is_directory(input, ec)) {
       for (auto it = fs::recursive_directory_iterator(input, ec); !ec && it != fs::recursive_directory_iterator();
            it.increment(ec)) {
         if (it->is_regular_file(ec) && Wanted(it->path().string(), format)) found.push_back(it->path().string());
       }
-      if (ec) return absl::PermissionDeniedError(absl::StrCat(input, ": cannot list the directory (", ec.message(), ")"));
+      if (ec)
+        return absl::PermissionDeniedError(
+            absl::StrCat(input, ": cannot list the directory (", ec.message(), ")"));
     } else if (fs::is_regular_file(input, ec)) {
       found.push_back(input);
     } else {
@@ -276,7 +270,8 @@ absl::StatusOr<std::string> ExtractJsonText(std::string_view line, const std::st
   for (absl::string_view key : absl::StrSplit(field_path, '.')) {
     absl::StrAppend(&walked, walked.empty() ? "" : ".", key);
     if (!node->is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat("field \"", walked, "\" is missing (its parent is not an object)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("field \"", walked, "\" is missing (its parent is not an object)"));
     }
     const auto it = node->find(std::string(key));
     if (it == node->end()) return absl::InvalidArgumentError(absl::StrCat("field \"", walked, "\" is missing"));

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "data/corpus.h"
+#include "data/human_units.h"
 #include "data/mix64.h"
 #include "data/tokenizer.h"
 
@@ -210,24 +211,11 @@ class Pipeline {
   std::vector<std::thread> workers_;
 };
 
-std::string HumanBytes(double bytes) {
-  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
-  int u = 0;
-  while (bytes >= 1000 && u < 4) bytes /= 1000, ++u;
-  return u == 0 ? absl::StrFormat("%.0f %s", bytes, units[u]) : absl::StrFormat("%.2f %s", bytes, units[u]);
-}
-
 std::string HumanCount(double n) {
   if (n >= 1e9) return absl::StrFormat("%.2fB", n / 1e9);
   if (n >= 1e6) return absl::StrFormat("%.1fM", n / 1e6);
   if (n >= 1e4) return absl::StrFormat("%.1fk", n / 1e3);
   return absl::StrFormat("%.0f", n);
-}
-
-std::string HumanSeconds(double s) {
-  if (s < 60) return absl::StrFormat("%.0fs", s);
-  if (s < 3600) return absl::StrFormat("%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
-  return absl::StrFormat("%dh%02dm", static_cast<int>(s / 3600), static_cast<int>(s / 60) % 60);
 }
 
 // The progress line: redrawn in place on a terminal, printed every 10 s to a file or pipe.
@@ -245,11 +233,11 @@ class Progress {
     last_ = now;
     const double elapsed = std::max(1e-9, std::chrono::duration<double>(now - start_).count());
     const double rate = bytes / elapsed;
-    std::string line = absl::StrFormat("prepare %s / %s", HumanBytes(bytes), HumanBytes(total_));
+    std::string line = absl::StrFormat("prepare %s / %s", FormatBytes(bytes, 2), FormatBytes(total_, 2));
     if (total_ > 0) absl::StrAppendFormat(&line, " %3.0f%%", 100.0 * std::min<uint64_t>(bytes, total_) / total_);
-    absl::StrAppendFormat(&line, " | %s/s | %s tokens | %s docs", HumanBytes(rate), HumanCount(tokens),
+    absl::StrAppendFormat(&line, " | %s/s | %s tokens | %s docs", FormatBytes(rate, 2), HumanCount(tokens),
                           HumanCount(documents));
-    if (total_ > bytes && rate > 0) absl::StrAppend(&line, " | ETA ", HumanSeconds((total_ - bytes) / rate));
+    if (total_ > bytes && rate > 0) absl::StrAppend(&line, " | ETA ", FormatDuration((total_ - bytes) / rate));
     if (tty_) {
       std::fprintf(out_, "\r%-100s", line.c_str());
     } else {
@@ -454,16 +442,17 @@ absl::StatusOr<CorpusPrepareSummary> PrepareUserCorpus(const CorpusPrepareOption
 std::string FormatPrepareSummary(const CorpusPrepareOptions& options, const CorpusPrepareSummary& s) {
   auto split_line = [](const char* name, const SplitSummary& split, const std::string& dir) {
     const double tokens_no_eot = static_cast<double>(split.tokens - split.documents);
-    return absl::StrFormat("  %-5s %10s documents %12s tokens %10s of text  %.2f bytes/token  %zu shard%s in %s\n",
-                           name, HumanCount(split.documents), HumanCount(split.tokens), HumanBytes(split.text_bytes),
-                           tokens_no_eot > 0 ? split.text_bytes / tokens_no_eot : 0.0, split.shards.size(),
-                           split.shards.size() == 1 ? "" : "s", dir);
+    return absl::StrFormat(
+        "  %-5s %10s documents %12s tokens %10s of text  %.2f bytes/token  %zu shard%s in %s\n", name,
+        HumanCount(split.documents), HumanCount(split.tokens), FormatBytes(split.text_bytes, 2),
+        tokens_no_eot > 0 ? split.text_bytes / tokens_no_eot : 0.0, split.shards.size(),
+        split.shards.size() == 1 ? "" : "s", dir);
   };
   const double text_bytes = static_cast<double>(s.train.text_bytes + s.val.text_bytes);
   std::string out = absl::StrFormat(
       "prepared %zu file%s (%s on disk, %s of text) with tokenizer %s in %.1f s: %s/s of text on %d thread%s\n",
-      s.files, s.files == 1 ? "" : "s", HumanBytes(s.input_bytes), HumanBytes(text_bytes), options.tokenizer,
-      s.seconds, HumanBytes(text_bytes / std::max(1e-9, s.seconds)), s.threads, s.threads == 1 ? "" : "s");
+      s.files, s.files == 1 ? "" : "s", FormatBytes(s.input_bytes, 2), FormatBytes(text_bytes, 2), options.tokenizer,
+      s.seconds, FormatBytes(text_bytes / std::max(1e-9, s.seconds), 2), s.threads, s.threads == 1 ? "" : "s");
   out += split_line("train", s.train, options.out_dir + "/train");
   out += split_line("val", s.val, options.out_dir + "/val");
   if (s.empty_documents > 0) absl::StrAppend(&out, "  skipped ", s.empty_documents, " empty documents\n");

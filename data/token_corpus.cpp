@@ -1,8 +1,6 @@
 // data/token_corpus.cpp: shard lists from a path spec, reads across shard boundaries, tokenizer checks.
 #include "data/token_corpus.h"
 
-#include <glob.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -13,12 +11,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "data/file_glob.h"
 #include "data/mix64.h"
 
 namespace nats::data {
 namespace {
-
-bool IsGlob(const std::string& spec) { return spec.find_first_of("*?[") != std::string::npos; }
 
 std::string FileName(const std::string& path) { return std::filesystem::path(path).filename().string(); }
 
@@ -31,13 +28,8 @@ std::string Describe(const TokenizerIdentity& t) {
 absl::StatusOr<std::vector<std::string>> ExpandShardSpec(const std::string& spec) {
   std::vector<std::string> files;
   std::error_code ec;
-  if (IsGlob(spec)) {
-    glob_t matches{};
-    const int rc = ::glob(spec.c_str(), 0, nullptr, &matches);
-    for (size_t i = 0; rc == 0 && i < matches.gl_pathc; ++i) {
-      if (std::filesystem::is_regular_file(matches.gl_pathv[i], ec)) files.emplace_back(matches.gl_pathv[i]);
-    }
-    ::globfree(&matches);
+  if (IsGlobPattern(spec)) {
+    files = GlobRegularFiles(spec);
   } else if (std::filesystem::is_directory(spec, ec)) {
     for (const auto& entry : std::filesystem::directory_iterator(spec, ec)) {
       const std::string path = entry.path().string();

@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -184,19 +185,27 @@ absl::Status TokenShardWriter::AppendToDocument(absl::Span<const int32_t> tokens
 }
 
 absl::Status TokenShardWriter::AppendTokens(absl::Span<const int32_t> tokens) {
-  for (int32_t t : tokens) {
-    auto v = static_cast<uint32_t>(t);
-    unsigned char bytes[4];
-    std::memcpy(bytes, &v, 4);
-    buffer_.insert(buffer_.end(), bytes, bytes + width_);  // little-endian: the low bytes come first
-    if (buffer_.size() >= (1 << 20)) {
+  constexpr size_t kFlushBytes = size_t{1} << 20;
+  while (!tokens.empty()) {
+    // Fill the buffer up to the flush size in one resize, then store each id's low `width_` bytes
+    // (little-endian: the low bytes come first).
+    const size_t room = std::max<size_t>(1, (kFlushBytes - std::min(buffer_.size(), kFlushBytes)) / width_);
+    const size_t n = std::min(tokens.size(), room);
+    buffer_.resize(buffer_.size() + n * width_);
+    unsigned char* out = buffer_.data() + buffer_.size() - n * width_;
+    for (size_t i = 0; i < n; ++i) {
+      const auto v = static_cast<uint32_t>(tokens[i]);
+      std::memcpy(out + i * width_, &v, width_);
+    }
+    tokens.remove_prefix(n);
+    num_tokens_ += n;
+    if (buffer_.size() >= kFlushBytes) {
       crc_ = Crc32(crc_, buffer_.data(), buffer_.size());
       absl::Status st = WriteAll(buffer_.data(), buffer_.size());
       if (!st.ok()) return st;
       buffer_.clear();
     }
   }
-  num_tokens_ += tokens.size();
   return absl::OkStatus();
 }
 

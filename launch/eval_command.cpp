@@ -160,9 +160,9 @@ int EvalWithFlags(int argc, char** argv) {
     return 1;
   }
   const std::string data_path = flags->Get("data", loaded->config.data().val_path());
-  auto shard = data::TokenCorpus::Open(data_path);
-  if (!shard.ok()) {
-    std::fprintf(stderr, "eval: %s\n", std::string(shard.status().message()).c_str());
+  auto corpus = data::TokenCorpus::Open(data_path);
+  if (!corpus.ok()) {
+    std::fprintf(stderr, "eval: %s\n", std::string(corpus.status().message()).c_str());
     return 1;
   }
   const int64_t seq = loaded->config.model().context_length();
@@ -178,19 +178,20 @@ int EvalWithFlags(int argc, char** argv) {
     return 2;
   }
   auto identity = data::TokenizerIdentityOf(loaded->config.data().tokenizer());
-  absl::Status fits = identity.ok() ? data::CheckCorpusFitsModel(*shard, "--data", *identity, vocab) : identity.status();
+  absl::Status fits =
+      identity.ok() ? data::CheckCorpusFitsModel(*corpus, "--data", *identity, vocab) : identity.status();
   if (!fits.ok()) {
     std::fprintf(stderr, "eval: %s\n", std::string(fits.message()).c_str());
     return 1;
   }
-  const int64_t available = static_cast<int64_t>(data::NumWindows(shard->num_tokens(), seq));
+  const int64_t available = static_cast<int64_t>(data::NumWindows(corpus->num_tokens(), seq));
   windows = std::min(windows, available);
   if (windows <= 0) {
     std::fprintf(stderr, "eval: %s is shorter than one window of model.context_length + 1 = %lld tokens\n",
                  data_path.c_str(), static_cast<long long>(seq + 1));
     return 1;
   }
-  auto rows_or = data::EvalWindows(*shard, seq, 0, windows);
+  auto rows_or = data::EvalWindows(*corpus, seq, 0, windows);
   if (!rows_or.ok()) {
     std::fprintf(stderr, "eval: %s\n", std::string(rows_or.status().message()).c_str());
     return 1;

@@ -22,6 +22,7 @@
 #include "checkpoints/checkpoint_dir.h"
 #include "checkpoints/checkpoint_reader.h"
 #include "checkpoints/dtype.h"
+#include "data/human_units.h"
 #include "launch/flag_parser.h"
 
 namespace nats::launch {
@@ -33,16 +34,6 @@ constexpr char kUsage[] =
     "  --no_verify  skip reading every slice and checking its CRC-32C\n"
     "  --slices     list every slice (writer rank, file, offsets, CRC)\n"
     "  --no_config  do not print the saved config\n";
-
-std::string HumanBytes(double bytes) {
-  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
-  int u = 0;
-  while (bytes >= 1000 && u < 4) {
-    bytes /= 1000;
-    ++u;
-  }
-  return u == 0 ? absl::StrFormat("%.0f %s", bytes, units[u]) : absl::StrFormat("%.1f %s", bytes, units[u]);
-}
 
 // "0-3" / "0,2,5": the ranks that wrote a tensor's slices.
 std::string RankList(const std::set<int>& ranks) {
@@ -71,17 +62,17 @@ void PrintSummary(const std::string& root, const std::string& step_dir, const ch
   std::vector<std::string> blobs;
   for (const auto& b : m.blobs()) {
     blob_bytes += b.bytes();
-    blobs.push_back(absl::StrCat(b.file(), " ", HumanBytes(static_cast<double>(b.bytes()))));
+    blobs.push_back(absl::StrCat(b.file(), " ", data::FormatBytes(static_cast<double>(b.bytes()))));
   }
-  std::printf("blobs       %d files, %s: %s\n", m.blobs_size(), HumanBytes(static_cast<double>(blob_bytes)).c_str(),
-              absl::StrJoin(blobs, ", ").c_str());
+  std::printf("blobs       %d files, %s: %s\n", m.blobs_size(),
+              data::FormatBytes(static_cast<double>(blob_bytes)).c_str(), absl::StrJoin(blobs, ", ").c_str());
   int rng = 0;
   for (const auto& rs : m.rank_states()) rng += rs.rng_state().empty() ? 0 : 1;
   std::printf("rng         %d of %d ranks saved a generator state\n", rng, m.rank_states_size());
   if (m.history_size() > 0) {
     const auto& last = m.history(m.history_size() - 1);
-    std::printf("history     %d points, last: step %lld loss %.4f", m.history_size(), static_cast<long long>(last.step()),
-                last.loss());
+    std::printf("history     %d points, last: step %lld loss %.4f", m.history_size(),
+                static_cast<long long>(last.step()), last.loss());
     if (last.has_val_loss()) std::printf(" val_loss %.4f", last.val_loss());
     std::printf("\n");
   }
@@ -114,7 +105,7 @@ void PrintSummary(const std::string& root, const std::string& step_dir, const ch
     std::printf("  %-*s  %-8s  %-16s  %10s  %d (%s)\n", static_cast<int>(width), t.name().c_str(),
                 checkpoint::DTypeName(t.dtype()).c_str(),
                 checkpoint::ShapeString(at::IntArrayRef(t.shape().data(), t.shape_size())).c_str(),
-                HumanBytes(static_cast<double>(bytes)).c_str(), t.slices_size(), RankList(ranks).c_str());
+                data::FormatBytes(static_cast<double>(bytes)).c_str(), t.slices_size(), RankList(ranks).c_str());
     if (list_slices) {
       for (const auto& s : t.slices()) {
         std::printf("      [%llu, %llu) rank %d %s @%llu %llu bytes crc32c %08x\n",
@@ -125,7 +116,7 @@ void PrintSummary(const std::string& root, const std::string& step_dir, const ch
       }
     }
   }
-  std::printf("  total %s in tensors\n", HumanBytes(static_cast<double>(tensor_bytes)).c_str());
+  std::printf("  total %s in tensors\n", data::FormatBytes(static_cast<double>(tensor_bytes)).c_str());
   if (print_config && m.has_config()) {
     std::string text;
     google::protobuf::TextFormat::PrintToString(m.config(), &text);
@@ -203,7 +194,8 @@ int RunInspect(int argc, char** argv) {
     return 1;
   }
   std::printf("verify      OK: %d slices, %s, CRC-32C checked in %.2f s (%.0f MB/s)\n", slices,
-              HumanBytes(static_cast<double>(bytes)).c_str(), seconds, seconds > 0 ? bytes / seconds / 1e6 : 0.0);
+              data::FormatBytes(static_cast<double>(bytes)).c_str(), seconds,
+              seconds > 0 ? bytes / seconds / 1e6 : 0.0);
   return 0;
 }
 

@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "checkpoints/crash_point.h"
+#include "data/human_units.h"
 #include "launch/commands.h"
 #include "launch/flag_parser.h"
 #include "parallel/communicator.h"
@@ -130,7 +131,7 @@ std::string ResumeCommand(const ParsedFlags& flags) {
 // "summary: 150 steps in 12s"; a resumed run counts this session only, and says where it started.
 std::string StepsAndTime(const TrainSummary& summary) {
   if (summary.resumed_from_step < 0) {
-    return absl::StrFormat("%d steps in %s", summary.steps, FormatDuration(summary.seconds));
+    return absl::StrFormat("%d steps in %s", summary.steps, data::FormatDuration(summary.seconds));
   }
   return absl::StrFormat("resumed from step %d: %d steps in %.1f s this session (step %d -> %d)",
                          summary.resumed_from_step, summary.steps - summary.resumed_from_step,

@@ -51,7 +51,4 @@ class MetricsLog {
   std::FILE* file_ = nullptr;
 };
 
-// "1h02m", "3m05s", "12s": compact durations for the progress line.
-std::string FormatDuration(double seconds);
-
 }  // namespace nats

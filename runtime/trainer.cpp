@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "data/human_units.h"
 #include "data/loader.h"
 #include "data/token_shard.h"
 #include "data/tokenizer.h"
@@ -83,7 +84,7 @@ class TrainerState {
   parallel::Communicator* comm = nullptr;  // the world communicator, owned by grid
   int rank = 0, world = 1, dp = 1;
   int64_t micro_batch = 0, accum_steps = 1;
-  std::shared_ptr<const data::TokenCorpus> train_shard, val_shard;
+  std::shared_ptr<const data::TokenCorpus> train_data, val_data;
   std::unique_ptr<data::Loader> loader;
   std::unique_ptr<data::Tokenizer> tokenizer;
   Transformer model{nullptr};
@@ -320,7 +321,7 @@ void WriteRunMaskWindow(TrainerState& st) {
   st.model->SetChunkAttention(nullptr);
   absl::Status s;
   try {
-    s = WriteMaskWindow(st.model, *st.val_shard, st.tokenizer.get(), st.step, /*max_tokens=*/256, path);
+    s = WriteMaskWindow(st.model, *st.val_data, st.tokenizer.get(), st.step, /*max_tokens=*/256, path);
   } catch (const c10::Error& e) {
     s = absl::InternalError(e.what_without_backtrace());
   }
@@ -358,8 +359,8 @@ absl::StatusOr<std::string> Trainer::SaveCheckpointNow() {
   checkpoint::Manifest header;
   *header.mutable_config() = st.cfg;
   header.set_consumed_samples(st.consumed_samples);
-  header.set_train_data_fingerprint(st.train_shard->Fingerprint());
-  header.set_train_data_tokens(st.train_shard->num_tokens());
+  header.set_train_data_fingerprint(st.train_data->Fingerprint());
+  header.set_train_data_tokens(st.train_data->num_tokens());
   header.set_dp(st.dp);
   header.set_sp(st.cfg.parallel().sp());
   header.set_zero_stage(st.cfg.parallel().zero_stage());
@@ -458,14 +459,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   auto open_data = [&]() -> absl::Status {
     auto tokenizer = data::MakeTokenizer(cfg.data().tokenizer(), cfg.data().data_dir());
     if (!tokenizer.ok()) return tokenizer.status();
-    auto train_shard = data::TokenCorpus::Open(cfg.data().train_path());
-    if (!train_shard.ok()) return train_shard.status();
-    st->train_shard = std::make_shared<const data::TokenCorpus>(std::move(*train_shard));
-    auto val_shard = data::TokenCorpus::Open(cfg.data().val_path());
-    if (!val_shard.ok()) return val_shard.status();
-    st->val_shard = std::make_shared<const data::TokenCorpus>(std::move(*val_shard));
-    for (const auto& [corpus, field] : {std::pair{st->train_shard, "data.train_path"},
-                                        std::pair{st->val_shard, "data.val_path"}}) {
+    auto train_data = data::TokenCorpus::Open(cfg.data().train_path());
+    if (!train_data.ok()) return train_data.status();
+    st->train_data = std::make_shared<const data::TokenCorpus>(std::move(*train_data));
+    auto val_data = data::TokenCorpus::Open(cfg.data().val_path());
+    if (!val_data.ok()) return val_data.status();
+    st->val_data = std::make_shared<const data::TokenCorpus>(std::move(*val_data));
+    for (const auto& [corpus, field] : {std::pair{st->train_data, "data.train_path"},
+                                        std::pair{st->val_data, "data.val_path"}}) {
       if (absl::Status s = data::CheckCorpusFitsModel(*corpus, field, (*tokenizer)->identity(),
                                                       cfg.model().vocab_size());
           !s.ok()) {
@@ -482,7 +483,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   lo.dp_rank = st->grid->dp_rank();
   lo.dp_size = st->dp;
   lo.seed = t.seed();
-  auto loader = data::Loader::Create(st->train_shard, lo);
+  auto loader = data::Loader::Create(st->train_data, lo);
   if (absl::Status s = parallel::AgreeOnStatus(*st->comm, loader.status()); !s.ok()) return s;
   st->loader = std::make_unique<data::Loader>(std::move(*loader));
 
@@ -556,7 +557,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
     if (!loaded.ok()) return loaded.status();
     const checkpoint::Manifest& m = loaded->manifest;
     absl::Status same_data =
-        CheckSameTrainingData(m, *st->train_shard, loaded->step_dir, options.allow_config_change, st.get());
+        CheckSameTrainingData(m, *st->train_data, loaded->step_dir, options.allow_config_change, st.get());
     if (absl::Status s = parallel::AgreeOnStatus(*st->comm, same_data); !s.ok()) return s;
     st->consumed_samples = m.consumed_samples();
     st->resumed_from_step = m.step();
@@ -604,19 +605,19 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
       !st->sequence_parallel                                         ? ""
       : st->sequence_parallel->mode() == parallel::SpExchange::kFull ? " (full KV exchange)"
                                                                      : " (retained KV exchange)",
-      t.batch_size(), st->micro_batch, st->accum_steps, st->dp, threads, st->train_shard->num_tokens(),
-      st->val_shard->num_tokens(), st->peak_flops / 1e9));
+      t.batch_size(), st->micro_batch, st->accum_steps, st->dp, threads, st->train_data->num_tokens(),
+      st->val_data->num_tokens(), st->peak_flops / 1e9));
   return std::unique_ptr<Trainer>(new Trainer(std::move(st)));
 }
 
 absl::StatusOr<EvalResult> Trainer::Evaluate() {
   TrainerState& st = *state_;
   const int64_t seq = st.cfg.model().context_length();
-  const int64_t available = static_cast<int64_t>(data::NumWindows(st.val_shard->num_tokens(), seq));
+  const int64_t available = static_cast<int64_t>(data::NumWindows(st.val_data->num_tokens(), seq));
   const int64_t total = std::min<int64_t>(st.cfg.train().eval_windows(), available);
   if (total <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        st.val_shard->path(),
+        st.val_data->path(),
         ": validation shard is shorter than one window of model.context_length + 1 = ", seq + 1, " tokens"));
   }
   // Windows are split over data-parallel ranks; every rank of an sp group evaluates the same ones.
@@ -630,7 +631,7 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
   int64_t tokens = 0;
   for (int64_t first = begin; first < end; first += st.micro_batch) {
     const int64_t count = std::min<int64_t>(st.micro_batch, end - first);
-    auto rows = data::EvalWindows(*st.val_shard, seq, first, count);
+    auto rows = data::EvalWindows(*st.val_data, seq, first, count);
     if (!rows.ok()) return rows.status();
     at::Tensor batch = torch::from_blob(rows->data(), {count, seq + 1}, torch::kInt32).to(torch::kInt64);
     const auto [begin, end] = st.Chunk(seq);  // the whole window without sequence parallelism
@@ -842,7 +843,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
       }
       st.Print(absl::StrFormat(
           "step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | MFU %.1f%%%s | ETA %s", st.step,
-          total_steps, loss_value, lr, *grad_norm, tok_s, 100 * mfu, nats_line, FormatDuration(eta)));
+          total_steps, loss_value, lr, *grad_norm, tok_s, 100 * mfu, nats_line, data::FormatDuration(eta)));
       JsonLine line;
       line.Add("kind", "train")
           .Add("rank", st.rank)
