@@ -16,6 +16,8 @@ int RunTokenize(int argc, char** argv);  // launch/tokenize_command.cpp
 int RunGenerate(int argc, char** argv);  // launch/generate_command.cpp
 int RunInspect(int argc, char** argv);   // launch/inspect_command.cpp
 int RunPlot(int argc, char** argv);      // launch/plot_command.cpp (runs launch/plot_runs.py)
+int RunSweep(int argc, char** argv);     // launch/sweep_command.cpp (scaling/sweep_*.h)
+int RunFit(int argc, char** argv);       // launch/fit_command.cpp (scaling/law_fit.h, scaling/isoflop_fit.h)
 int RunVersion(int argc, char** argv);   // launch/version_command.cpp
 
 }  // namespace nats::launch

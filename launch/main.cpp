@@ -29,6 +29,8 @@ constexpr char kUsage[] =
     "  plot      RUN_DIR... [--out DIR]   loss, token-type and KV-fraction curves (PNG + SVG)\n"
     "  tokenize  [--tokenizer gpt2|byte] [--data_dir DIR] [--json] < text\n"
     "  generate  --checkpoint DIR --prompt TEXT [--max_tokens N] [--temperature T] [--policy nats|...]\n"
+    "  sweep     --grid SWEEP.textproto [--out DIR] [--list] [--launcher CMD] [--emit slurm]  scaling-law grid\n"
+    "  fit       RESULTS.csv [--out FIT.json] [--bootstrap N] [--budgets C,...]  Chinchilla fits (+ KV fraction)\n"
     "  version   commit, build type, LibTorch, MPI / NCCL / CUDA, compiler (also: nats --version)\n"
     "\n"
     "Flags are `--flag value` or `--flag=value`. Run `nats <command> --help` (or -h) for the flags of one\n"
@@ -42,6 +44,8 @@ int Dispatch(const std::string& command, int argc, char** argv) {
   if (command == "generate") return nats::launch::RunGenerate(argc, argv);
   if (command == "inspect") return nats::launch::RunInspect(argc, argv);
   if (command == "plot") return nats::launch::RunPlot(argc, argv);
+  if (command == "sweep") return nats::launch::RunSweep(argc, argv);
+  if (command == "fit") return nats::launch::RunFit(argc, argv);
   if (command == "version") return nats::launch::RunVersion(argc, argv);
   std::fprintf(stderr, "nats: unknown command '%s'\n\n%s", command.c_str(), kUsage);
   return 2;
