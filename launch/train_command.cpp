@@ -7,9 +7,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <iterator>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -138,6 +142,41 @@ std::string StepsAndTime(const TrainSummary& summary) {
                          summary.seconds, summary.resumed_from_step, summary.steps);
 }
 
+// <run_dir>/summary.json: the finished run's result for programs (`nats sweep` reads it): full double precision,
+// so that a resumed run can be compared bit for bit with one that ran straight through. Written (atomically)
+// only when the run reached train.steps; the one of an earlier attempt is removed when a run starts, so a
+// stopped run leaves none. A failure to write it is reported, not fatal: the checkpoints hold the run.
+void WriteSummaryFile(const config::Config& cfg, const TrainSummary& summary) {
+  namespace fs = std::filesystem;
+  nlohmann::json json = {
+      {"finished", true},
+      {"steps", summary.steps},
+      {"config_hash", absl::StrFormat("%016x", ConfigHash(cfg))},
+      {"parameters", summary.parameters},
+      {"val_loss", summary.last_val_loss},
+      {"best_val_loss", summary.best_val_loss},
+      {"val_bpb", summary.last_val_bpb},
+      {"train_loss", summary.last_train_loss},
+      {"tokens_per_s", summary.tokens_per_second},
+      {"seconds", summary.seconds},
+      {"resumed_from_step", summary.resumed_from_step},
+      {"skipped_steps", summary.skipped_steps},
+      {"rollbacks", summary.rollbacks},
+  };
+  const fs::path path = fs::path(cfg.train().run_dir()) / "summary.json";
+  const fs::path tmp = fs::path(path.string() + ".tmp");
+  std::ofstream out(tmp, std::ios::trunc);
+  out << json.dump(2) << "\n";
+  bool written = static_cast<bool>(out.flush());
+  out.close();
+  std::error_code ec;
+  if (written) fs::rename(tmp, path, ec);
+  if (!written || ec) {
+    std::fprintf(stderr, "train: %s: cannot write the run summary; the checkpoints are complete\n",
+                 path.c_str());
+  }
+}
+
 int TrainWithFlags(int argc, char** argv) {
   ParsedFlags parsed;
   if (auto exit_code = ParseCommandFlags(argc, argv, {"config", "set", "resume_from"},
@@ -189,12 +228,17 @@ int TrainWithFlags(int argc, char** argv) {
     std::fprintf(stderr, "train: %s\n", std::string(trainer.status().message()).c_str());
     return 1;
   }
+  if ((*trainer)->is_root()) {
+    std::error_code ignored;  // absent is the usual case
+    std::filesystem::remove(std::filesystem::path(cfg->train().run_dir()) / "summary.json", ignored);
+  }
   auto summary = (*trainer)->Train();
   if (!summary.ok()) {
     std::fprintf(stderr, "train: %s\n", std::string(summary.status().message()).c_str());
     return 1;
   }
   if (!(*trainer)->is_root()) return 0;
+  if (!summary->stopped_by_signal) WriteSummaryFile(*cfg, *summary);
   std::printf("%s\n",
               absl::StrFormat("summary: %s, %.0f tok/s, val loss %.4f -> %.4f (ppl %.2f, "
                               "%.4f bits/byte), final train loss %.4f",

@@ -932,6 +932,16 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     }
   }
   WriteRunMaskWindow(st);
+  // Over the scheduled evaluations only (train.eval_interval and the last step), which the checkpointed
+  // history carries across attempts: a resumed run reports the same best loss as one that ran straight
+  // through (the evaluation at a resume's start is extra, and is left out).
+  summary.best_val_loss = summary.last_val_loss;
+  bool any = false;
+  for (const checkpoint::MetricPoint& point : st.history) {
+    if (!point.has_val_loss()) continue;
+    summary.best_val_loss = any ? std::min(summary.best_val_loss, point.val_loss()) : point.val_loss();
+    any = true;
+  }
   summary.steps = st.step;
   summary.seconds = SecondsSince(run_start);
   summary.tokens_per_second =
