@@ -72,6 +72,24 @@ absl::StatusOr<config::Config> LoadConfigFile(const std::string& path) {
   return cfg;
 }
 
+absl::StatusOr<config::Sweep> LoadSweepFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat(
+        path, ": cannot open sweep file; pass an existing .textproto (see configs/sweeps/)"));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  config::Sweep sweep;
+  google::protobuf::TextFormat::Parser parser;
+  ErrorCollector errors;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(buffer.str(), &sweep)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", errors.first()));
+  }
+  return sweep;
+}
+
 absl::Status ApplyOverride(std::string_view assignment_view, config::Config* cfg) {
   // Debian's Abseil has its own string_view (not std::string_view): work on a std::string.
   const std::string assignment(assignment_view);

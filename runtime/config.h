@@ -18,6 +18,9 @@ namespace nats {
 // Parses a text-format Config file. Unknown fields and syntax errors name the file and line.
 absl::StatusOr<config::Config> LoadConfigFile(const std::string& path);
 
+// Parses a text-format Sweep file (`nats sweep --grid`, scaling/sweep_plan.h), errors as LoadConfigFile's.
+absl::StatusOr<config::Sweep> LoadSweepFile(const std::string& path);
+
 // Applies one override "section.field=value" (e.g. "optim.lr=3e-4", "nats.layers=[0,2]",
 // "model.norm=RMS_NORM"). Strings may be given without quotes.
 absl::Status ApplyOverride(std::string_view assignment, config::Config* config);
