@@ -29,6 +29,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+# SVG text stays text (searchable, editable, and smaller) instead of glyph outlines.
+matplotlib.rcParams["svg.fonttype"] = "none"
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
@@ -356,7 +359,7 @@ def plot_loss_vs_params(rows, fit, style, out_dir):
         points = ax.scatter(sizes, losses, c=tokens, cmap=cmap, norm=norm, s=45, edgecolors="k", linewidths=0.6,
                             zorder=3)
         bar = fig.colorbar(points, ax=ax, pad=0.1)
-        bar.set_label(f"{D_LABEL} (colour of points and curves)")
+        bar.set_label(f"{D_LABEL} (colour of points and curves)" if fitted else D_LABEL)
         handles = [line(color="0.5", marker="o", mec="k", ls="none", label=f"measured {style.main} cell")]
         if fitted:
             handles.append(line(color="0.3", ls="--", lw=1.3, label="Approach 3 fit L(N, D) at the D written"))
@@ -471,7 +474,7 @@ def plot_frontier(rows, fit, style, out_dir):
 
 def plot_loss_vs_kv(rows, fit, style, out_dir):
     budgets = style.budgets
-    columns = min(3, len(budgets))
+    columns = 2 if len(budgets) == 4 else min(3, len(budgets))
     lines = math.ceil(len(budgets) / columns)
     fig, axes = plt.subplots(lines, columns, figsize=(5.3 * columns, 4.6 * lines), squeeze=False)
     kv_fit = (fit or {}).get("kv") or {}
@@ -620,8 +623,7 @@ def main(argv):
     notes = []
     if not fit:
         notes.append(f"no fit.json in {args.sweep}: data-only figures (run `nats fit "
-                     f"{os.path.join(args.sweep, 'results.csv')} --out {os.path.join(args.sweep, 'fit.json')}` "
-                     "for the fitted curves)")
+                     f"{os.path.join(args.sweep, 'results.csv')}` for the fitted curves)")
     else:
         if not has_law(fit.get("approach3")):
             notes.append("fit.json has no Approach 3 fit: no fitted L(N, D) curves or N_opt(C) line")
