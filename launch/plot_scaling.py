@@ -108,7 +108,9 @@ def read_rows(sweep_dir):
             row = {k: (v or "").strip() for k, v in raw.items() if k is not None}
             for key in NUMERIC:
                 row[key] = number(raw.get(key))
-            if not row["params"] or not row["tokens"] or row["loss"] is None:
+            row["variant"] = row["variant"] or (row.get("attention") or "").lower() or "unnamed"
+            if not row["params"] or row["params"] <= 0 or not row["tokens"] or row["tokens"] <= 0 or \
+                    row["loss"] is None:
                 skipped.append(f"{path}:{line}: cell {row['cell']} is ok but has no params, tokens or loss; skipped")
                 continue
             if row["flops"] is None:
@@ -145,8 +147,16 @@ def law3(p, n, d):
     return p["E"] + p["A"] / np.power(n, p["alpha"]) + p["B"] / np.power(d, p["beta"])
 
 
+def is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def positive(x):
+    return is_number(x) and x > 0
+
+
 def has_law(p, keys=("E", "A", "B", "alpha", "beta")):
-    return isinstance(p, dict) and all(isinstance(p.get(k), (int, float)) for k in keys)
+    return isinstance(p, dict) and all(is_number(p.get(k)) for k in keys) and all(p[k] > 0 for k in keys[1:])
 
 
 def optimum(p, c):
@@ -162,7 +172,7 @@ def same_budget(a, b):
 
 
 def by_budget(items, budget, key="flops"):
-    return next((item for item in items or [] if isinstance(item, dict) and item.get(key)
+    return next((item for item in items or [] if isinstance(item, dict) and positive(item.get(key))
                  and same_budget(item[key], budget)), None)
 
 
@@ -257,15 +267,15 @@ def plot_isoflop(rows, fit, style, out_dir):
                     mfc=colour if main else "none", mew=1.3, zorder=3 if main else 2)
         entry = by_budget(fitted_budgets, budget)
         coefficients = entry.get("parabola") if entry else None
-        if coefficients and len(coefficients) == 3:
+        if isinstance(coefficients, list) and len(coefficients) == 3 and all(is_number(c) for c in coefficients):
             c0, c1, c2 = coefficients
             xs = np.log10([r["params"] for r in group if r["variant"] == style.main] or [r["params"] for r in group])
             grid = np.linspace(xs.min() - 0.15, xs.max() + 0.15, 100)
-            used = entry.get("used", True)
+            used = entry.get("used") is not False
             ax.plot(10 ** grid, c0 + c1 * grid + c2 * grid ** 2, ls="--", color=colour if used else "0.6", lw=1.2,
                     alpha=0.9, zorder=1)
             drew_parabola = True
-            if entry.get("n_opt") and entry.get("loss_min") is not None:
+            if positive(entry.get("n_opt")) and is_number(entry.get("loss_min")):
                 ax.plot(entry["n_opt"], entry["loss_min"], marker="*", ms=15, color=colour if used else "0.6",
                         mec="k", mew=0.8, ls="none", zorder=4)
             drew_unused |= not used
@@ -391,7 +401,9 @@ def plot_frontier(rows, fit, style, out_dir):
     p3 = fit.get("approach3") if has_law(fit.get("approach3")) else None
     approach2 = fit.get("approach2") or {}
     chinchilla = fit.get("chinchilla") if has_law(fit.get("chinchilla")) else CHINCHILLA
-    allocation = [a for a in (p3 or {}).get("allocation") or [] if a.get("flops") and a.get("n_opt")]
+    allocation = [a for a in (p3 or {}).get("allocation") or []
+                  if isinstance(a, dict) and positive(a.get("flops")) and positive(a.get("n_opt"))
+                  and positive(a.get("d_opt"))]
     flops = list(style.budgets) + [a["flops"] for a in allocation]
     c_grid = np.logspace(math.log10(min(flops)) - 0.5, math.log10(max(flops)) + 0.5, 100)
     best = best_per_budget(rows, style.main)
@@ -404,7 +416,8 @@ def plot_frontier(rows, fit, style, out_dir):
             exponent = exponent if exponent is not None else pick((p3["beta"], p3["alpha"])) / (p3["alpha"] + p3["beta"])
             ax.plot(c_grid, pick(optimum(p3, c_grid)), color="C0", lw=2,
                     label=f"Approach 3: ${tex} \\propto C^{{{exponent:.3f}}}$")
-            ci = [a for a in allocation if a.get("tokens_per_param_ci95")]
+            ci = [a for a in allocation if isinstance(a.get("tokens_per_param_ci95"), list)
+                  and len(a["tokens_per_param_ci95"]) == 2 and all(positive(x) for x in a["tokens_per_param_ci95"])]
             if ci:
                 cs = np.array([a["flops"] for a in ci])
                 lo = np.array([a["tokens_per_param_ci95"][0] for a in ci])
@@ -418,17 +431,18 @@ def plot_frontier(rows, fit, style, out_dir):
             if allocation:
                 ax.plot([a["flops"] for a in allocation], [a[key] for a in allocation], "o", color="C0", ms=5,
                         label="Approach 3 allocation (fit.json)")
-        minima = [b for b in approach2.get("budgets") or [] if b.get(key) and b.get("flops")]
+        minima = [b for b in approach2.get("budgets") or []
+                  if isinstance(b, dict) and positive(b.get(key)) and positive(b.get("flops"))]
         if minima:
-            used = [b for b in minima if b.get("used", True)]
+            used = [b for b in minima if b.get("used") is not False]
             ax.plot([b["flops"] for b in used], [b[key] for b in used], "s", color="C1", ms=7, mec="k", mew=0.6,
                     label="Approach 2 parabola minima")
-            unused = [b for b in minima if not b.get("used", True)]
+            unused = [b for b in minima if b.get("used") is False]
             if unused:
                 ax.plot([b["flops"] for b in unused], [b[key] for b in unused], "s", color="none", mec="C1",
                         ms=7, label="Approach 2 minima not used")
             law = approach2.get(f"{key}_law")
-            if law and law.get("coefficient") and law.get("exponent") is not None:
+            if isinstance(law, dict) and positive(law.get("coefficient")) and is_number(law.get("exponent")):
                 ax.plot(c_grid, law["coefficient"] * c_grid ** law["exponent"], "--", color="C1", lw=1.5,
                         label=f"Approach 2: ${tex} = {law['coefficient']:.3g}\\,C^{{{law['exponent']:.3f}}}$")
         ax.plot(c_grid, pick(optimum(chinchilla, c_grid)), ":", color="0.45", lw=1.8,
@@ -453,7 +467,7 @@ def plot_frontier(rows, fit, style, out_dir):
         n, d = optimum(p3, c_grid)
         ax.plot(c_grid, law3(p3, n, d), color="C0", lw=2,
                 label=f"Approach 3: $L(N_{{opt}}, D_{{opt}})$ (E = {p3['E']:.3g})")
-        if allocation and all(a.get("loss") is not None for a in allocation):
+        if allocation and all(is_number(a.get("loss")) for a in allocation):
             ax.plot([a["flops"] for a in allocation], [a["loss"] for a in allocation], "o", color="C0", ms=5)
     ax.set_xscale("log")
     ax.set_xlabel(C_LABEL)
@@ -499,12 +513,15 @@ def plot_loss_vs_kv(rows, fit, style, out_dir):
         best.sort(key=lambda r: r["kv"])
         ax.plot([r["kv"] for r in best], [r["loss"] for r in best], "-", color="0.5", lw=1, zorder=3)
         entry = by_budget(frontier, budget)
-        if entry and entry.get("kv") and entry.get("loss"):
-            ax.plot(entry["kv"], entry["loss"], "--", color="C3", lw=1.6, zorder=3)
-            drew_frontier = True
+        drew_here = False
+        if entry and isinstance(entry.get("kv"), list) and isinstance(entry.get("loss"), list) and \
+                len(entry["kv"]) == len(entry["loss"]) > 0:
+            ax.plot(entry["kv"], [v if is_number(v) else np.nan for v in entry["loss"]], "--", color="C3", lw=1.6,
+                    zorder=3)
+            drew_frontier = drew_here = True
         ax.set_xlim(0, 1.05)
         # Keep the best cells readable: the faint off-optimum sizes may lie far above them.
-        tops = [r["loss"] for r in best] + (list(entry["loss"]) if entry and entry.get("loss") else [])
+        tops = [r["loss"] for r in best] + [v for v in (entry["loss"] if drew_here else []) if is_number(v)]
         span = max(tops) - min(tops)
         ax.set_ylim(min(tops) - max(0.25 * span, 0.02), max(tops) + max(1.0 * span, 0.08))
         ax.set_title(f"C = {sci(budget)} FLOPs", fontsize=10)

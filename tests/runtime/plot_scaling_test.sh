@@ -58,7 +58,7 @@ grep -qx "$out/sweep/plots/index.md" "$out/plot.log"
 if grep -q "no fit.json" "$out/plot.log" "$out/sweep/plots/index.md"; then echo "fit.json was not read"; exit 1; fi
 grep -q "cells that are not data: 1 failed, 1 pending" "$out/plot.log"
 grep -q "training curves of 36 cells" "$out/sweep/plots/index.md"
-check_figures "$out/sweep/plots" "isoflop:Approach 2 parabola" "isoflop:C = 1e15 FLOPs" "isoflop:nats_l1e-04" \
+check_figures "$out/sweep/plots" "isoflop:parabola minimum" "isoflop:C = 1e15 FLOPs" "isoflop:nats_l1e-04" \
   "loss_vs_params:Approach 3 fit" "frontier:Approach 2 parabola minima" "frontier:Chinchilla" \
   "frontier:Approach 3" "loss_vs_kv:fitted KV frontier" "curves:N = 25.2M" "curves:nats_l1e-05"
 
@@ -73,13 +73,26 @@ grep -q "training curves of 36 cells" "$out/plots2/index.md"  # found under SWEE
 if grep -q "without metrics" "$out/plot2.log"; then echo "cells not found after the move"; exit 1; fi
 test ! -e "$out/sweep2/plots"
 check_figures "$out/plots2" "isoflop:no fit.json" "frontier:Chinchilla" "curves:nats_l1e-04"
-if grep -q "Approach 2 parabola" "$out/plots2/isoflop.svg"; then echo "parabolas without a fit"; exit 1; fi
+if grep -q "parabola minimum" "$out/plots2/isoflop.svg"; then echo "parabolas without a fit"; exit 1; fi
 
-# 3. Dense only, a fit without its KV part.
+# 3. Dense only, a fit with nulls where `nats fit` may write them: no KV part, no Approach 2, no Chinchilla block,
+#    an allocation entry without numbers or interval.
 "$python" "$fake" "$out/dense" --dense-only > /dev/null
+"$python" - "$out/dense/fit.json" <<'PY'
+import json, sys
+fit = json.load(open(sys.argv[1]))
+assert fit["kv"] is None
+fit["approach2"] = None
+del fit["chinchilla"]
+fit["approach3"]["allocation"][0]["tokens_per_param_ci95"] = [None, None]
+fit["approach3"]["allocation"].append({"flops": None, "n_opt": None, "d_opt": None, "loss": None})
+json.dump(fit, open(sys.argv[1], "w"))
+PY
 "$nats" plot --sweep "$out/dense" > "$out/plot3.log"
 grep -q "fit.json has no KV fit" "$out/plot3.log"
-check_figures "$out/dense/plots" "loss_vs_kv:no NAtS rows" "isoflop:Approach 2 parabola"
+grep -q "fit.json has no Approach 2 result" "$out/plot3.log"
+check_figures "$out/dense/plots" "loss_vs_kv:no NAtS rows" "frontier:Approach 3" "frontier:Chinchilla"
+if grep -q "parabola minimum" "$out/dense/plots/isoflop.svg"; then echo "parabolas from a null approach2"; exit 1; fi
 
 # 4. Errors: one line naming the file and the fix, exit 1 (2 for bad arguments).
 expect_error() {  # expect_error CODE PATTERN ARGS...
