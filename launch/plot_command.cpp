@@ -1,9 +1,9 @@
 // `nats plot RUN_DIR... [--out DIR]`: figures of runs (launch/plot_runs.py, matplotlib from Debian);
-// `nats plot --sweep SWEEP_DIR [--out DIR]`: scaling-law figures of a `nats sweep` directory and its `nats fit`
-// result (launch/plot_scaling.py). The plotting lives in Python because matplotlib is the well-kept library for it; this command only finds the
-// script and the interpreter and hands over the arguments. The flags are parsed here, like every other
-// command's (launch/flag_parser.h), and handed over in one spelling, so `--out=DIR` and `--out DIR` both work
-// and --help needs no Python.
+// `nats plot --sweep SWEEP_DIR [--out DIR]`: scaling-law figures of a `nats sweep` directory and its `nats
+// fit` result (launch/plot_scaling.py). The plotting lives in Python because matplotlib is the well-kept
+// library for it; this command only finds the script and the interpreter and hands over the arguments. The
+// flags are parsed here, like every other command's (launch/flag_parser.h), and handed over in one spelling,
+// so `--out=DIR` and `--out DIR` both work and --help needs no Python.
 #include <unistd.h>
 
 #include <cerrno>
@@ -33,9 +33,10 @@ constexpr char kHelp[] =
     "  loss.png (training and validation loss, one colour per run) and, for NAtS runs, nats_<run>.png\n"
     "  (per layer: global / local / sliding fractions and the KV fraction against step)\n"
     "  RUN_DIR      train.run_dir of one or more runs\n"
-    "  --sweep DIR  the --out folder of `nats sweep` instead: scaling-law figures (launch/plot_scaling.py) from\n"
-    "               DIR/results.csv, DIR/fit.json (`nats fit`; without it, data-only figures) and the cells'\n"
-    "               metrics.jsonl: isoflop, loss_vs_params, frontier, loss_vs_kv, curves, and index.md\n"
+    "  --sweep DIR  instead, the --out folder of `nats sweep`: scaling-law figures (launch/plot_scaling.py)\n"
+    "               from DIR/results.csv, DIR/fit.json (`nats fit`; without it, data-only figures) and\n"
+    "               the cells' metrics.jsonl: isoflop, loss_vs_params, frontier, loss_vs_kv, curves,\n"
+    "               and index.md\n"
     "  --out DIR    output folder (default: <first RUN_DIR>/plots, or <SWEEP_DIR>/plots)\n"
     "Environment: NATS_PYTHON (default /usr/bin/python3, needs python3-matplotlib), NATS_PLOT_SCRIPT,\n"
     "NATS_PLOT_SCALING_SCRIPT.\n";
@@ -49,7 +50,8 @@ int RunPlot(int argc, char** argv) {
     return *exit_code;
   const bool sweep = flags.Has("sweep");
   if (sweep && !flags.positional.empty()) {
-    std::fprintf(stderr, "plot: give either RUN_DIR... or --sweep SWEEP_DIR, not both (got %s and --sweep %s)\n%s",
+    std::fprintf(stderr,
+                 "plot: give either RUN_DIR... or --sweep SWEEP_DIR, not both (got %s and --sweep %s)\n%s",
                  flags.positional.front().c_str(), flags.Get("sweep").c_str(), kHelp);
     return 2;
   }
@@ -65,8 +67,9 @@ int RunPlot(int argc, char** argv) {
   // NATS_PLOT_SCALING_SCRIPT override them, e.g. for an installed copy of the scripts.
   const char* python = std::getenv("NATS_PYTHON") ? std::getenv("NATS_PYTHON") : "/usr/bin/python3";
   const char* variable = sweep ? "NATS_PLOT_SCALING_SCRIPT" : "NATS_PLOT_SCRIPT";
-  const char* script =
-      std::getenv(variable) ? std::getenv(variable) : sweep ? NATS_PLOT_SCALING_SCRIPT : NATS_PLOT_SCRIPT;
+  const char* script = std::getenv(variable) ? std::getenv(variable)
+                       : sweep               ? NATS_PLOT_SCALING_SCRIPT
+                                             : NATS_PLOT_SCRIPT;
   if (access(script, R_OK) != 0) {
     std::fprintf(stderr, "plot: %s: cannot read the plotting script (%s); set %s to launch/%s\n", script,
                  std::strerror(errno), variable, sweep ? "plot_scaling.py" : "plot_runs.py");

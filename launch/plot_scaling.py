@@ -413,7 +413,8 @@ def plot_frontier(rows, fit, style, out_dir):
         pick = lambda nd: nd[0] if what == "n" else nd[1]
         if p3:
             exponent = p3.get("n_exponent" if what == "n" else "d_exponent")
-            exponent = exponent if exponent is not None else pick((p3["beta"], p3["alpha"])) / (p3["alpha"] + p3["beta"])
+            if not is_number(exponent):  # N_opt ~ C^(beta / (alpha + beta)), D_opt ~ C^(alpha / (alpha + beta))
+                exponent = pick((p3["beta"], p3["alpha"])) / (p3["alpha"] + p3["beta"])
             ax.plot(c_grid, pick(optimum(p3, c_grid)), color="C0", lw=2,
                     label=f"Approach 3: ${tex} \\propto C^{{{exponent:.3f}}}$")
             ci = [a for a in allocation if isinstance(a.get("tokens_per_param_ci95"), list)
@@ -655,7 +656,8 @@ def main(argv):
                     + ("; Approach 2's parabola per budget and its minimum (star)" if fit and
                        (fit.get("approach2") or {}).get("budgets") else "")))
     figures.append((plot_loss_vs_params(rows, fit, style, out_dir),
-                    f"loss vs N per token count D ({style.main} cells; one line per D, or coloured by D when every cell has its own)"
+                    f"loss vs N per token count D ({style.main} cells; one line per D, or points coloured by D "
+                    "when every cell has its own)"
                     + ("; Approach 3's fitted L(N, D) at those D (dashed)"
                        if fit and has_law(fit.get("approach3")) else "")))
     figures.append((plot_frontier(rows, fit, style, out_dir),

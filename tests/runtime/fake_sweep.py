@@ -114,7 +114,8 @@ def fabricate(sweep_dir, with_fit, with_budget, dense_only, seed=12):
                     "final_val_loss": loss, "best_val_loss": loss - 0.002, "val_bpb": loss / math.log(2) / 4,
                     "kv_fraction": round(kv, 4) if nats else "", "frac_global": global_frac if nats else "",
                     "frac_local": round(kv - global_frac, 4) if nats else "",
-                    "frac_sliding": round(1 - kv, 4) if nats else "", "mask_density": round(kv * 0.9, 4) if nats else "",
+                    "frac_sliding": round(1 - kv, 4) if nats else "",
+                    "mask_density": round(kv * 0.9, 4) if nats else "",
                     "tokens_per_s": round(3e10 / fpt), "wall_s": 0.0, "config_hash": f"{rng.getrandbits(48):012x}",
                     "run_dir": run_dir}
                 row["wall_s"] = round(tokens / row["tokens_per_s"], 1)

@@ -8,7 +8,7 @@
 #     stdout, every cell's curve still drawn; --out honoured;
 #  3. a dense-only sweep whose fit.json has no KV fit;
 #  4. the errors: no results.csv, a CSV without the needed columns, no ok rows, fit.json not JSON (exit 1, one
-#     line naming the file), RUN_DIR and --sweep together (exit 2).
+#     line naming the file), RUN_DIR and --sweep together (exit 2), an unreadable NATS_PLOT_SCALING_SCRIPT.
 # usage: plot_scaling_test.sh NATS_BINARY SOURCE_DIR
 set -euo pipefail
 nats=$1 src=$2
@@ -119,4 +119,5 @@ echo '{"approach3": ' > "$out/badfit/fit.json"
 expect_error 1 "$out/badfit/fit.json: not JSON" --sweep "$out/badfit"
 expect_error 2 "not both" "$out/sweep" --sweep "$out/sweep"
 expect_error 2 "not both" --sweep "$out/sweep" "$out/sweep"
+NATS_PLOT_SCALING_SCRIPT=$out/none.py expect_error 1 "set NATS_PLOT_SCALING_SCRIPT" --sweep "$out/sweep"
 echo "nats plot --sweep wrote the scaling figures, with and without a fit"
