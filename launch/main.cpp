@@ -26,7 +26,7 @@ constexpr char kUsage[] =
     "  eval      --checkpoint DIR [--data PATH] [--policy nats|dense|streaming|h2o|all] [--mode M]\n"
     "  prepare   --input PATH_OR_GLOB ... --out DIR [--format auto|text|jsonl] [--tokenizer gpt2|byte] (none: books)\n"
     "  inspect   CHECKPOINT_DIR_OR_STEP_DIR [--no_verify] [--slices] [--no_config]\n"
-    "  plot      RUN_DIR... [--out DIR]   loss, token-type and KV-fraction curves (PNG + SVG)\n"
+    "  plot      RUN_DIR... | --sweep DIR [--out DIR]   run curves, or a sweep's scaling figures (PNG + SVG)\n"
     "  tokenize  [--tokenizer gpt2|byte] [--data_dir DIR] [--json] < text\n"
     "  generate  --checkpoint DIR --prompt TEXT [--max_tokens N] [--temperature T] [--policy nats|...]\n"
     "  sweep     --grid SWEEP.textproto [--out DIR] [--list] [--launcher CMD] [--emit slurm]  scaling-law grid\n"
