@@ -79,7 +79,7 @@ std::string Ci(const Interval& i, int digits = 4) {
 
 std::vector<double> FrontierKvGrid() {
   std::vector<double> grid;
-  for (int i = 1; i <= 20; ++i) grid.push_back(0.05 * i);
+  for (int i = 1; i <= 20; ++i) grid.push_back(i / 20.0);  // not 0.05 * i: 0.15000000000000002
   return grid;
 }
 
