@@ -1,7 +1,7 @@
 // `nats fit RESULTS.csv`: scaling laws from a table of (parameters, tokens, loss): Chinchilla's Approach 3
 // (scaling/law_fit.h) with bootstrap intervals and the compute-optimal allocation, Approach 2 where the rows
-// carry budgets (scaling/isoflop_fit.h) and the KV-fraction extension where they carry kv fractions. Prints the
-// report and writes fit.json (scaling/fit_report.h). Exit 2: a usage error; 1: the data cannot be fitted.
+// carry budgets (scaling/isoflop_fit.h) and the KV-fraction extension where they carry kv fractions. Prints
+// the report and writes fit.json (scaling/fit_report.h). Exit 2: a usage error; 1: the data cannot be fitted.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -25,15 +25,18 @@ namespace {
 
 constexpr char kHelp[] =
     "usage: nats fit RESULTS.csv [--out FIT.json] [--bootstrap N] [--budgets C,...] [flags]\n"
-    "  Scaling laws from any CSV with parameter, token and loss columns (our sweep's results.csv or published\n"
+    "  Scaling laws from any CSV with parameter, token and loss columns (our sweep's results.csv or "
+    "published\n"
     "  results): Chinchilla's Approach 3 L = E + A/N^alpha + B/D^beta (Huber on log L, L-BFGS from the best\n"
     "  --lbfgs_starts of Chinchilla's 4500 grid points) with bootstrap 95% intervals, the compute-optimal\n"
-    "  allocation under C = 6 N D next to Chinchilla's published fit, Approach 2 (IsoFLOP parabolas) when rows\n"
+    "  allocation under C = 6 N D next to Chinchilla's published fit, Approach 2 (IsoFLOP parabolas) when "
+    "rows\n"
     "  carry a budget or flops, and + K (1 - kv)^gamma when they carry >= 2 distinct KV fractions below 1.\n"
     "  Rows whose `status` column is not `ok` are skipped. docs/scaling.md, \"Fitting\".\n"
     "  --out FIT.json      where to write the fits (default: fit.json next to RESULTS.csv)\n"
     "  --bootstrap N       bootstrap resamples for the intervals (default 100; 0: none)\n"
-    "  --budgets C,...     FLOP budgets of the allocation tables (default: the budget column's values, else the\n"
+    "  --budgets C,...     FLOP budgets of the allocation tables (default: the budget column's values, else "
+    "the\n"
     "                      decades the flops column spans; plus 1e21 and 5.76e23 (Chinchilla's))\n"
     "  --params COL        column of N, parameters (default params)\n"
     "  --tokens COL        column of D, training tokens (default tokens)\n"
@@ -50,8 +53,8 @@ absl::StatusOr<std::vector<double>> ParseBudgets(const std::string& text) {
   for (absl::string_view word : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     double v = 0;
     if (!absl::SimpleAtod(word, &v) || !std::isfinite(v) || v <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("fit: --budgets: '", word, "' is not a positive number of FLOPs (e.g. --budgets 1e18,1e21)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "fit: --budgets: '", word, "' is not a positive number of FLOPs (e.g. --budgets 1e18,1e21)"));
     }
     out.push_back(v);
   }
@@ -59,8 +62,8 @@ absl::StatusOr<std::vector<double>> ParseBudgets(const std::string& text) {
   return out;
 }
 
-// The default budgets: the distinct planned budgets, else the decades the measured FLOPs span; then Chinchilla's
-// comparison points 1e21 and 5.76e23 (its Table 3).
+// The default budgets: the distinct planned budgets, else the decades the measured FLOPs span; then
+// 1e21 and 5.76e23 (the budget of Gopher and Chinchilla) to compare with.
 std::vector<double> DefaultBudgets(const scaling::Observations& obs) {
   std::set<double> budgets;
   double lo = INFINITY, hi = 0;
@@ -72,7 +75,8 @@ std::vector<double> DefaultBudgets(const scaling::Observations& obs) {
     }
   }
   if (budgets.empty() && hi > 0) {
-    for (int k = static_cast<int>(std::floor(std::log10(lo))); k <= static_cast<int>(std::ceil(std::log10(hi))); ++k)
+    for (int k = static_cast<int>(std::floor(std::log10(lo)));
+         k <= static_cast<int>(std::ceil(std::log10(hi))); ++k)
       budgets.insert(std::pow(10.0, k));
   }
   budgets.insert(1e21);
@@ -90,8 +94,8 @@ int DataError(const absl::Status& status) {
 int RunFit(int argc, char** argv) {
   ParsedFlags flags;
   if (auto exit_code = ParseCommandFlags(argc, argv,
-                                         {"out", "bootstrap", "budgets", "params", "tokens", "loss", "kv", "budget",
-                                          "flops", "huber_delta", "lbfgs_starts", "seed"},
+                                         {"out", "bootstrap", "budgets", "params", "tokens", "loss", "kv",
+                                          "budget", "flops", "huber_delta", "lbfgs_starts", "seed"},
                                          {}, kHelp, &flags, /*allow_positional=*/true))
     return *exit_code;
   if (flags.positional.size() != 1) {
@@ -126,7 +130,8 @@ int RunFit(int argc, char** argv) {
   }
   if (flags.Has("seed")) {
     uint64_t seed = 0;
-    if (!absl::SimpleAtoi(flags.Get("seed"), &seed)) return usage("--seed: want an integer >= 0, got '" + flags.Get("seed") + "'");
+    if (!absl::SimpleAtoi(flags.Get("seed"), &seed))
+      return usage("--seed: want an integer >= 0, got '" + flags.Get("seed") + "'");
     options.seed = seed;
   }
   if (flags.Has("huber_delta")) {
@@ -173,7 +178,8 @@ int RunFit(int argc, char** argv) {
     loss.push_back(o.loss);
   }
   auto approach3 = scaling::FitChinchillaLaw(n, d, loss, options);
-  if (!approach3.ok()) return DataError(absl::InvalidArgumentError(absl::StrCat(csv, ": ", approach3.status().message())));
+  if (!approach3.ok())
+    return DataError(absl::InvalidArgumentError(absl::StrCat(csv, ": ", approach3.status().message())));
   results.approach3 = std::move(*approach3);
 
   auto approach2 = scaling::FitIsoFlop(obs, columns.budget, columns.flops);

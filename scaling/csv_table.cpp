@@ -65,8 +65,9 @@ absl::StatusOr<CsvTable> CsvTable::Parse(const std::string& text, const std::str
     }
     if (c == '"') {
       if (!field.empty() || quoted_field) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            path, ":", line, ": a quote inside an unquoted field; quote the whole field and double the quote"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ":", line,
+                         ": a quote inside an unquoted field; quote the whole field and double the quote"));
       }
       in_quotes = quoted_field = field_started = true;
     } else if (c == ',') {
@@ -145,8 +146,8 @@ absl::StatusOr<Observations> ReadObservations(const CsvTable& table, const Obser
     const std::string& name;
     const char* flag;
   };
-  for (const Required& required :
-       {Required{columns.params, "--params"}, Required{columns.tokens, "--tokens"}, Required{columns.loss, "--loss"}}) {
+  for (const Required& required : {Required{columns.params, "--params"}, Required{columns.tokens, "--tokens"},
+                                   Required{columns.loss, "--loss"}}) {
     if (!table.HasColumn(required.name)) {
       return absl::InvalidArgumentError(absl::StrCat(table.path(), ": no column '", required.name,
                                                      "' (columns: ", table.ColumnList(), "); name it with ",
@@ -188,7 +189,8 @@ absl::StatusOr<Observations> ReadObservations(const CsvTable& table, const Obser
     }
     if (o.kv && *o.kv > 1.0) {
       return absl::InvalidArgumentError(absl::StrCat(table.path(), ":", o.line, ": column '", columns.kv,
-                                                     "': ", *o.kv, " is above 1 (a KV fraction is in (0, 1])"));
+                                                     "': ", *o.kv,
+                                                     " is above 1 (a KV fraction is in (0, 1])"));
     }
     // NATS_SPEC: a dense model keeps every key, so its KV fraction is 1 even where the sweep left it empty.
     if (!o.kv && kv >= 0 && attention >= 0 &&

@@ -4,7 +4,8 @@
 //
 // CsvTable: RFC 4180 CSV with a header row: comma-separated, fields in double quotes may hold commas, line
 // breaks and "" for a quote; LF or CRLF line ends; blank lines are ignored. Every record must have as many
-// fields as the header. Lines are counted from 1 (the header) so that an error names the line an editor shows.
+// fields as the header. Lines are counted from 1 (the header) so that an error names the line an editor
+// shows.
 //
 // ReadObservations: the rows a fit uses. A row whose `status` column (when the table has one) is not "ok" is
 // skipped and recorded with its reason; every other row must hold a finite, positive number in each of the
@@ -49,10 +50,11 @@ class CsvTable {
 
 // Which column holds what; --params / --tokens / --loss / --kv / --budget of `nats fit`.
 struct ObservationColumns {
-  std::string params = "params";  // N: parameters (the CSV's convention; ours is non-embedding, docs/scaling.md)
-  std::string tokens = "tokens";  // D: training tokens
-  std::string loss = "loss";      // validation loss in nats per token
-  std::string kv = "kv_fraction";  // NAtS KV-cache fraction kappa in (0, 1]; dense = 1
+  std::string params =
+      "params";  // N: parameters (the CSV's convention; ours is non-embedding, docs/scaling.md)
+  std::string tokens = "tokens";        // D: training tokens
+  std::string loss = "loss";            // validation loss in nats per token
+  std::string kv = "kv_fraction";       // NAtS KV-cache fraction kappa in (0, 1]; dense = 1
   std::string budget = "budget_flops";  // the IsoFLOP budget a run was planned for
   std::string flops = "flops";          // the run's training FLOPs (fallback for grouping by budget)
   std::string status = "status";        // rows whose status is not "ok" are skipped
@@ -75,15 +77,15 @@ struct SkippedRow {
 struct Observations {
   std::string path;
   int rows_read = 0;
-  std::vector<Observation> rows;     // the usable ones
-  std::vector<SkippedRow> skipped;  // rows_read == rows.size() + skipped.size()
+  std::vector<Observation> rows;                               // the usable ones
+  std::vector<SkippedRow> skipped;                             // rows_read == rows.size() + skipped.size()
   bool has_kv = false, has_budget = false, has_flops = false;  // whether the table has those columns
   int kv_missing = 0;  // usable rows without a kv value (left out of the KV fit only)
 };
 
-// Errors (InvalidArgument, one line naming the file): a missing params / tokens / loss column (with the columns
-// present and the flag that renames it), a bad value in a used row (file:line, column, value), a kv value
-// outside (0, 1].
+// Errors (InvalidArgument, one line naming the file): a missing params / tokens / loss column (with the
+// columns present and the flag that renames it), a bad value in a used row (file:line, column, value), a kv
+// value outside (0, 1].
 absl::StatusOr<Observations> ReadObservations(const CsvTable& table, const ObservationColumns& columns);
 
 }  // namespace nats::scaling

@@ -55,7 +55,8 @@ std::vector<Named> KvValues(const KvFit& fit) {
 }
 
 Interval TokensPerParamInterval(const LawFit& fit, double flops) {
-  return IntervalOf(fit.bootstrap, [&](const ChinchillaLaw& l) { return ComputeOptimal(l, flops).tokens_per_param; });
+  return IntervalOf(fit.bootstrap,
+                    [&](const ChinchillaLaw& l) { return ComputeOptimal(l, flops).tokens_per_param; });
 }
 
 nlohmann::json AllocationJson(const Allocation& a) {
@@ -66,9 +67,13 @@ nlohmann::json AllocationJson(const Allocation& a) {
           {"loss", Number(a.loss)}};
 }
 
-nlohmann::json OptionalNumber(const std::optional<double>& v) { return v ? Number(*v) : nlohmann::json(nullptr); }
+nlohmann::json OptionalNumber(const std::optional<double>& v) {
+  return v ? Number(*v) : nlohmann::json(nullptr);
+}
 
-std::string G(double v, int digits = 4) { return std::isfinite(v) ? absl::StrFormat("%.*g", digits, v) : "-"; }
+std::string G(double v, int digits = 4) {
+  return std::isfinite(v) ? absl::StrFormat("%.*g", digits, v) : "-";
+}
 
 std::string Ci(const Interval& i, int digits = 4) {
   if (!std::isfinite(i.lo) || !std::isfinite(i.hi)) return "-";
@@ -95,7 +100,8 @@ nlohmann::json FitJson(const FitResults& r) {
   json["rows_read"] = obs.rows_read;
   json["rows_used"] = obs.rows.size();
   json["rows_skipped"] = nlohmann::json::array();
-  for (const SkippedRow& s : obs.skipped) json["rows_skipped"].push_back({{"line", s.line}, {"reason", s.reason}});
+  for (const SkippedRow& s : obs.skipped)
+    json["rows_skipped"].push_back({{"line", s.line}, {"reason", s.reason}});
 
   const LawFit& fit = r.approach3;
   nlohmann::json a3 = {{"form", kApproach3Form}};
@@ -125,17 +131,17 @@ nlohmann::json FitJson(const FitResults& r) {
   if (r.approach2) {
     nlohmann::json a2 = {{"budgets", nlohmann::json::array()}};
     for (const BudgetMinimum& b : r.approach2->budgets) {
-      a2["budgets"].push_back(
-          {{"flops", Number(b.flops)},
-           {"points", b.points},
-           {"parabola", b.parabola ? nlohmann::json::array({Number((*b.parabola)[0]), Number((*b.parabola)[1]),
-                                                            Number((*b.parabola)[2])})
-                                   : nlohmann::json(nullptr)},
-           {"n_opt", OptionalNumber(b.n_opt)},
-           {"d_opt", OptionalNumber(b.d_opt)},
-           {"loss_min", OptionalNumber(b.loss_min)},
-           {"used", b.used},
-           {"note", b.note}});
+      a2["budgets"].push_back({{"flops", Number(b.flops)},
+                               {"points", b.points},
+                               {"parabola", b.parabola ? nlohmann::json::array({Number((*b.parabola)[0]),
+                                                                                Number((*b.parabola)[1]),
+                                                                                Number((*b.parabola)[2])})
+                                                       : nlohmann::json(nullptr)},
+                               {"n_opt", OptionalNumber(b.n_opt)},
+                               {"d_opt", OptionalNumber(b.d_opt)},
+                               {"loss_min", OptionalNumber(b.loss_min)},
+                               {"used", b.used},
+                               {"note", b.note}});
     }
     auto law = [](const std::optional<PowerLaw>& p) {
       return p ? nlohmann::json{{"coefficient", Number(p->coefficient)}, {"exponent", Number(p->exponent)}}
@@ -173,12 +179,9 @@ nlohmann::json FitJson(const FitResults& r) {
   }
 
   const ChinchillaLaw chinchilla = PublishedChinchillaLaw();
-  nlohmann::json c = {{"E", chinchilla.E},
-                      {"A", chinchilla.A},
-                      {"B", chinchilla.B},
-                      {"alpha", chinchilla.alpha},
-                      {"beta", chinchilla.beta},
-                      {"allocation", nlohmann::json::array()}};
+  nlohmann::json c = {{"E", chinchilla.E},       {"A", chinchilla.A},
+                      {"B", chinchilla.B},       {"alpha", chinchilla.alpha},
+                      {"beta", chinchilla.beta}, {"allocation", nlohmann::json::array()}};
   for (double flops : r.budgets) c["allocation"].push_back(AllocationJson(ComputeOptimal(chinchilla, flops)));
   json["chinchilla"] = c;
   return json;
@@ -198,29 +201,34 @@ std::string FitReportText(const FitResults& r) {
 
   const LawFit& fit = r.approach3;
   absl::StrAppend(&out, "Approach 3 (Hoffmann et al. 2022; Besiroglu et al. 2024): ", kApproach3Form, "\n");
-  absl::StrAppendFormat(&out,
-                        "  Huber delta %g on log L, L-BFGS (strong Wolfe) from the best %d of %d grid starts; "
-                        "objective %.4g\n",
-                        r.options.huber_delta, fit.lbfgs_starts, fit.grid_starts, fit.objective);
-  absl::StrAppendFormat(&out, "  %-7s %11s  %s\n", "", "fit",
-                        absl::StrCat("95% interval (", fit.bootstrap.size(), " bootstrap resamples",
-                                     fit.bootstrap_failed ? absl::StrCat(", ", fit.bootstrap_failed, " failed") : "",
-                                     ")"));
-  for (const Named& v : LawValues(fit)) absl::StrAppendFormat(&out, "  %-7s %11s  %s\n", v.name, G(v.value), Ci(v.ci));
+  absl::StrAppendFormat(
+      &out,
+      "  Huber delta %g on log L, L-BFGS (strong Wolfe) from the best %d of %d grid starts; "
+      "objective %.4g\n",
+      r.options.huber_delta, fit.lbfgs_starts, fit.grid_starts, fit.objective);
+  absl::StrAppendFormat(
+      &out, "  %-7s %11s  %s\n", "", "fit",
+      absl::StrCat("95% interval (", fit.bootstrap.size(), " bootstrap resamples",
+                   fit.bootstrap_failed ? absl::StrCat(", ", fit.bootstrap_failed, " failed") : "", ")"));
+  for (const Named& v : LawValues(fit))
+    absl::StrAppendFormat(&out, "  %-7s %11s  %s\n", v.name, G(v.value), Ci(v.ci));
   const double sum = fit.law.alpha + fit.law.beta;
-  absl::StrAppendFormat(&out, "  N_opt ~ C^%.3f, D_opt ~ C^%.3f\n\n", fit.law.beta / sum, fit.law.alpha / sum);
+  absl::StrAppendFormat(&out, "  N_opt ~ C^%.3f, D_opt ~ C^%.3f\n\n", fit.law.beta / sum,
+                        fit.law.alpha / sum);
 
   const ChinchillaLaw chinchilla = PublishedChinchillaLaw();
-  absl::StrAppend(&out,
-                  "Compute-optimal allocation (C = 6 N D), this fit | Chinchilla's published fit (E 1.69, A 406.4, "
-                  "B 410.7, alpha 0.34, beta 0.28)\n");
-  absl::StrAppendFormat(&out, "  %-9s %9s %9s %8s %-20s %7s | %9s %9s %8s %7s\n", "C", "N_opt", "D_opt", "D/N",
-                        "D/N 95%", "loss", "N_opt", "D_opt", "D/N", "loss");
+  absl::StrAppend(
+      &out,
+      "Compute-optimal allocation (C = 6 N D), this fit | Chinchilla's published fit (E 1.69, A 406.4, "
+      "B 410.7, alpha 0.34, beta 0.28)\n");
+  absl::StrAppendFormat(&out, "  %-9s %9s %9s %8s %-20s %7s | %9s %9s %8s %7s\n", "C", "N_opt", "D_opt",
+                        "D/N", "D/N 95%", "loss", "N_opt", "D_opt", "D/N", "loss");
   for (double flops : r.budgets) {
     const Allocation a = ComputeOptimal(fit.law, flops), c = ComputeOptimal(chinchilla, flops);
-    absl::StrAppendFormat(&out, "  %-9s %9s %9s %8s %-20s %7s | %9s %9s %8s %7s\n", G(flops, 3), G(a.n_opt, 3),
-                          G(a.d_opt, 3), G(a.tokens_per_param, 4), Ci(TokensPerParamInterval(fit, flops), 4),
-                          G(a.loss, 4), G(c.n_opt, 3), G(c.d_opt, 3), G(c.tokens_per_param, 4), G(c.loss, 4));
+    absl::StrAppendFormat(&out, "  %-9s %9s %9s %8s %-20s %7s | %9s %9s %8s %7s\n", G(flops, 3),
+                          G(a.n_opt, 3), G(a.d_opt, 3), G(a.tokens_per_param, 4),
+                          Ci(TokensPerParamInterval(fit, flops), 4), G(a.loss, 4), G(c.n_opt, 3),
+                          G(c.d_opt, 3), G(c.tokens_per_param, 4), G(c.loss, 4));
   }
   absl::StrAppend(&out, "\n");
 
@@ -230,11 +238,13 @@ std::string FitReportText(const FitResults& r) {
     const IsoFlopFit& iso = *r.approach2;
     absl::StrAppend(&out, "Approach 2 (IsoFLOP profiles, grouped ", iso.grouping,
                     "; parabola in log10 N, D_opt = C / (6 N_opt))\n");
-    absl::StrAppendFormat(&out, "  %-9s %6s %9s %9s %8s  %s\n", "C", "points", "N_opt", "D_opt", "loss_min", "note");
+    absl::StrAppendFormat(&out, "  %-9s %6s %9s %9s %8s  %s\n", "C", "points", "N_opt", "D_opt", "loss_min",
+                          "note");
     auto opt = [](const std::optional<double>& v) { return v ? G(*v, 3) : std::string("-"); };
     for (const BudgetMinimum& b : iso.budgets) {
       absl::StrAppendFormat(&out, "  %-9s %6d %9s %9s %8s  %s\n", G(b.flops, 3), b.points, opt(b.n_opt),
-                            opt(b.d_opt), b.loss_min ? G(*b.loss_min, 4) : "-", b.used ? "" : "left out: " + b.note);
+                            opt(b.d_opt), b.loss_min ? G(*b.loss_min, 4) : "-",
+                            b.used ? "" : "left out: " + b.note);
     }
     if (iso.n_opt_law && iso.d_opt_law) {
       absl::StrAppendFormat(&out, "  N_opt = %.4g C^%.3f, D_opt = %.4g C^%.3f\n", iso.n_opt_law->coefficient,
@@ -243,7 +253,8 @@ std::string FitReportText(const FitResults& r) {
       absl::StrAppend(&out, "  no power law: ", iso.law_note, "\n");
     }
     if (iso.rows_without_budget > 0)
-      absl::StrAppend(&out, "  ", iso.rows_without_budget, " row(s) without a budget or flops value left out\n");
+      absl::StrAppend(&out, "  ", iso.rows_without_budget,
+                      " row(s) without a budget or flops value left out\n");
     absl::StrAppend(&out, "\n");
   }
 
@@ -252,12 +263,14 @@ std::string FitReportText(const FitResults& r) {
   } else {
     const KvFit& kv = *r.kv;
     absl::StrAppend(&out, "KV-fraction fit (NAtS; kv = kept KV-cache fraction, dense = 1): ", kKvForm, "\n");
-    absl::StrAppendFormat(&out, "  %d rows%s; objective %.4g\n", r.kv_rows,
-                          obs.kv_missing ? absl::StrCat(" (", obs.kv_missing, " without a kv value left out)") : "",
-                          kv.objective);
+    absl::StrAppendFormat(
+        &out, "  %d rows%s; objective %.4g\n", r.kv_rows,
+        obs.kv_missing ? absl::StrCat(" (", obs.kv_missing, " without a kv value left out)") : "",
+        kv.objective);
     absl::StrAppendFormat(&out, "  %-7s %11s  %s\n", "", "fit",
                           absl::StrCat("95% interval (", kv.bootstrap.size(), " bootstrap resamples)"));
-    for (const Named& v : KvValues(kv)) absl::StrAppendFormat(&out, "  %-7s %11s  %s\n", v.name, G(v.value), Ci(v.ci));
+    for (const Named& v : KvValues(kv))
+      absl::StrAppendFormat(&out, "  %-7s %11s  %s\n", v.name, G(v.value), Ci(v.ci));
     const std::vector<double> shown = {0.05, 0.1, 0.25, 0.5, 0.75, 1.0};
     absl::StrAppend(&out, "  loss at the compute-optimal N, D of this fit, by kv:\n");
     absl::StrAppendFormat(&out, "  %-9s", "C");
@@ -276,7 +289,8 @@ std::string FitReportText(const FitResults& r) {
                         "Timings: Approach 3 %.2f s (grid + %d L-BFGS runs), bootstrap %.2f s (%d resamples)",
                         fit.fit_seconds, fit.lbfgs_starts, fit.bootstrap_seconds, r.options.bootstrap);
   if (r.kv) {
-    absl::StrAppendFormat(&out, ", KV fit %.2f s + bootstrap %.2f s", r.kv->fit_seconds, r.kv->bootstrap_seconds);
+    absl::StrAppendFormat(&out, ", KV fit %.2f s + bootstrap %.2f s", r.kv->fit_seconds,
+                          r.kv->bootstrap_seconds);
   }
   absl::StrAppendFormat(&out, "; total %.2f s\n", r.total_seconds);
   return out;
@@ -284,7 +298,8 @@ std::string FitReportText(const FitResults& r) {
 
 absl::Status WriteFitJson(const std::string& path, const nlohmann::json& json) {
   std::ofstream out(path, std::ios::trunc);
-  if (!out) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot write (", std::strerror(errno), ")"));
+  if (!out)
+    return absl::PermissionDeniedError(absl::StrCat(path, ": cannot write (", std::strerror(errno), ")"));
   out << json.dump(2) << "\n";
   out.close();
   if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed (", std::strerror(errno), ")"));

@@ -7,11 +7,10 @@
 // Values that are not finite (an interval without resamples) are written as JSON null and printed as "-".
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
 #include "scaling/csv_table.h"

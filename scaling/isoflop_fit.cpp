@@ -62,9 +62,9 @@ absl::StatusOr<IsoFlopFit> FitIsoFlop(const Observations& observations, const st
     return absl::FailedPreconditionError(
         absl::StrCat("no row has a '", budget_column, "' or '", flops_column, "' value"));
   }
-  fit.grouping = by_budget && by_flops
-                     ? absl::StrCat("by '", budget_column, "', else '", flops_column, "' rounded to 0.1 decade")
-                 : by_budget ? absl::StrCat("by '", budget_column, "'")
+  fit.grouping = by_budget && by_flops ? absl::StrCat("by '", budget_column, "', else '", flops_column,
+                                                      "' rounded to 0.1 decade")
+                 : by_budget           ? absl::StrCat("by '", budget_column, "'")
                              : absl::StrCat("by '", flops_column, "' rounded to 0.1 decade in log10");
   std::vector<double> log_c, log_n, log_d;
   for (const auto& [flops, rows] : groups) {
@@ -96,8 +96,8 @@ absl::StatusOr<IsoFlopFit> FitIsoFlop(const Observations& observations, const st
     b.loss_min = c[0] + c[1] * x_opt + c[2] * x_opt * x_opt;
     const auto [lo, hi] = std::minmax_element(x.begin(), x.end());
     if (x_opt < *lo || x_opt > *hi) {
-      b.note = absl::StrFormat("minimum at N = %.3g outside the sampled N %.3g..%.3g (extrapolated)", *b.n_opt,
-                               std::pow(10.0, *lo), std::pow(10.0, *hi));
+      b.note = absl::StrFormat("minimum at N = %.3g outside the sampled N %.3g..%.3g (extrapolated)",
+                               *b.n_opt, std::pow(10.0, *lo), std::pow(10.0, *hi));
       fit.budgets.push_back(b);
       continue;
     }

@@ -26,7 +26,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // Parameter vector layout: a, b, e, alpha, beta (Approach 3), then K, g (KV extension; gamma = exp(g)).
 constexpr int kLawParams = 5;
 constexpr int kKvParams = 7;
-// L-BFGS iterations per start: the converged runs of our tests stop after 40-150.
+// L-BFGS iterations per start: the runs of our tests stop after 30-100 (measured).
 constexpr int kMaxIterations = 400;
 // A KV term may push the prediction to zero or below while the line search explores; the log then needs a
 // floor. The floor is far below any real loss, so it never binds at an optimum.
@@ -69,8 +69,8 @@ FitData MakeFitData(const std::vector<double>& params, const std::vector<double>
 torch::Tensor LogPrediction(const torch::Tensor& theta, const FitData& data) {
   auto column = [&](int i) { return theta.select(1, i).unsqueeze(1); };
   const torch::Tensor a = column(0), b = column(1), e = column(2), alpha = column(3), beta = column(4);
-  const torch::Tensor terms = torch::stack(
-      {a - alpha * data.log_n, b - beta * data.log_d, e.expand({theta.size(0), data.rows})}, 2);
+  const torch::Tensor terms =
+      torch::stack({a - alpha * data.log_n, b - beta * data.log_d, e.expand({theta.size(0), data.rows})}, 2);
   // LSE keeps the three terms in log space: A / N^alpha spans tens of orders of magnitude over the grid.
   const torch::Tensor log_base = torch::logsumexp(terms, 2);
   if (theta.size(1) == kLawParams) return log_base;
@@ -96,8 +96,8 @@ std::pair<torch::Tensor, torch::Tensor> ObjectiveWithGradient(const torch::Tenso
   torch::NoGradGuard no_grad;
   auto column = [&](int i) { return theta.select(1, i).unsqueeze(1); };
   const torch::Tensor a = column(0), b = column(1), e = column(2), alpha = column(3), beta = column(4);
-  const torch::Tensor terms = torch::stack(
-      {a - alpha * data.log_n, b - beta * data.log_d, e.expand({theta.size(0), data.rows})}, 2);
+  const torch::Tensor terms =
+      torch::stack({a - alpha * data.log_n, b - beta * data.log_d, e.expand({theta.size(0), data.rows})}, 2);
   const torch::Tensor log_base = torch::logsumexp(terms, 2);
   const torch::Tensor share = torch::exp(terms - log_base.unsqueeze(2));
   torch::Tensor log_prediction = log_base, per_log_base, per_k, per_g;
@@ -146,7 +146,8 @@ Minimum RunLbfgs(const std::vector<double>& start, const FitData& data, const to
   // move the minimum.
   const double scale = 1.0 / delta;
   // The hand-derived gradient: autograd on these [1, rows] tensors spent two thirds of the fit's time in the
-  // closure (measured); LawObjective(..., autograd = true) is its reference in tests/scaling/law_fit_test.cpp.
+  // closure (measured); LawObjective(..., autograd = true) is its reference in
+  // tests/scaling/law_fit_test.cpp.
   auto closure = [&] {
     auto [value, gradient] = ObjectiveWithGradient(theta.detach(), data, weights, delta);
     theta.mutable_grad() = gradient * scale;
@@ -158,13 +159,13 @@ Minimum RunLbfgs(const std::vector<double>& start, const FitData& data, const to
   const double objective = Objective(theta, data, weights, delta).item<double>();
   const torch::Tensor flat = theta.detach().reshape({-1}).contiguous();
   result.theta.assign(flat.data_ptr<double>(), flat.data_ptr<double>() + flat.numel());
-  const bool finite = std::isfinite(objective) &&
-                      std::all_of(result.theta.begin(), result.theta.end(), [](double v) { return std::isfinite(v); });
+  const bool finite = std::isfinite(objective) && std::all_of(result.theta.begin(), result.theta.end(),
+                                                              [](double v) { return std::isfinite(v); });
   result.objective = finite ? objective : kInf;
   return result;
 }
 
-// Chinchilla's initialisation grid (Hoffmann et al. 2022, appendix D.2): [4500, 5].
+// Chinchilla's initialisation grid (Hoffmann et al. 2022, as replicated by Besiroglu et al. 2024): [4500, 5].
 torch::Tensor ChinchillaGrid() {
   std::vector<double> rows;
   for (double alpha : {0.0, 0.5, 1.0, 1.5, 2.0})
@@ -206,8 +207,8 @@ std::vector<std::vector<double>> BestStarts(const torch::Tensor& grid, const Fit
   return starts;
 }
 
-Minimum BestOf(const std::vector<std::vector<double>>& starts, const FitData& data, const torch::Tensor& weights,
-               double delta) {
+Minimum BestOf(const std::vector<std::vector<double>>& starts, const FitData& data,
+               const torch::Tensor& weights, double delta) {
   Minimum best;
   for (const auto& start : starts) {
     Minimum m = RunLbfgs(start, data, weights, delta);
@@ -217,7 +218,8 @@ Minimum BestOf(const std::vector<std::vector<double>>& starts, const FitData& da
 }
 
 // Multiplicities of one resample with replacement: weight_i = how often row i was drawn. `rng() % rows`: the
-// bias is below rows / 2^64, and unlike std::uniform_int_distribution the draws are the same in every library.
+// bias is below rows / 2^64, and unlike std::uniform_int_distribution the draws are the same in every
+// library.
 torch::Tensor ResampleWeights(std::mt19937_64& rng, int64_t rows) {
   std::vector<double> counts(rows, 0.0);
   for (int64_t i = 0; i < rows; ++i) counts[rng() % rows] += 1.0;
@@ -240,8 +242,8 @@ absl::Status CheckInputs(const std::vector<double>& params, const std::vector<do
     return absl::InvalidArgumentError("params, tokens and loss differ in length");
   }
   if (params.size() < minimum) {
-    return absl::InvalidArgumentError(absl::StrCat(params.size(), " usable rows; ", what, " needs at least ",
-                                                   minimum));
+    return absl::InvalidArgumentError(
+        absl::StrCat(params.size(), " usable rows; ", what, " needs at least ", minimum));
   }
   return absl::OkStatus();
 }
@@ -316,12 +318,13 @@ absl::StatusOr<KvFit> FitKvLaw(const std::vector<double>& params, const std::vec
   if (kv.size() != params.size()) return absl::InvalidArgumentError("kv and params differ in length");
   std::vector<double> sparse;
   for (double k : kv) {
-    if (k < 0.999 && std::none_of(sparse.begin(), sparse.end(), [&](double s) { return std::abs(s - k) < 1e-9; }))
+    if (k < 0.999 &&
+        std::none_of(sparse.begin(), sparse.end(), [&](double s) { return std::abs(s - k) < 1e-9; }))
       sparse.push_back(k);
   }
   if (sparse.size() < 2) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        sparse.size(), " distinct KV fraction(s) below 0.999; K and gamma need at least 2"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(sparse.size(), " distinct KV fraction(s) below 0.999; K and gamma need at least 2"));
   }
   const Clock::time_point start = Clock::now();
   const FitData data = MakeFitData(params, tokens, loss, &kv);
@@ -356,7 +359,8 @@ absl::StatusOr<KvFit> FitKvLaw(const std::vector<double>& params, const std::vec
 }
 
 Interval Percentile95(std::vector<double> values) {
-  values.erase(std::remove_if(values.begin(), values.end(), [](double v) { return std::isnan(v); }), values.end());
+  values.erase(std::remove_if(values.begin(), values.end(), [](double v) { return std::isnan(v); }),
+               values.end());
   if (values.empty()) return {std::nan(""), std::nan("")};
   std::sort(values.begin(), values.end());
   auto at = [&](double q) {

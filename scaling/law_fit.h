@@ -13,11 +13,12 @@
 // resample. Resample draws come from std::mt19937_64(seed) so a seed gives the same intervals everywhere.
 //
 // The KV extension (ours; NATS_SPEC KV-cache fraction kappa in (0, 1], dense = 1) adds K (1 - kappa)^gamma, K
-// signed (sparsity may cost or save loss), gamma = exp(g) > 0, fitted the same way from the Approach 3 optimum
-// and a small grid over K and gamma.
+// signed (sparsity may cost or save loss), gamma = exp(g) > 0, fitted the same way from the Approach 3
+// optimum and a small grid over K and gamma.
 //
 // Compute-optimal allocation uses C = 6 N D (Kaplan et al. 2020; Hoffmann et al. 2022, eq. 4):
-//   N_opt = G (C/6)^(beta/(alpha+beta)), D_opt = (1/G) (C/6)^(alpha/(alpha+beta)), G = (alpha A/(beta B))^(1/(alpha+beta)).
+//   N_opt = G (C/6)^(beta/(alpha+beta)),  D_opt = (1/G) (C/6)^(alpha/(alpha+beta)),
+//   G = (alpha A / (beta B))^(1/(alpha+beta)).
 #pragma once
 
 #include <cstdint>
@@ -50,8 +51,8 @@ struct KvLaw {
 
 struct LawFitOptions {
   double huber_delta = 1e-3;
-  int lbfgs_starts = 32;    // L-BFGS runs from this many of the best grid points
-  int bootstrap = 100;      // resamples; 0: no intervals
+  int lbfgs_starts = 32;     // L-BFGS runs from this many of the best grid points
+  int bootstrap = 100;       // resamples; 0: no intervals
   int bootstrap_starts = 3;  // grid points per resample, besides the full-data optimum
   uint64_t seed = 0;
 };
@@ -87,8 +88,8 @@ struct Interval {
   double lo = 0, hi = 0;
 };
 
-// The 2.5th and 97.5th percentiles, linearly interpolated between order statistics (numpy's default); NaN when
-// `values` is empty.
+// The 2.5th and 97.5th percentiles, linearly interpolated between order statistics (numpy's default); NaN
+// when `values` is empty.
 Interval Percentile95(std::vector<double> values);
 
 namespace internal {

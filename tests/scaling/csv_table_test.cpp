@@ -1,13 +1,13 @@
 // scaling/csv_table.h: RFC 4180 quoting (commas, quotes and line breaks inside quotes), CRLF line ends, the
-// errors a user can cause (each naming the file, the line and the column, and the fix), status filtering and the
-// KV-fraction rules of ReadObservations.
+// errors a user can cause (each naming the file, the line and the column, and the fix), status filtering and
+// the KV-fraction rules of ReadObservations.
+#include "scaling/csv_table.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <fstream>
 #include <string>
-
-#include "scaling/csv_table.h"
 
 namespace nats::scaling {
 namespace {
@@ -73,7 +73,8 @@ TEST(ReadObservations, MissingColumnNamesItAndListsThePresentOnes) {
   ASSERT_TRUE(table.ok());
   auto obs = ReadObservations(*table, ObservationColumns{});
   ASSERT_FALSE(obs.ok());
-  EXPECT_EQ(Message(obs.status()), "r.csv: no column 'loss' (columns: params, tokens, val_loss); name it with --loss COL");
+  EXPECT_EQ(Message(obs.status()),
+            "r.csv: no column 'loss' (columns: params, tokens, val_loss); name it with --loss COL");
   ObservationColumns renamed;
   renamed.loss = "val_loss";
   auto ok = ReadObservations(*table, renamed);
@@ -85,12 +86,13 @@ TEST(ReadObservations, BadValuesNameFileLineColumnAndValue) {
   struct Case {
     std::string cell, want;
   };
-  for (const Case& c : {Case{"abc", "r.csv:3: column 'tokens': 'abc' is not a number; remove the row or mark its status"},
-                        Case{"-5", "r.csv:3: column 'tokens': '-5' is not positive"},
-                        Case{"0", "r.csv:3: column 'tokens': '0' is not positive"},
-                        Case{"inf", "r.csv:3: column 'tokens': 'inf' is not finite"},
-                        Case{"nan", "r.csv:3: column 'tokens': 'nan' is not finite"},
-                        Case{"", "r.csv:3: column 'tokens': empty"}}) {
+  for (const Case& c :
+       {Case{"abc", "r.csv:3: column 'tokens': 'abc' is not a number; remove the row or mark its status"},
+        Case{"-5", "r.csv:3: column 'tokens': '-5' is not positive"},
+        Case{"0", "r.csv:3: column 'tokens': '0' is not positive"},
+        Case{"inf", "r.csv:3: column 'tokens': 'inf' is not finite"},
+        Case{"nan", "r.csv:3: column 'tokens': 'nan' is not finite"},
+        Case{"", "r.csv:3: column 'tokens': empty"}}) {
     auto table = CsvTable::Parse("params,tokens,loss\n1e6,2e7,3.1\n2e6," + c.cell + ",3.0\n", "r.csv");
     ASSERT_TRUE(table.ok());
     auto obs = ReadObservations(*table, ObservationColumns{});
@@ -103,7 +105,7 @@ TEST(ReadObservations, RowsWhoseStatusIsNotOkAreSkippedAndCounted) {
   auto table = CsvTable::Parse(
       "params,tokens,loss,status\n"
       "1e6,2e7,3.1,ok\n"
-      "2e6,,,failed\n"      // a failed run has no loss: skipped before its values are read
+      "2e6,,,failed\n"  // a failed run has no loss: skipped before its values are read
       "3e6,6e7,2.9,ok\n"
       "4e6,8e7,2.8,\n",
       "r.csv");
@@ -123,8 +125,8 @@ TEST(ReadObservations, KvFractionAndBudgets) {
   auto table = CsvTable::Parse(
       "params,tokens,loss,kv_fraction,attention,budget_flops,flops\n"
       "1e6,2e7,3.1,0.25,NATS,1e17,1.1e17\n"
-      "2e6,3e7,3.0,,DENSE,1e17,\n"    // dense with no kv value: kappa = 1
-      "3e6,4e7,2.9,,NATS,,1e18\n",    // NAtS without a kv value: left out of the KV fit only
+      "2e6,3e7,3.0,,DENSE,1e17,\n"  // dense with no kv value: kappa = 1
+      "3e6,4e7,2.9,,NATS,,1e18\n",  // NAtS without a kv value: left out of the KV fit only
       "r.csv");
   ASSERT_TRUE(table.ok());
   auto obs = ReadObservations(*table, ObservationColumns{});

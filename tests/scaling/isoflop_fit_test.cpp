@@ -1,15 +1,17 @@
 // scaling/isoflop_fit.h against a known law: IsoFLOP profiles sampled from L = E + A/N^alpha + B/D^beta (the
-// small-scale law alpha 0.5, beta 0.4, noise-free) at four budgets, 7 N per budget spaced 0.25 decade around the
-// analytic optimum (offset by a budget-dependent 0.05-0.15 decade so the samples are not centred on it).
-// Tolerances: per-budget N_opt within 15 % of the analytic N_opt (the loss is not a parabola in log N: the vertex
-// of the fitted one sits off the true minimum by a constant factor; measured ~3 %), exponents a, b within 0.01
-// of beta/(alpha+beta) and alpha/(alpha+beta) (that constant factor cancels in the exponent).
+// small-scale law alpha 0.5, beta 0.4, noise-free) at four budgets, 7 N per budget spaced 0.25 decade around
+// the analytic optimum (offset by a budget-dependent 0.05-0.15 decade so the samples are not centred on it).
+// Tolerances: per-budget N_opt and D_opt within 10 % of the analytic ones (the loss is not a parabola in log
+// N: the vertex of the fitted one sits off the true minimum by a factor set by alpha, beta and the sampling;
+// measured 3-4 %), exponents a, b within 0.01 of beta/(alpha+beta) and alpha/(alpha+beta) (that factor
+// cancels in the exponent).
+#include "scaling/isoflop_fit.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <string>
 
-#include "scaling/isoflop_fit.h"
 #include "scaling/law_fit.h"
 
 namespace nats::scaling {
@@ -53,8 +55,8 @@ void ExpectMatchesLaw(const IsoFlopFit& fit, int budgets_used) {
     ++used;
     const Allocation truth = ComputeOptimal(kLaw, b.flops);
     ASSERT_TRUE(b.n_opt && b.d_opt && b.loss_min);
-    EXPECT_NEAR(*b.n_opt / truth.n_opt, 1.0, 0.15) << b.flops;
-    EXPECT_NEAR(*b.d_opt / truth.d_opt, 1.0, 0.15) << b.flops;
+    EXPECT_NEAR(*b.n_opt / truth.n_opt, 1.0, 0.10) << b.flops;
+    EXPECT_NEAR(*b.d_opt / truth.d_opt, 1.0, 0.10) << b.flops;
     EXPECT_NEAR(*b.loss_min, truth.loss, 0.01 * truth.loss) << b.flops;
     EXPECT_EQ(b.note, "");
   }
@@ -63,9 +65,10 @@ void ExpectMatchesLaw(const IsoFlopFit& fit, int budgets_used) {
   const double sum = kLaw.alpha + kLaw.beta;
   EXPECT_NEAR(fit.n_opt_law->exponent, kLaw.beta / sum, 0.01);
   EXPECT_NEAR(fit.d_opt_law->exponent, kLaw.alpha / sum, 0.01);
-  // N_opt = G (C/6)^a: the coefficient is G / 6^a, within the per-budget 15 %.
-  EXPECT_NEAR(fit.n_opt_law->coefficient * std::pow(1e18, fit.n_opt_law->exponent) / ComputeOptimal(kLaw, 1e18).n_opt,
-              1.0, 0.15);
+  // N_opt = G (C/6)^a: the coefficient is G / 6^a, within the per-budget 10 %.
+  EXPECT_NEAR(
+      fit.n_opt_law->coefficient * std::pow(1e18, fit.n_opt_law->exponent) / ComputeOptimal(kLaw, 1e18).n_opt,
+      1.0, 0.15);
 }
 
 TEST(PolynomialFit, ExactOnAPolynomial) {
@@ -94,7 +97,8 @@ TEST(FitIsoFlop, MinimaAndExponentsMatchTheLaw) {
 TEST(FitIsoFlop, NonConvexAndEdgeMinimaAreReportedAndLeftOut) {
   Observations obs = Profiles(true);
   // Concave: loss peaks inside the range.
-  for (double x : {7.0, 7.5, 8.0, 8.5}) obs.rows.push_back(Row(std::pow(10.0, x), 3e17, 3.0 - 0.1 * (x - 7.7) * (x - 7.7), true));
+  for (double x : {7.0, 7.5, 8.0, 8.5})
+    obs.rows.push_back(Row(std::pow(10.0, x), 3e17, 3.0 - 0.1 * (x - 7.7) * (x - 7.7), true));
   // Edge: every N far below the optimum of 1e20 FLOPs, so the loss falls monotonically and the vertex is past
   // the largest N.
   const double n_opt = ComputeOptimal(kLaw, 1e20).n_opt;

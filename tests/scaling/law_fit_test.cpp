@@ -1,25 +1,25 @@
 // scaling/law_fit.h against laws we know: synthetic (N, D, loss) drawn from a chosen law with multiplicative
 // log-normal noise (sigma 0.01, fixed seed), on a log grid N 1e7..1e10 x D 1e9..1e12 (7 x 7 = 49 points).
 // Tolerances (noise sigma 0.01 on 49 points moves the fitted exponents by ~0.01 in our runs):
-//   alpha, beta within 0.04; E within 3 %; tokens per parameter within 25 % at 1e21..1e23 (Chinchilla's law) or
-//   1e16..1e18 (the small-scale law). D_opt / N_opt goes as C^((alpha-beta)/(alpha+beta)) / G^2, so exponent
-//   errors of 0.01-0.02 already move it 10-20 %.
-//   With 10 % of the points made outliers (loss x 1.3) Huber must meet the same exponent and E tolerances and
-//   tokens per parameter within 60 % (measured: 5-50 % off; at delta 1e-3 Huber is close to least absolute
-//   deviations, robust but not immune); a plain least-squares fit (delta = 1e3: every residual on the quadratic
-//   part) must miss at least one of those tolerances (measured: beta off by ~0.05).
-//   The 95 % bootstrap intervals (40 resamples) must contain the true alpha, beta and E. A 95 % interval misses
-//   5 % of the time: with the data seed 11, E's upper end was 2.094 < 2.1; the test uses data seed 12.
-// Two laws: Chinchilla's published one and a small-scale one (alpha 0.5, beta 0.4), so a fit that merely stays at
-// Chinchilla's numbers cannot pass.
+//   alpha, beta within 0.04; E within 3 %; tokens per parameter within 25 % at 1e21..1e23 (Chinchilla's law)
+//   or 1e16..1e18 (the small-scale law). D_opt / N_opt goes as C^((alpha-beta)/(alpha+beta)) / G^2, so
+//   exponent errors of 0.01-0.02 already move it 10-20 %. With 10 % of the points made outliers (loss x 1.3)
+//   Huber must meet the same exponent and E tolerances and tokens per parameter within 60 % (measured: 5-50 %
+//   off; at delta 1e-3 Huber is close to least absolute deviations, robust but not immune); a plain
+//   least-squares fit (delta = 1e3: every residual on the quadratic part) must miss at least one of those
+//   tolerances (measured: beta off by ~0.05). The 95 % bootstrap intervals (40 resamples) must contain the
+//   true alpha, beta and E. A 95 % interval misses 5 % of the time: with the data seed 11, E's upper end
+//   was 2.094 < 2.1; the test uses data seed 12.
+// Two laws: Chinchilla's published one and a small-scale one (alpha 0.5, beta 0.4), so a fit that merely
+// stays at Chinchilla's numbers cannot pass.
+#include "scaling/law_fit.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cmath>
 #include <random>
 #include <vector>
-
-#include "scaling/law_fit.h"
 
 namespace nats::scaling {
 namespace {
@@ -29,7 +29,8 @@ struct Points {
 };
 
 // `first_n`, `first_d`: log10 of the grid's smallest N and D; the grid spans 3 decades of each.
-Points Synthetic(const ChinchillaLaw& law, uint64_t seed, double first_n = 7, double first_d = 9, double sigma = 0.01) {
+Points Synthetic(const ChinchillaLaw& law, uint64_t seed, double first_n = 7, double first_d = 9,
+                 double sigma = 0.01) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> noise(0.0, sigma);
   Points p;
@@ -63,7 +64,8 @@ std::string Misses(const ChinchillaLaw& fit, const ChinchillaLaw& truth, std::ve
   for (double flops : budgets) {
     const double got = ComputeOptimal(fit, flops).tokens_per_param;
     const double want = ComputeOptimal(truth, flops).tokens_per_param;
-    if (std::abs(got / want - 1) > allocation_tolerance) misses += " tokens/param@" + std::to_string(flops) + " " + std::to_string(got);
+    if (std::abs(got / want - 1) > allocation_tolerance)
+      misses += " tokens/param@" + std::to_string(flops) + " " + std::to_string(got);
   }
   return misses;
 }
@@ -107,7 +109,8 @@ TEST_P(RecoversKnownLaw, CleanAndWithOutliers) {
   least_squares.huber_delta = 1e3;
   auto plain = FitChinchillaLaw(p.params, p.tokens, p.loss, least_squares);
   ASSERT_TRUE(plain.ok()) << plain.status();
-  EXPECT_NE(Misses(plain->law, truth, budgets, 0.6), "") << "least squares should be pulled off by the outliers";
+  EXPECT_NE(Misses(plain->law, truth, budgets, 0.6), "")
+      << "least squares should be pulled off by the outliers";
 }
 
 INSTANTIATE_TEST_SUITE_P(Laws, RecoversKnownLaw, ::testing::Values(0, 1));
@@ -126,7 +129,8 @@ TEST(Bootstrap, IntervalsContainTheTruthAndRepeatForASeed) {
     for (const ChinchillaLaw& law : fit->bootstrap) values.push_back(law.*field);
     return Percentile95(values);
   };
-  for (auto [name, field] : {std::pair{"alpha", &ChinchillaLaw::alpha}, {"beta", &ChinchillaLaw::beta},
+  for (auto [name, field] : {std::pair{"alpha", &ChinchillaLaw::alpha},
+                             {"beta", &ChinchillaLaw::beta},
                              {"E", &ChinchillaLaw::E}}) {
     const Interval ci = interval(field);
     EXPECT_LE(ci.lo, truth.*field) << name;
@@ -158,8 +162,10 @@ TEST(LawObjective, GradientMatchesAutograd) {
                                    0.4 + 0.1 * jitter(rng)};
       if (with_kv) theta.insert(theta.end(), {0.1 * jitter(rng), 0.5 * jitter(rng)});
       const std::vector<double> no_kv;
-      const auto fast = internal::LawObjective(theta, p.params, p.tokens, with_kv ? kv : no_kv, p.loss, 0.01, false);
-      const auto slow = internal::LawObjective(theta, p.params, p.tokens, with_kv ? kv : no_kv, p.loss, 0.01, true);
+      const auto fast =
+          internal::LawObjective(theta, p.params, p.tokens, with_kv ? kv : no_kv, p.loss, 0.01, false);
+      const auto slow =
+          internal::LawObjective(theta, p.params, p.tokens, with_kv ? kv : no_kv, p.loss, 0.01, true);
       EXPECT_NEAR(fast.value, slow.value, 1e-12 + 1e-9 * std::abs(slow.value));
       ASSERT_EQ(fast.gradient.size(), slow.gradient.size());
       for (size_t i = 0; i < fast.gradient.size(); ++i) {
@@ -185,9 +191,9 @@ TEST(FitChinchillaLaw, RefusesFewerThanFiveRows) {
   EXPECT_NE(std::string(fit.status().message()).find("at least 5"), std::string::npos) << fit.status();
 }
 
-// K (1 - kappa)^gamma with K = 0.12, gamma = 1.5 (sparser caches cost loss, sharply near kappa -> 0) on top of the
-// small-scale law; kappa in {1, 0.5, 0.25, 0.1} at every (N, D) of a 5 x 5 grid (100 points), noise sigma 0.005.
-// Tolerances: K within 0.02, gamma within 0.3, alpha, beta within 0.04.
+// K (1 - kappa)^gamma with K = 0.12, gamma = 1.5 (sparser caches cost loss, sharply near kappa -> 0) on top
+// of the small-scale law; kappa in {1, 0.5, 0.25, 0.1} at every (N, D) of a 5 x 5 grid (100 points), noise
+// sigma 0.005. Tolerances: K within 0.02, gamma within 0.3, alpha, beta within 0.04.
 TEST(FitKvLaw, RecoversKAndGamma) {
   const KvLaw truth{kSmallScale, 0.12, 1.5};
   std::mt19937_64 rng(5);
