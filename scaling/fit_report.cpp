@@ -300,7 +300,8 @@ absl::Status WriteFitJson(const std::string& path, const nlohmann::json& json) {
   std::ofstream out(path, std::ios::trunc);
   if (!out)
     return absl::PermissionDeniedError(absl::StrCat(path, ": cannot write (", std::strerror(errno), ")"));
-  out << json.dump(2) << "\n";
+  // replace: a status or note cell in another encoding than UTF-8 must not make dump() throw.
+  out << json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   out.close();
   if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed (", std::strerror(errno), ")"));
   return absl::OkStatus();

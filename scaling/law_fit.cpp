@@ -191,7 +191,14 @@ torch::Tensor KvGrid(const std::vector<double>& base) {
 std::vector<std::vector<double>> BestStarts(const torch::Tensor& grid, const FitData& data,
                                             const torch::Tensor& weights, double delta, int count) {
   torch::NoGradGuard no_grad;
-  const torch::Tensor objective = Objective(grid, data, weights, delta).contiguous();
+  // In chunks of ~1M residuals: the whole grid against a CSV of 10k rows would be 135M doubles per temporary.
+  const int64_t chunk = std::max<int64_t>(1, (1 << 20) / std::max<int64_t>(data.rows, 1));
+  std::vector<torch::Tensor> parts;
+  for (int64_t begin = 0; begin < grid.size(0); begin += chunk) {
+    parts.push_back(
+        Objective(grid.slice(0, begin, std::min(begin + chunk, grid.size(0))), data, weights, delta));
+  }
+  const torch::Tensor objective = torch::cat(parts).contiguous();
   const double* values = objective.data_ptr<double>();
   std::vector<int64_t> order(objective.numel());
   std::iota(order.begin(), order.end(), 0);
