@@ -133,7 +133,8 @@ struct Minimum {
 
 Minimum RunLbfgs(const std::vector<double>& start, const FitData& data, const torch::Tensor& weights,
                  double delta) {
-  torch::Tensor theta = Vector(start).view({1, -1}).clone();
+  // A leaf that requires grad, as the optimizer expects of its parameters; the closure fills .grad itself.
+  torch::Tensor theta = Vector(start).view({1, -1}).clone().requires_grad_(true);
   torch::optim::LBFGS optimizer({theta}, torch::optim::LBFGSOptions(1.0)
                                              .max_iter(kMaxIterations)
                                              .max_eval(kMaxIterations * 5 / 4)
