@@ -242,9 +242,11 @@ std::string FitReportText(const FitResults& r) {
                           "note");
     auto opt = [](const std::optional<double>& v) { return v ? G(*v, 3) : std::string("-"); };
     for (const BudgetMinimum& b : iso.budgets) {
-      absl::StrAppendFormat(&out, "  %-9s %6d %9s %9s %8s  %s\n", G(b.flops, 3), b.points, opt(b.n_opt),
-                            opt(b.d_opt), b.loss_min ? G(*b.loss_min, 4) : "-",
-                            b.used ? "" : "left out: " + b.note);
+      std::string line =
+          absl::StrFormat("  %-9s %6d %9s %9s %8s  %s", G(b.flops, 3), b.points, opt(b.n_opt), opt(b.d_opt),
+                          b.loss_min ? G(*b.loss_min, 4) : "-", b.used ? "" : "left out: " + b.note);
+      while (!line.empty() && line.back() == ' ') line.pop_back();
+      absl::StrAppend(&out, line, "\n");
     }
     if (iso.n_opt_law && iso.d_opt_law) {
       absl::StrAppendFormat(&out, "  N_opt = %.4g C^%.3f, D_opt = %.4g C^%.3f\n", iso.n_opt_law->coefficient,
