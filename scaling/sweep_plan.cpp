@@ -23,7 +23,7 @@ absl::Status SweepError(const std::string& grid, const std::string& what) {
 // Keeps names usable as directory names and in shell commands.
 std::string Sanitize(std::string name) {
   for (char& c : name) {
-    const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '+';
+    const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '+' || c == '_';
     if (!ok) c = '-';
   }
   return name;
@@ -203,6 +203,10 @@ absl::StatusOr<SweepPlan> PlanSweep(const std::string& grid_path, const std::str
           c.mutable_train()->set_seed(seed);
           if (seed_axis) name_parts.push_back(absl::StrCat("s", seed));
           cell.name = absl::StrJoin(name_parts, "_");
+          if (!names.insert(cell.name).second) {
+            return SweepError(grid_path, absl::StrCat("two cells are named ", cell.name,
+                                                      "; give the axes distinct values or point names"));
+          }
 
           const int64_t tokens_per_step =
               static_cast<int64_t>(c.train().batch_size()) * c.model().context_length();
@@ -231,10 +235,6 @@ absl::StatusOr<SweepPlan> PlanSweep(const std::string& grid_path, const std::str
           c.mutable_checkpoint()->clear_dir();
           if (absl::Status st = ValidateConfig(c); !st.ok()) {
             return SweepError(grid_path, absl::StrCat("cell ", cell.name, ": ", st.message()));
-          }
-          if (!names.insert(cell.name).second) {
-            return SweepError(grid_path, absl::StrCat("two cells are named ", cell.name,
-                                                      "; give the axes distinct values or point names"));
           }
           cell.index = static_cast<int>(plan.cells.size());
           plan.cells.push_back(std::move(cell));
