@@ -23,7 +23,11 @@ std::optional<nlohmann::json> ReadJsonFile(const fs::path& path) {
   return json;
 }
 
-double Mean(const nlohmann::json& array) {
+// The mean of the array rec[key] (one value per NAtS layer); 0 when absent.
+double Mean(const nlohmann::json& rec, const char* key) {
+  const auto it = rec.find(key);
+  if (it == rec.end()) return 0;
+  const nlohmann::json& array = *it;
   if (!array.is_array() || array.empty()) return 0;
   double sum = 0;
   for (const auto& v : array) sum += v.is_number() ? v.get<double>() : 0.0;
@@ -83,28 +87,31 @@ CellResult ReadCellResult(const SweepCell& cell) {
   std::ifstream in(dir / "metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
     nlohmann::json rec = nlohmann::json::parse(line, nullptr, false);
-    if (rec.is_discarded() || rec.value("kind", "") != "train" || !rec.contains("kv_fraction")) continue;
-    by_step[rec.value("step", int64_t{0})] = std::move(rec);
+    if (rec.is_discarded() || !rec.is_object() || rec.value("kind", "") != "train" || !rec.contains("kv_fraction")) {
+      continue;
+    }
+    const int64_t step = rec.value("step", int64_t{0});
+    by_step[step] = std::move(rec);
   }
   const int64_t from = cell.steps - std::max<int64_t>(1, cell.steps / 10);
   double n = 0, kv = 0, g = 0, l = 0, sl = 0, density = 0;
   for (const auto& [step, rec] : by_step) {
     if (step <= from) continue;
     n += 1;
-    kv += Mean(rec["kv_fraction"]);
-    g += Mean(rec["frac_global"]);
-    l += Mean(rec["frac_local"]);
-    sl += Mean(rec["frac_sliding"]);
-    density += Mean(rec["mask_density"]);
+    kv += Mean(rec, "kv_fraction");
+    g += Mean(rec, "frac_global");
+    l += Mean(rec, "frac_local");
+    sl += Mean(rec, "frac_sliding");
+    density += Mean(rec, "mask_density");
   }
   if (n == 0 && !by_step.empty()) {  // fewer log lines than steps/10: the last one
     const nlohmann::json& rec = by_step.rbegin()->second;
     n = 1;
-    kv = Mean(rec["kv_fraction"]);
-    g = Mean(rec["frac_global"]);
-    l = Mean(rec["frac_local"]);
-    sl = Mean(rec["frac_sliding"]);
-    density = Mean(rec["mask_density"]);
+    kv = Mean(rec, "kv_fraction");
+    g = Mean(rec, "frac_global");
+    l = Mean(rec, "frac_local");
+    sl = Mean(rec, "frac_sliding");
+    density = Mean(rec, "mask_density");
   }
   if (n > 0) {
     r.has_nats_stats = true;
