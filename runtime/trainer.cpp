@@ -1,5 +1,6 @@
 #include "runtime/trainer.h"
 
+#include <dlfcn.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -48,6 +49,14 @@ double SecondsSince(Clock::time_point start) {
 
 // Peak fp32 matmul throughput of this process's threads, measured once at start (~0.3 s), so that
 // MFU is relative to what this machine can actually do rather than a datasheet number.
+// OpenBLAS (Debian's LibTorch's BLAS, and the fused kernel's tiles) keeps its own thread pool, one thread per
+// core, which at::set_num_threads does not reach: without this, a run with train.threads = 1 still spreads its
+// matmuls over every core, and two runs side by side (a sweep's cells, ranks on one node) fight over them.
+void LimitBlasThreads(int threads) {
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
+}
+
 double MeasureMatmulFlops() {
   torch::NoGradGuard no_grad;
   const int64_t n = 512;
@@ -442,6 +451,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
 
   const int threads = t.threads() > 0 ? t.threads() : DefaultThreadsPerRank();
   at::set_num_threads(threads);
+  LimitBlasThreads(threads);
   torch::manual_seed(t.seed());
 
   // Run directory and resume (runtime/run_directory.h): the fresh-run guard, the choice of checkpoint and
