@@ -46,7 +46,10 @@ constexpr char kHelp[] =
     "  --flops COL         column of the run's FLOPs, Approach 2's fallback grouping (default flops)\n"
     "  --huber_delta X     Huber loss threshold on log L (default 0.001)\n"
     "  --lbfgs_starts K    L-BFGS runs from the K best grid points (default 32)\n"
-    "  --seed S            bootstrap seed (default 0; a seed gives the same intervals every time)\n";
+    "  --seed S            bootstrap seed (default 0; a seed gives the same intervals every time)\n"
+    "  --law_rows F        rows of Approaches 3 and 2: COL=VALUE or all (default: attention=DENSE when the\n"
+    "                      table has an attention column with >= 5 such rows, so the law is the dense one and\n"
+    "                      the KV fit, over every row, measures what sparsity changes; else all)\n";
 
 absl::StatusOr<std::vector<double>> ParseBudgets(const std::string& text) {
   std::vector<double> out;
@@ -95,7 +98,7 @@ int RunFit(int argc, char** argv) {
   ParsedFlags flags;
   if (auto exit_code = ParseCommandFlags(argc, argv,
                                          {"out", "bootstrap", "budgets", "params", "tokens", "loss", "kv",
-                                          "budget", "flops", "huber_delta", "lbfgs_starts", "seed"},
+                                          "budget", "flops", "huber_delta", "lbfgs_starts", "seed", "law_rows"},
                                          {}, kHelp, &flags, /*allow_positional=*/true))
     return *exit_code;
   if (flags.positional.size() != 1) {
@@ -158,10 +161,36 @@ int RunFit(int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
   auto table = scaling::CsvTable::Read(csv);
   if (!table.ok()) return DataError(table.status());
+  const std::string law_rows = flags.Get("law_rows", "");
+  if (!law_rows.empty() && law_rows != "all") {
+    const size_t eq = law_rows.find('=');
+    if (eq == std::string::npos || eq == 0) return usage("--law_rows " + law_rows + ": give COL=VALUE or all");
+    columns.law_column = law_rows.substr(0, eq);
+    columns.law_value = law_rows.substr(eq + 1);
+  } else if (law_rows.empty() && table->ColumnIndex(columns.attention) >= 0) {
+    columns.law_column = columns.attention;
+    columns.law_value = "DENSE";
+  }
   auto observations = scaling::ReadObservations(*table, columns);
   if (!observations.ok()) return DataError(observations.status());
   results.observations = std::move(*observations);
   const scaling::Observations& obs = results.observations;
+  scaling::Observations law_obs = obs;  // the rows of Approaches 3 and 2
+  law_obs.rows.clear();
+  for (const scaling::Observation& o : obs.rows) {
+    if (o.law_row) law_obs.rows.push_back(o);
+  }
+  if (law_rows.empty() && !columns.law_column.empty() && law_obs.rows.size() < 5) {
+    law_obs.rows = obs.rows;  // the default filter leaves too few: fit every row
+    columns.law_column.clear();
+  }
+  results.law_rows = columns.law_column.empty() ? "all" : columns.law_column + "=" + columns.law_value;
+  results.law_row_count = static_cast<int>(law_obs.rows.size());
+  if (law_obs.rows.size() < 5 && law_obs.rows.size() < obs.rows.size()) {
+    return DataError(absl::InvalidArgumentError(
+        absl::StrCat(csv, ": ", law_obs.rows.size(), " rows where ", results.law_rows,
+                     "; a fit of E, A, B, alpha, beta needs at least 5 (--law_rows all fits every row)")));
+  }
   if (obs.rows.size() < 5) {
     return DataError(absl::InvalidArgumentError(absl::StrCat(
         csv, ": ", obs.rows.size(), " usable rows (", obs.rows_read, " read, ", obs.skipped.size(),
@@ -172,7 +201,7 @@ int RunFit(int argc, char** argv) {
   results.budgets = budgets;
 
   std::vector<double> n, d, loss;
-  for (const scaling::Observation& o : obs.rows) {
+  for (const scaling::Observation& o : law_obs.rows) {
     n.push_back(o.params);
     d.push_back(o.tokens);
     loss.push_back(o.loss);
@@ -182,7 +211,7 @@ int RunFit(int argc, char** argv) {
     return DataError(absl::InvalidArgumentError(absl::StrCat(csv, ": ", approach3.status().message())));
   results.approach3 = std::move(*approach3);
 
-  auto approach2 = scaling::FitIsoFlop(obs, columns.budget, columns.flops);
+  auto approach2 = scaling::FitIsoFlop(law_obs, columns.budget, columns.flops);
   if (approach2.ok()) {
     results.approach2 = std::move(*approach2);
   } else {

@@ -158,6 +158,12 @@ absl::StatusOr<Observations> ReadObservations(const CsvTable& table, const Obser
   const int loss = table.ColumnIndex(columns.loss), kv = table.ColumnIndex(columns.kv);
   const int budget = table.ColumnIndex(columns.budget), flops = table.ColumnIndex(columns.flops);
   const int status = table.ColumnIndex(columns.status), attention = table.ColumnIndex(columns.attention);
+  const int law = columns.law_column.empty() ? -1 : table.ColumnIndex(columns.law_column);
+  if (!columns.law_column.empty() && law < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(table.path(), ": no column '", columns.law_column,
+                                                   "' for --law_rows ", columns.law_column, "=",
+                                                   columns.law_value, "; use a column of the table, or all"));
+  }
   out.has_kv = kv >= 0;
   out.has_budget = budget >= 0;
   out.has_flops = flops >= 0;
@@ -198,6 +204,7 @@ absl::StatusOr<Observations> ReadObservations(const CsvTable& table, const Obser
       o.kv = 1.0;
     }
     if (kv >= 0 && !o.kv) ++out.kv_missing;
+    if (law >= 0) o.law_row = absl::StripAsciiWhitespace(table.Cell(row, law)) == columns.law_value;
     out.rows.push_back(o);
   }
   return out;

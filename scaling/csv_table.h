@@ -59,6 +59,9 @@ struct ObservationColumns {
   std::string flops = "flops";          // the run's training FLOPs (fallback for grouping by budget)
   std::string status = "status";        // rows whose status is not "ok" are skipped
   std::string attention = "attention";  // "DENSE" lets an empty kv value mean kappa = 1
+  // The rows of the laws (Approaches 3 and 2): those whose column `law_column` holds `law_value`; empty column:
+  // every row. `nats fit --law_rows`; the KV fit always takes every usable row.
+  std::string law_column, law_value;
 };
 
 struct Observation {
@@ -67,6 +70,7 @@ struct Observation {
   std::optional<double> kv;      // absent: not usable for the KV fit
   std::optional<double> budget;  // budget column, when present and non-empty
   std::optional<double> flops;   // flops column, when present and non-empty
+  bool law_row = true;           // selected by ObservationColumns::law_column / law_value
 };
 
 struct SkippedRow {
@@ -85,7 +89,7 @@ struct Observations {
 
 // Errors (InvalidArgument, one line naming the file): a missing params / tokens / loss column (with the
 // columns present and the flag that renames it), a bad value in a used row (file:line, column, value), a kv
-// value outside (0, 1].
+// value outside (0, 1], a law_column the table does not have.
 absl::StatusOr<Observations> ReadObservations(const CsvTable& table, const ObservationColumns& columns);
 
 }  // namespace nats::scaling

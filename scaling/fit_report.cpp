@@ -99,6 +99,7 @@ nlohmann::json FitJson(const FitResults& r) {
                      {"budget", obs.has_budget ? nlohmann::json(r.columns.budget) : nlohmann::json(nullptr)}};
   json["rows_read"] = obs.rows_read;
   json["rows_used"] = obs.rows.size();
+  json["law_rows"] = {{"filter", r.law_rows}, {"rows", r.law_row_count}};
   json["rows_skipped"] = nlohmann::json::array();
   for (const SkippedRow& s : obs.skipped)
     json["rows_skipped"].push_back({{"line", s.line}, {"reason", s.reason}});
@@ -197,7 +198,8 @@ std::string FitReportText(const FitResults& r) {
       shown.push_back(absl::StrCat("line ", obs.skipped[i].line, ": ", obs.skipped[i].reason));
     absl::StrAppend(&out, " (", absl::StrJoin(shown, "; "), obs.skipped.size() > 5 ? "; ..." : "", ")");
   }
-  absl::StrAppend(&out, "\n\n");
+  absl::StrAppendFormat(&out, "\nApproaches 3 and 2 fit the rows %s (%d); the KV fit takes every used row\n\n",
+                        r.law_rows == "all" ? "all" : absl::StrCat("where ", r.law_rows), r.law_row_count);
 
   const LawFit& fit = r.approach3;
   absl::StrAppend(&out, "Approach 3 (Hoffmann et al. 2022; Besiroglu et al. 2024): ", kApproach3Form, "\n");

@@ -33,6 +33,8 @@ struct FitResults {
   std::optional<KvFit> kv;
   std::string kv_skipped;  // why kv is absent
   int kv_rows = 0;         // rows of the KV fit
+  std::string law_rows;    // "attention=DENSE" or "all": the rows of Approaches 3 and 2
+  int law_row_count = 0;
   double total_seconds = 0;
 };
 

@@ -7,6 +7,7 @@
 # usage: fit_cli_test.sh NATS_BINARY
 set -uo pipefail
 NATS=$(realpath "$1")
+export NATS
 WORK=$(mktemp -d /tmp/nats_fit_cli.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 failures=0
@@ -64,7 +65,7 @@ def keys(obj, want, where):
     missing = set(want) - set(obj)
     extra = set(obj) - set(want)
     assert not missing and not extra, f"{where}: missing {missing}, extra {extra}"
-keys(j, ["input", "columns", "rows_read", "rows_used", "rows_skipped", "approach3", "approach2", "kv", "chinchilla"], "top")
+keys(j, ["input", "columns", "rows_read", "rows_used", "rows_skipped", "law_rows", "approach3", "approach2", "kv", "chinchilla"], "top")
 assert j["input"] == sys.argv[2], j["input"]
 assert j["columns"] == {"params": "params", "tokens": "tokens", "loss": "loss", "kv": "kv_fraction", "budget": "budget_flops"}, j["columns"]
 assert (j["rows_read"], j["rows_used"]) == (61, 60) and j["rows_skipped"] == [{"line": 62, "reason": "status failed"}]
@@ -88,7 +89,7 @@ keys(a2, ["budgets", "n_opt_law", "d_opt_law"], "approach2")
 assert len(a2["budgets"]) == 4
 for b in a2["budgets"]:
     keys(b, ["flops", "points", "parabola", "n_opt", "d_opt", "loss_min", "used", "note"], "approach2.budgets")
-    assert len(b["parabola"]) == 3 and b["points"] == 15
+    assert len(b["parabola"]) == 3 and b["points"] == 5  # the DENSE rows (--law_rows default)
 keys(a2["n_opt_law"], ["coefficient", "exponent"], "n_opt_law")
 assert abs(a2["n_opt_law"]["exponent"] - 0.4 / 0.9) < 0.05, a2["n_opt_law"]
 kv = j["kv"]
@@ -118,6 +119,24 @@ PY
 "$NATS" fit "$WORK/results.csv" --bootstrap=10 --seed=1 --out="$WORK/seed1.json" >/dev/null 2>&1
 python3 -c "import json,sys; a,b=(json.load(open(p)) for p in sys.argv[1:]); assert a['approach3']['ci95'] != b['approach3']['ci95']" \
   "$WORK/fit.json" "$WORK/seed1.json" && ok "--seed 1: other intervals" || fail "--seed 1 gave the same intervals"
+
+# 2b. Law rows: by default Approaches 3 and 2 fit the DENSE rows (20 of 60) and the KV fit every row;
+#     --law_rows all fits all 60 (whose NAtS rows carry the K term, so the fit differs); a missing column exits 1.
+python3 - "$WORK" <<'PY' && ok "--law_rows: dense by default, all on request" || fail "--law_rows"
+import json, subprocess, sys
+work = sys.argv[1]
+import os
+nats = os.environ["NATS"]
+subprocess.run([nats, "fit", f"{work}/results.csv", "--bootstrap", "0", "--out", f"{work}/dense.json"], check=True, capture_output=True)
+subprocess.run([nats, "fit", f"{work}/results.csv", "--bootstrap", "0", "--out", f"{work}/all.json", "--law_rows", "all"], check=True, capture_output=True)
+dense, every = json.load(open(f"{work}/dense.json")), json.load(open(f"{work}/all.json"))
+assert dense["law_rows"] == {"filter": "attention=DENSE", "rows": 20}, dense["law_rows"]
+assert every["law_rows"] == {"filter": "all", "rows": 60}, every["law_rows"]
+assert dense["approach3"]["E"] != every["approach3"]["E"]
+assert abs(dense["approach3"]["alpha"] - 0.5) < 0.05, dense["approach3"]["alpha"]
+bad = subprocess.run([nats, "fit", f"{work}/results.csv", "--bootstrap", "0", "--law_rows", "kind=x"], capture_output=True, text=True)
+assert bad.returncode == 1 and "no column 'kind'" in bad.stderr, (bad.returncode, bad.stderr)
+PY
 
 # 3. Renamed columns, no kv / budget columns: those sections are null and the report says why.
 "$NATS" fit "$WORK/plain.csv" --params N --tokens D --loss final_loss --bootstrap 0 >"$WORK/report_plain" 2>"$WORK/err"
