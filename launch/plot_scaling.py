@@ -191,9 +191,22 @@ class Style:
         self.budgets = sorted({r["budget"] for r in rows})
         colours = plt.cm.viridis(np.linspace(0.0, 0.85, max(2, len(self.budgets))))
         self.budget_colour = {b: colours[i] for i, b in enumerate(self.budgets)}
-        self.sizes = sorted({r["params"] for r in rows})
+        # A model size is one shape: the family depth when the sweep has one (a NAtS cell has a few more
+        # parameters than its dense twin, the scorers, but is the same size), else the parameter count.
+        self.sizes = sorted({self.size_key(r) for r in rows})
         colours = plt.cm.plasma(np.linspace(0.0, 0.85, max(2, len(self.sizes))))
-        self.size_colour = {n: colours[i] for i, n in enumerate(self.sizes)}
+        self.size_colour = {k: colours[i] for i, k in enumerate(self.sizes)}
+        self.size_label = {}
+        for k in self.sizes:
+            same = [r for r in rows if self.size_key(r) == k]
+            n = min(r["params"] for r in same)
+            depth = same[0].get("depth")
+            self.size_label[k] = f"L{int(depth)} d{int(same[0]['d_model'])}, N = {count(n)}" if depth else f"N = {count(n)}"
+
+    @staticmethod
+    def size_key(row):
+        depth = row.get("depth")
+        return (0, int(depth)) if depth else (1, row["params"])
 
     @staticmethod
     def _lambda(rows, variant):
@@ -582,7 +595,7 @@ def read_cell_metrics(sweep_dir, row):
 def plot_curves(rows, sweep_dir, style, out_dir):
     fig, ax = plt.subplots(figsize=(9, 5.5))
     missing, drawn, finals, starts = [], 0, [], []
-    for r in sorted(rows, key=lambda r: (r["params"], r["variant"])):
+    for r in sorted(rows, key=lambda r: (style.size_key(r), r["variant"])):
         metrics = read_cell_metrics(sweep_dir, r)
         if metrics is None:
             missing.append(r["cell"])
@@ -593,14 +606,24 @@ def plot_curves(rows, sweep_dir, style, out_dir):
             continue
         # FLOPs at step s = s * (tokens / steps) * flops_per_token, from the cell's row.
         per_step = r["tokens"] / r["steps"] * r["flops_per_token"]
-        colour, ls = style.size_colour[r["params"]], style.linestyle[r["variant"]]
+        colour, ls = style.size_colour[style.size_key(r)], style.linestyle[r["variant"]]
+        # Step 0 (the evaluation before training) has no place on a log FLOPs axis.
+        train = [(s, v) for s, v in train if s > 0]
+        evals = [(s, v) for s, v in evals if s > 0]
         if train:
-            ax.plot([s * per_step for s, _ in train], [v for _, v in train], color=colour, lw=0.6, alpha=0.18)
+            # The training loss, averaged over 5 log records (a mini-batch's loss is noisy), is the curve;
+            # the validation evaluations are its markers.
+            values = np.array([v for _, v in train])
+            width = min(5, len(values))
+            smooth = np.convolve(values, np.ones(width) / width, mode="valid")
+            steps = [s for s, _ in train][width - 1:]
+            ax.plot([s * per_step for s in steps], smooth, color=colour, ls=ls,
+                    lw=1.6 if r["variant"] == style.main else 1.1, alpha=0.9)
+            starts.append(steps[0] * per_step)
         if evals:
-            ax.plot([s * per_step for s, _ in evals], [v for _, v in evals], color=colour, ls=ls,
-                    lw=1.7 if r["variant"] == style.main else 1.2)
+            ax.plot([s * per_step for s, _ in evals], [v for _, v in evals], color=colour, ls="none", marker="o",
+                    ms=3.5 if r["variant"] == style.main else 2.5, mec="none")
             finals.append(evals[-1][1])
-            starts.append(evals[0][0] * per_step)
         drawn += 1
     for budget in style.budgets:
         ax.axvline(budget, color="0.35", ls=(0, (2, 2)), lw=1, zorder=0)
@@ -609,14 +632,14 @@ def plot_curves(rows, sweep_dir, style, out_dir):
     ax.set_xscale("log")
     if finals:
         low = min(finals)
-        ax.set_ylim(low * 0.97, low * 1.8)  # the first evaluations (near log V) would flatten the rest
+        ax.set_ylim(low * 0.95, low * 1.7)  # the first steps (near log V) would flatten the rest
         ax.set_xlim(min(starts) * 0.8, max(style.budgets) * 1.5)
     ax.set_xlabel(f"{C_LABEL} (step x tokens/step x FLOPs/token)")
-    ax.set_ylabel(LOSS_LABEL)
-    ax.set_title(f"Training curves of {drawn} cells: validation loss (lines), training loss (faint)\n"
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(f"Training curves of {drawn} cells: training loss (lines, 5-record mean), validation (dots)\n"
                  "dashed verticals: the IsoFLOP budgets", fontsize=11)
     ax.grid(alpha=0.3, which="both")
-    sizes = [line(color=style.size_colour[n], lw=2, label=f"N = {count(n)}") for n in style.sizes]
+    sizes = [line(color=style.size_colour[k], lw=2, label=style.size_label[k]) for k in style.sizes]
     variants = [line(color="0.3", ls=style.linestyle[v], lw=1.4, label=v) for v in style.variants]
     stacked_legends(fig, ax, [("model size", sizes), ("variant", variants)])
     return save(fig, out_dir, "curves"), drawn, missing
