@@ -9,6 +9,7 @@
 #  4. while a cell is locked by another process (a python flock here), a sweep skips it and says so;
 #  5. --emit slurm (a 2-cell grid): the script passes bash -n, and run by a stub sbatch (each array index in
 #     turn) with a stub srun on PATH it runs each index's cell under srun, with A's losses;
+#  5b. --launcher "mpirun -np 2 ..." runs a cell as a 2-rank job;
 #  6. bad sweep files: no horizon, two horizon lists, an unknown field in an axis -> one-line errors naming the file.
 # usage: sweep_e2e_test.sh NATS_BINARY SOURCE_DIR
 set -euo pipefail
@@ -149,6 +150,16 @@ for cell in s:
     assert s[cell]["loss"] == a[cell]["loss"], f"FAIL: slurm cell {cell} loss {s[cell]['loss']} != {a[cell]['loss']}"
 print("ok: every array index ran its cell; losses equal the local sweep's")
 PY
+
+# 5b. --launcher: one cell as a real 2-rank data-parallel job under mpirun.
+if command -v mpirun >/dev/null; then
+  "$nats" sweep --grid "$work/grid_slurm.textproto" --out "$work/M" --index 0 \
+    --launcher "mpirun -np 2 --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=1" > mpi.log 2>&1 ||
+    { cat mpi.log; tail -5 "$work/M/cells/L1_C4e9/train.log"; echo "FAIL: the cell under mpirun failed"; exit 1; }
+  grep -q "L1_C4e9: done in" mpi.log && [ -f "$work/M/cells/L1_C4e9/metrics.rank1.jsonl" ] ||
+    { cat mpi.log; echo "FAIL: the cell did not run on 2 ranks"; exit 1; }
+  echo "ok: --launcher mpirun -np 2 ran the cell on 2 ranks"
+fi
 
 # 6. Bad sweep files.
 bad() {  # DESCRIPTION EXPECTED_TEXT: the last grid written must fail with one line containing the text

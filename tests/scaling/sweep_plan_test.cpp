@@ -92,6 +92,20 @@ TEST_F(SweepPlanTest, StepsTokensSeedsAndShortCells) {
   EXPECT_EQ(fs::path(plan->out_dir).filename(), "grid") << "default out: runs/sweeps/<sweep file name>";
 }
 
+TEST(ShippedSweeps, EveryFileInConfigsSweepsPlans) {
+  const char* source = std::getenv("NATS_SOURCE_DIR");
+  ASSERT_NE(source, nullptr) << "run under CTest (NATS_SOURCE_DIR)";
+  int count = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(source) / "configs" / "sweeps")) {
+    if (entry.path().extension() != ".textproto") continue;
+    absl::StatusOr<SweepPlan> plan = PlanSweep(entry.path().string(), "/tmp/unused_sweep_out");
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    EXPECT_GE(plan->cells.size(), 4u) << entry.path();
+    ++count;
+  }
+  EXPECT_GE(count, 2);
+}
+
 TEST_F(SweepPlanTest, ShortNumbers) {
   EXPECT_EQ(ShortNumber(16), "16");
   EXPECT_EQ(ShortNumber(3e11), "3e11");
