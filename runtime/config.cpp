@@ -54,39 +54,37 @@ absl::Status NonNegative(const std::string& path, double value) {
 
 }  // namespace
 
-absl::StatusOr<config::Config> LoadConfigFile(const std::string& path) {
+namespace {
+
+// Reads a text-format file into *message; `kind` and `where` fill the message of a file that cannot be opened.
+absl::Status ParseTextFile(const std::string& path, const char* kind, const char* where, Message* message) {
   std::ifstream in(path);
   if (!in) {
     return absl::NotFoundError(
-        absl::StrCat(path, ": cannot open config file; pass an existing .textproto (see configs/)"));
+        absl::StrCat(path, ": cannot open ", kind, " file; pass an existing .textproto (see ", where, ")"));
   }
   std::stringstream buffer;
   buffer << in.rdbuf();
-  config::Config cfg;
   google::protobuf::TextFormat::Parser parser;
   ErrorCollector errors;
   parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(buffer.str(), &cfg)) {
+  if (!parser.ParseFromString(buffer.str(), message)) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", errors.first()));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<config::Config> LoadConfigFile(const std::string& path) {
+  config::Config cfg;
+  if (absl::Status s = ParseTextFile(path, "config", "configs/", &cfg); !s.ok()) return s;
   return cfg;
 }
 
 absl::StatusOr<config::Sweep> LoadSweepFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat(
-        path, ": cannot open sweep file; pass an existing .textproto (see configs/sweeps/)"));
-  }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
   config::Sweep sweep;
-  google::protobuf::TextFormat::Parser parser;
-  ErrorCollector errors;
-  parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(buffer.str(), &sweep)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", errors.first()));
-  }
+  if (absl::Status s = ParseTextFile(path, "sweep", "configs/sweeps/", &sweep); !s.ok()) return s;
   return sweep;
 }
 
