@@ -48,7 +48,8 @@ constexpr char kHelp[] =
     "  --lbfgs_starts K    L-BFGS runs from the K best grid points (default 32)\n"
     "  --seed S            bootstrap seed (default 0; a seed gives the same intervals every time)\n"
     "  --law_rows F        rows of Approaches 3 and 2: COL=VALUE or all (default: attention=DENSE when the\n"
-    "                      table has an attention column with >= 5 such rows, so the law is the dense one and\n"
+    "                      table has an attention column with >= 5 such rows, so the law is the dense one "
+    "and\n"
     "                      the KV fit, over every row, measures what sparsity changes; else all)\n";
 
 absl::StatusOr<std::vector<double>> ParseBudgets(const std::string& text) {
@@ -96,10 +97,11 @@ int DataError(const absl::Status& status) {
 
 int RunFit(int argc, char** argv) {
   ParsedFlags flags;
-  if (auto exit_code = ParseCommandFlags(argc, argv,
-                                         {"out", "bootstrap", "budgets", "params", "tokens", "loss", "kv",
-                                          "budget", "flops", "huber_delta", "lbfgs_starts", "seed", "law_rows"},
-                                         {}, kHelp, &flags, /*allow_positional=*/true))
+  if (auto exit_code =
+          ParseCommandFlags(argc, argv,
+                            {"out", "bootstrap", "budgets", "params", "tokens", "loss", "kv", "budget",
+                             "flops", "huber_delta", "lbfgs_starts", "seed", "law_rows"},
+                            {}, kHelp, &flags, /*allow_positional=*/true))
     return *exit_code;
   if (flags.positional.size() != 1) {
     std::fprintf(stderr, "fit: give one RESULTS.csv (e.g. runs/sweep/results.csv), got %zu\n%s",
@@ -164,7 +166,8 @@ int RunFit(int argc, char** argv) {
   const std::string law_rows = flags.Get("law_rows", "");
   if (!law_rows.empty() && law_rows != "all") {
     const size_t eq = law_rows.find('=');
-    if (eq == std::string::npos || eq == 0) return usage("--law_rows " + law_rows + ": give COL=VALUE or all");
+    if (eq == std::string::npos || eq == 0)
+      return usage("--law_rows " + law_rows + ": give COL=VALUE or all");
     columns.law_column = law_rows.substr(0, eq);
     columns.law_value = law_rows.substr(eq + 1);
   } else if (law_rows.empty() && table->ColumnIndex(columns.attention) >= 0) {

@@ -1,5 +1,5 @@
-// `nats sweep --grid SWEEP.textproto`: a scaling-law grid (scaling/sweep_plan.h) listed, run cell after cell on
-// this machine or under a launcher (scaling/sweep_runner.h), emitted as a Slurm job array
+// `nats sweep --grid SWEEP.textproto`: a scaling-law grid (scaling/sweep_plan.h) listed, run cell after cell
+// on this machine or under a launcher (scaling/sweep_runner.h), emitted as a Slurm job array
 // (scaling/slurm_script.h), or only its results.csv rebuilt (scaling/results_table.h).
 #include <unistd.h>
 
@@ -22,10 +22,13 @@ constexpr char kHelp[] =
     "usage: nats sweep --grid SWEEP.textproto [--out DIR] [--list] [--launcher CMD] [--index I]\n"
     "                  [--emit slurm [--sbatch OPTION ...] [--max_parallel N]] [--collect]\n"
     "  Expands the grid (a config.proto Sweep: base config, model family by depth, axes, horizons in steps,\n"
-    "  tokens or FLOP budgets, seeds; see configs/sweeps/ and docs/scaling.md) and runs each cell as its own\n"
-    "  `nats train --resume` run in DIR/cells/<cell>. Finished cells are skipped, interrupted ones resume from\n"
+    "  tokens or FLOP budgets, seeds; see configs/sweeps/ and docs/scaling.md) and runs each cell as its "
+    "own\n"
+    "  `nats train --resume` run in DIR/cells/<cell>. Finished cells are skipped, interrupted ones resume "
+    "from\n"
     "  their checkpoints, a lock keeps two processes off one cell; Ctrl-C or SIGTERM saves and stops the\n"
-    "  running cell. After each cell DIR/results.csv and results.jsonl are rebuilt (then: nats fit, nats plot).\n"
+    "  running cell. After each cell DIR/results.csv and results.jsonl are rebuilt (then: nats fit, nats "
+    "plot).\n"
     "  --grid FILE        the sweep file\n"
     "  --out DIR          where cells and results go (default: the file's out_dir, else runs/sweeps/<name>)\n"
     "  --list             print the cells with their size, steps, tokens, FLOPs, estimated time and status\n"
@@ -41,9 +44,9 @@ constexpr char kHelp[] =
 
 int RunSweep(int argc, char** argv) {
   ParsedFlags flags;
-  if (auto exit_code = ParseCommandFlags(argc, argv, {"grid", "out", "launcher", "index", "emit", "sbatch",
-                                                      "max_parallel"},
-                                         {"list", "collect"}, kHelp, &flags)) {
+  if (auto exit_code = ParseCommandFlags(
+          argc, argv, {"grid", "out", "launcher", "index", "emit", "sbatch", "max_parallel"},
+          {"list", "collect"}, kHelp, &flags)) {
     return *exit_code;
   }
   if (flags.Get("grid").empty()) {
@@ -61,11 +64,13 @@ int RunSweep(int argc, char** argv) {
   }
   int index = -1;
   if (flags.Has("index") && (!absl::SimpleAtoi(flags.Get("index"), &index) || index < 0)) {
-    std::fprintf(stderr, "sweep: --index %s: give a cell index >= 0 (see --list)\n", flags.Get("index").c_str());
+    std::fprintf(stderr, "sweep: --index %s: give a cell index >= 0 (see --list)\n",
+                 flags.Get("index").c_str());
     return 2;
   }
   int max_parallel = 0;
-  if (flags.Has("max_parallel") && (!absl::SimpleAtoi(flags.Get("max_parallel"), &max_parallel) || max_parallel < 1)) {
+  if (flags.Has("max_parallel") &&
+      (!absl::SimpleAtoi(flags.Get("max_parallel"), &max_parallel) || max_parallel < 1)) {
     std::fprintf(stderr, "sweep: --max_parallel %s: give a count >= 1\n", flags.Get("max_parallel").c_str());
     return 2;
   }

@@ -198,7 +198,8 @@ std::string FitReportText(const FitResults& r) {
       shown.push_back(absl::StrCat("line ", obs.skipped[i].line, ": ", obs.skipped[i].reason));
     absl::StrAppend(&out, " (", absl::StrJoin(shown, "; "), obs.skipped.size() > 5 ? "; ..." : "", ")");
   }
-  absl::StrAppendFormat(&out, "\nApproaches 3 and 2 fit the rows %s (%d); the KV fit takes every used row\n\n",
+  absl::StrAppendFormat(&out,
+                        "\nApproaches 3 and 2 fit the rows %s (%d); the KV fit takes every used row\n\n",
                         r.law_rows == "all" ? "all" : absl::StrCat("where ", r.law_rows), r.law_row_count);
 
   const LawFit& fit = r.approach3;

@@ -3,8 +3,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -56,7 +56,8 @@ absl::Status WriteAtomically(const fs::path& path, const std::string& text) {
   }
   std::error_code ec;
   fs::rename(tmp, path, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat(path.string(), ": cannot write (", ec.message(), ")"));
+  if (ec)
+    return absl::PermissionDeniedError(absl::StrCat(path.string(), ": cannot write (", ec.message(), ")"));
   return absl::OkStatus();
 }
 
@@ -87,7 +88,8 @@ CellResult ReadCellResult(const SweepCell& cell) {
   std::ifstream in(dir / "metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
     nlohmann::json rec = nlohmann::json::parse(line, nullptr, false);
-    if (rec.is_discarded() || !rec.is_object() || rec.value("kind", "") != "train" || !rec.contains("kv_fraction")) {
+    if (rec.is_discarded() || !rec.is_object() || rec.value("kind", "") != "train" ||
+        !rec.contains("kv_fraction")) {
       continue;
     }
     const int64_t step = rec.value("step", int64_t{0});
@@ -133,12 +135,40 @@ std::string CellVariant(const SweepCell& cell) {
 }
 
 absl::Status WriteResults(const SweepPlan& plan) {
-  std::vector<std::string> columns = {
-      "cell", "status", "variant", "attention", "depth", "n_layer", "d_model", "n_head", "nats_lambda",
-      "nats_window", "seed", "budget_flops", "steps", "tokens", "params", "params_total",
-      "params_non_embedding", "params_embedding", "flops_per_token", "flops", "flops_executed", "loss",
-      "final_val_loss", "best_val_loss", "val_bpb", "kv_fraction", "frac_global", "frac_local", "frac_sliding",
-      "mask_density", "tokens_per_s", "wall_s", "config_hash", "run_dir"};
+  std::vector<std::string> columns = {"cell",
+                                      "status",
+                                      "variant",
+                                      "attention",
+                                      "depth",
+                                      "n_layer",
+                                      "d_model",
+                                      "n_head",
+                                      "nats_lambda",
+                                      "nats_window",
+                                      "seed",
+                                      "budget_flops",
+                                      "steps",
+                                      "tokens",
+                                      "params",
+                                      "params_total",
+                                      "params_non_embedding",
+                                      "params_embedding",
+                                      "flops_per_token",
+                                      "flops",
+                                      "flops_executed",
+                                      "loss",
+                                      "final_val_loss",
+                                      "best_val_loss",
+                                      "val_bpb",
+                                      "kv_fraction",
+                                      "frac_global",
+                                      "frac_local",
+                                      "frac_sliding",
+                                      "mask_density",
+                                      "tokens_per_s",
+                                      "wall_s",
+                                      "config_hash",
+                                      "run_dir"};
   for (const std::string& label : plan.label_columns) {
     if (label != "variant") columns.push_back(label);
   }
@@ -172,7 +202,10 @@ absl::Status WriteResults(const SweepPlan& plan) {
       put("nats_window", "", nullptr);
     }
     put_int("seed", static_cast<int64_t>(c.train().seed()));
-    if (cell.budget_flops > 0) put_number("budget_flops", cell.budget_flops); else put("budget_flops", "", nullptr);
+    if (cell.budget_flops > 0)
+      put_number("budget_flops", cell.budget_flops);
+    else
+      put("budget_flops", "", nullptr);
     put_int("steps", cell.steps);
     put_int("tokens", cell.tokens);
     put_int("params", cell.params.non_embedding);
@@ -200,12 +233,16 @@ absl::Status WriteResults(const SweepPlan& plan) {
       put_number("mask_density", density);
       put_number("tokens_per_s", r.tokens_per_s);
     } else {
-      for (const char* k : {"flops_executed", "loss", "final_val_loss", "best_val_loss", "val_bpb", "kv_fraction",
-                            "frac_global", "frac_local", "frac_sliding", "mask_density", "tokens_per_s"}) {
+      for (const char* k :
+           {"flops_executed", "loss", "final_val_loss", "best_val_loss", "val_bpb", "kv_fraction",
+            "frac_global", "frac_local", "frac_sliding", "mask_density", "tokens_per_s"}) {
         put(k, "", nullptr);
       }
     }
-    if (r.wall_s > 0) put_number("wall_s", r.wall_s); else put("wall_s", "", nullptr);
+    if (r.wall_s > 0)
+      put_number("wall_s", r.wall_s);
+    else
+      put("wall_s", "", nullptr);
     const std::string hash = absl::StrFormat("%016x", ConfigHash(c));
     put("config_hash", hash, hash);
     put("run_dir", c.train().run_dir(), c.train().run_dir());

@@ -23,7 +23,8 @@ absl::Status SweepError(const std::string& grid, const std::string& what) {
 // Keeps names usable as directory names and in shell commands.
 std::string Sanitize(std::string name) {
   for (char& c : name) {
-    const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '+' || c == '_';
+    const bool ok =
+        std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '+' || c == '_';
     if (!ok) c = '-';
   }
   return name;
@@ -46,14 +47,15 @@ absl::StatusOr<std::vector<AxisValue>> ExpandAxis(const std::string& grid, const
   const bool by_field = axis.has_field() || axis.values_size() > 0;
   const bool by_points = axis.points_size() > 0;
   if (by_field == by_points) {
-    return SweepError(grid, absl::StrCat("axis '", axis.name(), axis.field(),
-                                         "': give either field + values or points, not ",
-                                         by_field ? "both" : "neither"));
+    return SweepError(
+        grid, absl::StrCat("axis '", axis.name(), axis.field(),
+                           "': give either field + values or points, not ", by_field ? "both" : "neither"));
   }
   std::vector<AxisValue> out;
   if (by_field) {
     if (axis.field().empty() || axis.values().empty()) {
-      return SweepError(grid, absl::StrCat("axis '", axis.field(), "': needs a field and at least one value"));
+      return SweepError(grid,
+                        absl::StrCat("axis '", axis.field(), "': needs a field and at least one value"));
     }
     *column = axis.has_name() ? axis.name() : LastPart(axis.field());
     for (const std::string& v : axis.values()) {
@@ -65,7 +67,8 @@ absl::StatusOr<std::vector<AxisValue>> ExpandAxis(const std::string& grid, const
   } else {
     *column = axis.has_name() ? axis.name() : "variant";
     for (const config::SweepPoint& p : axis.points()) {
-      if (p.name().empty()) return SweepError(grid, absl::StrCat("axis '", *column, "': every point needs a name"));
+      if (p.name().empty())
+        return SweepError(grid, absl::StrCat("axis '", *column, "': every point needs a name"));
       out.push_back({p.name(), Sanitize(p.name()), {p.set().begin(), p.set().end()}});
     }
   }
@@ -79,15 +82,20 @@ struct Horizon {
 
 std::string HorizonName(const Horizon& h) {
   switch (h.kind) {
-    case Horizon::kSteps: return absl::StrCat("S", static_cast<int64_t>(h.value));
-    case Horizon::kTokens: return absl::StrCat("T", ShortNumber(h.value));
-    case Horizon::kFlops: return absl::StrCat("C", ShortNumber(h.value));
+    case Horizon::kSteps:
+      return absl::StrCat("S", static_cast<int64_t>(h.value));
+    case Horizon::kTokens:
+      return absl::StrCat("T", ShortNumber(h.value));
+    case Horizon::kFlops:
+      return absl::StrCat("C", ShortNumber(h.value));
   }
   return "";
 }
 
 void AbsolutizeDataPaths(config::DataConfig* data) {
-  auto fix = [](const std::string& p) { return p.empty() || fs::path(p).is_absolute() ? p : fs::absolute(p).string(); };
+  auto fix = [](const std::string& p) {
+    return p.empty() || fs::path(p).is_absolute() ? p : fs::absolute(p).string();
+  };
   data->set_train_path(fix(data->train_path()));
   data->set_val_path(fix(data->val_path()));
   if (!data->data_dir().empty()) data->set_data_dir(fix(data->data_dir()));
@@ -111,7 +119,8 @@ absl::StatusOr<SweepPlan> PlanSweep(const std::string& grid_path, const std::str
   plan.grid_path = grid_path;
   const config::Sweep& s = plan.sweep;
 
-  if (s.base_config().empty()) return SweepError(grid_path, "base_config is empty; name the config every cell starts from");
+  if (s.base_config().empty())
+    return SweepError(grid_path, "base_config is empty; name the config every cell starts from");
   const fs::path base_path = fs::path(grid_path).parent_path() / s.base_config();
   absl::StatusOr<config::Config> base = LoadConfigFile(base_path.string());
   if (!base.ok()) return SweepError(grid_path, absl::StrCat("base_config: ", base.status().message()));
@@ -130,7 +139,8 @@ absl::StatusOr<SweepPlan> PlanSweep(const std::string& grid_path, const std::str
   std::vector<Horizon> horizons;
   const int lists = (s.steps_size() > 0) + (s.tokens_size() > 0) + (s.flops_size() > 0);
   if (lists != 1) {
-    return SweepError(grid_path, absl::StrCat("give exactly one horizon list (steps, tokens or flops); found ", lists));
+    return SweepError(grid_path,
+                      absl::StrCat("give exactly one horizon list (steps, tokens or flops); found ", lists));
   }
   for (int64_t v : s.steps()) horizons.push_back({Horizon::kSteps, static_cast<double>(v)});
   for (double v : s.tokens()) horizons.push_back({Horizon::kTokens, v});
@@ -148,9 +158,10 @@ absl::StatusOr<SweepPlan> PlanSweep(const std::string& grid_path, const std::str
   for (int d : depths) {
     if (d < 0 || (s.has_family() && d == 0)) return SweepError(grid_path, "family.depths must be positive");
     if (d > 0 && (s.family().aspect_ratio() * d) % s.family().head_dim() != 0) {
-      return SweepError(grid_path, absl::StrFormat("family: d_model %d (aspect_ratio x depth %d) is not a multiple "
-                                                   "of head_dim %d",
-                                                   s.family().aspect_ratio() * d, d, s.family().head_dim()));
+      return SweepError(grid_path,
+                        absl::StrFormat("family: d_model %d (aspect_ratio x depth %d) is not a multiple "
+                                        "of head_dim %d",
+                                        s.family().aspect_ratio() * d, d, s.family().head_dim()));
     }
   }
 
@@ -184,16 +195,17 @@ absl::StatusOr<SweepPlan> PlanSweep(const std::string& grid_path, const std::str
             c.mutable_model()->set_n_layer(depth);
             c.mutable_model()->set_d_model(width);
             c.mutable_model()->set_n_head(width / f.head_dim());
-            c.mutable_optim()->set_lr(base->optim().lr() *
-                                      std::pow(static_cast<double>(f.lr_base_width()) / width, f.lr_width_exponent()));
+            c.mutable_optim()->set_lr(
+                base->optim().lr() *
+                std::pow(static_cast<double>(f.lr_base_width()) / width, f.lr_width_exponent()));
             name_parts.push_back(absl::StrCat("L", depth));
           }
           for (size_t a = 0; a < axes.size(); ++a) {
             const AxisValue& v = axes[a][pick[a]];
             for (const std::string& assignment : v.sets) {
               if (absl::Status st = ApplyOverride(assignment, &c); !st.ok()) {
-                return SweepError(grid_path, absl::StrCat("axis '", plan.label_columns[a], "' value '", v.label,
-                                                          "': ", st.message()));
+                return SweepError(grid_path, absl::StrCat("axis '", plan.label_columns[a], "' value '",
+                                                          v.label, "': ", st.message()));
               }
             }
             cell.labels.emplace_back(plan.label_columns[a], v.label);
@@ -213,8 +225,12 @@ absl::StatusOr<SweepPlan> PlanSweep(const std::string& grid_path, const std::str
           cell.params = CountParameters(c);
           cell.flops_per_token = TrainingFlopsPerToken(c, s.nats_planning_density());
           switch (horizon.kind) {
-            case Horizon::kSteps: cell.steps = static_cast<int64_t>(horizon.value); break;
-            case Horizon::kTokens: cell.steps = std::llround(horizon.value / tokens_per_step); break;
+            case Horizon::kSteps:
+              cell.steps = static_cast<int64_t>(horizon.value);
+              break;
+            case Horizon::kTokens:
+              cell.steps = std::llround(horizon.value / tokens_per_step);
+              break;
             case Horizon::kFlops:
               cell.budget_flops = horizon.value;
               cell.steps = std::llround(horizon.value / (cell.flops_per_token * tokens_per_step));
@@ -223,7 +239,8 @@ absl::StatusOr<SweepPlan> PlanSweep(const std::string& grid_path, const std::str
           cell.tokens = cell.steps * tokens_per_step;
           cell.flops = cell.flops_per_token * static_cast<double>(cell.tokens);
           if (cell.steps < s.min_steps()) {
-            plan.left_out.push_back(absl::StrCat(cell.name, ": ", cell.steps, " steps < min_steps ", s.min_steps()));
+            plan.left_out.push_back(
+                absl::StrCat(cell.name, ": ", cell.steps, " steps < min_steps ", s.min_steps()));
             continue;
           }
           c.mutable_train()->set_steps(static_cast<int32_t>(cell.steps));

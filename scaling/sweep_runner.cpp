@@ -182,9 +182,10 @@ int RunCell(const SweepCell& cell, const std::string& config_path, const SweepRu
       const int64_t step = rec.value("step", int64_t{0});
       const double cell_left =
           step > 0 ? elapsed * static_cast<double>(cell.steps - step) / static_cast<double>(step) : 0.0;
-      absl::StrAppend(&line, absl::StrFormat(" | step %d/%d | loss %.4f | cell ETA %s | sweep ETA %s", step,
-                                             cell.steps, rec.value("loss", 0.0), data::FormatDuration(cell_left),
-                                             data::FormatDuration(cell_left + remaining_after / sweep_rate)));
+      absl::StrAppend(
+          &line, absl::StrFormat(" | step %d/%d | loss %.4f | cell ETA %s | sweep ETA %s", step, cell.steps,
+                                 rec.value("loss", 0.0), data::FormatDuration(cell_left),
+                                 data::FormatDuration(cell_left + remaining_after / sweep_rate)));
     }
     if (tty) {
       std::printf("\r\033[K%s", line.c_str());
@@ -205,7 +206,8 @@ absl::StatusOr<std::string> WriteCellConfig(const SweepCell& cell) {
   const fs::path dir = cell.config.train().run_dir();
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat(dir.string(), ": cannot create (", ec.message(), ")"));
+  if (ec)
+    return absl::PermissionDeniedError(absl::StrCat(dir.string(), ": cannot create (", ec.message(), ")"));
   const fs::path path = dir / "cell.textproto";
   std::ofstream out(path, std::ios::trunc);
   out << "# Cell " << cell.name << " of a `nats sweep`; written by the sweep, rewritten at each run.\n"
@@ -217,8 +219,8 @@ absl::StatusOr<std::string> WriteCellConfig(const SweepCell& cell) {
 void PrintSweepPlan(const SweepPlan& plan) {
   const double rate = FlopsPerSecond(plan);
   std::printf("sweep %s: %zu cells -> %s\n", plan.grid_path.c_str(), plan.cells.size(), plan.out_dir.c_str());
-  std::printf("%5s  %-34s %10s %7s %6s %11s %8s %10s %9s  %s\n", "index", "cell", "N (non-emb)", "d x L", "steps",
-              "tokens", "tok/N", "FLOPs", "est. time", "status");
+  std::printf("%5s  %-34s %10s %7s %6s %11s %8s %10s %9s  %s\n", "index", "cell", "N (non-emb)", "d x L",
+              "steps", "tokens", "tok/N", "FLOPs", "est. time", "status");
   double total_flops = 0, left_flops = 0;
   int done = 0;
   for (const SweepCell& cell : plan.cells) {
@@ -239,12 +241,14 @@ void PrintSweepPlan(const SweepPlan& plan) {
                 absl::StrFormat("%.3g", cell.flops).c_str(), data::FormatDuration(cell.flops / rate).c_str(),
                 status.c_str());
   }
-  std::printf("total: %.3g FLOPs; %d/%zu done; remaining %.3g FLOPs, about %s at %.1f GFLOP/s (%s)\n",
-              total_flops, done, plan.cells.size(), left_flops, data::FormatDuration(left_flops / rate).c_str(),
-              rate / 1e9, rate == plan.sweep.assumed_gflops() * 1e9 ? "sweep.assumed_gflops" : "measured on the finished cells");
-  std::printf("FLOPs per token: 6 N_non-embedding + 12 d_model k per layer, k = mean keys per query (dense: (T+1)/2;"
-              " NAtS planned at density %.2f)\n",
-              plan.sweep.nats_planning_density());
+  std::printf(
+      "total: %.3g FLOPs; %d/%zu done; remaining %.3g FLOPs, about %s at %.1f GFLOP/s (%s)\n", total_flops,
+      done, plan.cells.size(), left_flops, data::FormatDuration(left_flops / rate).c_str(), rate / 1e9,
+      rate == plan.sweep.assumed_gflops() * 1e9 ? "sweep.assumed_gflops" : "measured on the finished cells");
+  std::printf(
+      "FLOPs per token: 6 N_non-embedding + 12 d_model k per layer, k = mean keys per query (dense: (T+1)/2;"
+      " NAtS planned at density %.2f)\n",
+      plan.sweep.nats_planning_density());
   for (const std::string& out : plan.left_out) std::printf("left out: %s\n", out.c_str());
 }
 
@@ -260,7 +264,8 @@ int RunSweepCells(const SweepPlan& plan, const SweepRunOptions& options) {
     for (const SweepCell& c : plan.cells) done += ReadCellResult(c).finished ? 1 : 0;
     const std::string prefix = absl::StrFormat("[%d/%d done]", done, total);
     if (ReadCellResult(cell).finished) {
-      if (options.only_index >= 0) std::printf("%s %s: finished already; skipped\n", prefix.c_str(), cell.name.c_str());
+      if (options.only_index >= 0)
+        std::printf("%s %s: finished already; skipped\n", prefix.c_str(), cell.name.c_str());
       continue;
     }
     CellLock lock(cell.config.train().run_dir());
@@ -279,8 +284,8 @@ int RunSweepCells(const SweepPlan& plan, const SweepRunOptions& options) {
     const double remaining_after = RemainingFlops(plan, cell.index) - cell.flops;
     std::printf("%s %s: %lld steps, %lld tokens, %.3g FLOPs (N %lld non-embedding); log %s/train.log\n",
                 prefix.c_str(), cell.name.c_str(), static_cast<long long>(cell.steps),
-                static_cast<long long>(cell.tokens), cell.flops, static_cast<long long>(cell.params.non_embedding),
-                cell.config.train().run_dir().c_str());
+                static_cast<long long>(cell.tokens), cell.flops,
+                static_cast<long long>(cell.params.non_embedding), cell.config.train().run_dir().c_str());
     std::fflush(stdout);
     const auto start = Clock::now();
     const int code = RunCell(cell, *config_path, options, prefix, rate, remaining_after);
@@ -291,12 +296,13 @@ int RunSweepCells(const SweepPlan& plan, const SweepRunOptions& options) {
     const CellResult r = ReadCellResult(cell);
     if (r.finished) {
       std::string nats_part;
-      if (r.has_nats_stats) nats_part = absl::StrFormat(" | kv %.3f | density %.3f", r.kv_fraction, r.mask_density);
+      if (r.has_nats_stats)
+        nats_part = absl::StrFormat(" | kv %.3f | density %.3f", r.kv_fraction, r.mask_density);
       std::printf("%s %s: done in %s | val loss %.4f | %.4f bits/byte%s\n", prefix.c_str(), cell.name.c_str(),
                   data::FormatDuration(seconds).c_str(), r.final_val_loss, r.val_bpb, nats_part.c_str());
     } else if (g_signals > 0) {
-      std::printf("%s %s: stopped after %s (exit %d); its checkpoint resumes it\n", prefix.c_str(), cell.name.c_str(),
-                  data::FormatDuration(seconds).c_str(), code);
+      std::printf("%s %s: stopped after %s (exit %d); its checkpoint resumes it\n", prefix.c_str(),
+                  cell.name.c_str(), data::FormatDuration(seconds).c_str(), code);
     } else {
       ++failed;
       std::printf("%s %s: FAILED (exit %d) after %s; last lines of %s/train.log:\n%s", prefix.c_str(),
@@ -310,9 +316,10 @@ int RunSweepCells(const SweepPlan& plan, const SweepRunOptions& options) {
   int done = 0;
   for (const SweepCell& c : plan.cells) done += ReadCellResult(c).finished ? 1 : 0;
   const double seconds = std::chrono::duration<double>(Clock::now() - sweep_start).count();
-  std::printf("sweep: %d/%d cells done (%d run now in %s, %d failed, %d left to other processes); results: "
-              "%s/results.csv\n",
-              done, total, ran, data::FormatDuration(seconds).c_str(), failed, elsewhere, plan.out_dir.c_str());
+  std::printf(
+      "sweep: %d/%d cells done (%d run now in %s, %d failed, %d left to other processes); results: "
+      "%s/results.csv\n",
+      done, total, ran, data::FormatDuration(seconds).c_str(), failed, elsewhere, plan.out_dir.c_str());
   if (g_signals > 0) {
     std::printf("sweep: stopped by signal %d; run the same command again to resume\n", g_first_signal);
     return 128 + g_first_signal;

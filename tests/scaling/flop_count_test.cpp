@@ -1,13 +1,15 @@
-// scaling/flop_count.h against the model itself: the parameter counts equal Transformer::NumParameters() and the
-// embedding share equals the vocabulary matrices' numel, for GPT-2-style and Llama-style (RMSNorm, SwiGLU, GQA,
-// untied head) shapes with dense and NAtS layers; the FLOPs formula is checked by hand for one shape.
+// scaling/flop_count.h against the model itself: the parameter counts equal Transformer::NumParameters() and
+// the embedding share equals the vocabulary matrices' numel, for GPT-2-style and Llama-style (RMSNorm,
+// SwiGLU, GQA, untied head) shapes with dense and NAtS layers; the FLOPs formula is checked by hand for one
+// shape.
+#include "scaling/flop_count.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "nats/transformer.h"
 #include "runtime/config.h"
 #include "runtime/inference_model.h"
-#include "nats/transformer.h"
-#include "scaling/flop_count.h"
 
 namespace nats::scaling {
 namespace {
@@ -50,8 +52,7 @@ TEST_P(CountsMatchModel, TotalAndEmbeddingEqualTheBuiltModel) {
   EXPECT_EQ(counts.non_embedding, counts.total - counts.embedding);
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, CountsMatchModel,
-                         ::testing::Combine(::testing::Bool(), ::testing::Bool()));
+INSTANTIATE_TEST_SUITE_P(Shapes, CountsMatchModel, ::testing::Combine(::testing::Bool(), ::testing::Bool()));
 
 TEST(TrainingFlopsPerToken, SixNPlusTheAttentionOfTheKeptMask) {
   config::Config config = Shape(/*llama_style=*/false, /*use_nats=*/true);  // layers 0 and 2 NAtS, 1 dense

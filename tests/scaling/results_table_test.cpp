@@ -1,7 +1,9 @@
-// scaling/results_table.h on cell files written here: a finished NAtS cell's type statistics are the mean over
-// layers and over the train records of the last 10% of steps, each step once (a resumed run logs some twice);
-// executed FLOPs use the measured mask density; a summary from another config or horizon is not "ok"; a failed
-// attempt is "failed"; pending cells have empty result columns; the CSV and JSONL agree.
+// scaling/results_table.h on cell files written here: a finished NAtS cell's type statistics are the mean
+// over layers and over the train records of the last 10% of steps, each step once (a resumed run logs some
+// twice); executed FLOPs use the measured mask density; a summary from another config or horizon is not "ok";
+// a failed attempt is "failed"; pending cells have empty result columns; the CSV and JSONL agree.
+#include "scaling/results_table.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -14,7 +16,6 @@
 #include "absl/strings/str_split.h"
 #include "runtime/config.h"
 #include "scaling/flop_count.h"
-#include "scaling/results_table.h"
 #include "scaling/sweep_plan.h"
 
 namespace nats::scaling {
@@ -38,9 +39,13 @@ std::map<std::string, std::map<std::string, std::string>> ReadCsv(const fs::path
 }
 
 void WriteSummary(const SweepCell& cell, int64_t steps, const std::string& hash, double loss) {
-  nlohmann::json json = {{"finished", true},       {"steps", steps},  {"config_hash", hash},
-                         {"val_loss", loss},       {"best_val_loss", loss - 0.01},
-                         {"val_bpb", loss / 0.69}, {"tokens_per_s", 1000.0}};
+  nlohmann::json json = {{"finished", true},
+                         {"steps", steps},
+                         {"config_hash", hash},
+                         {"val_loss", loss},
+                         {"best_val_loss", loss - 0.01},
+                         {"val_bpb", loss / 0.69},
+                         {"tokens_per_s", 1000.0}};
   std::ofstream(fs::path(cell.config.train().run_dir()) / "summary.json") << json.dump();
 }
 
@@ -70,10 +75,13 @@ TEST(ResultsTable, RowsFromTheCellsFiles) {
   {
     std::ofstream log(fs::path(nats.config.train().run_dir()) / "metrics.jsonl");
     auto rec = [&](int step, double kv, double density) {
-      nlohmann::json r = {{"kind", "train"},       {"step", step},
+      nlohmann::json r = {{"kind", "train"},
+                          {"step", step},
                           {"kv_fraction", {kv, kv + 0.2}},
-                          {"frac_global", {0.1, 0.3}}, {"frac_local", {0.2, 0.2}},
-                          {"frac_sliding", {0.7, 0.5}}, {"mask_density", {density, density}}};
+                          {"frac_global", {0.1, 0.3}},
+                          {"frac_local", {0.2, 0.2}},
+                          {"frac_sliding", {0.7, 0.5}},
+                          {"mask_density", {density, density}}};
       log << r.dump() << "\n";
     };
     rec(80, 0.9, 0.9);

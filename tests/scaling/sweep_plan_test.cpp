@@ -1,6 +1,8 @@
-// scaling/sweep_plan.h: the grid's cells, names and settings follow the stated rules (family by depth, axes in
-// order, FLOP budgets -> steps by scaling/flop_count.h, warmup cap, cells under min_steps left out), and bad
-// sweep files are refused with the file and the fix in the message.
+// scaling/sweep_plan.h: the grid's cells, names and settings follow the stated rules (family by depth, axes
+// in order, FLOP budgets -> steps by scaling/flop_count.h, warmup cap, cells under min_steps left out), and
+// bad sweep files are refused with the file and the fix in the message.
+#include "scaling/sweep_plan.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,7 +11,6 @@
 #include <fstream>
 
 #include "scaling/flop_count.h"
-#include "scaling/sweep_plan.h"
 
 namespace nats::scaling {
 namespace {
@@ -63,7 +64,8 @@ max_warmup_fraction: 0.1
     EXPECT_EQ(c.model().d_model(), 64 * cell.depth);
     EXPECT_EQ(c.model().n_head(), 64 * cell.depth / 32);
     EXPECT_DOUBLE_EQ(c.optim().lr(), 4e-3 * std::sqrt(128.0 / (64 * cell.depth)));
-    EXPECT_EQ(c.model().attention() == config::ModelConfig::NATS, cell.name.find("_nats_") != std::string::npos);
+    EXPECT_EQ(c.model().attention() == config::ModelConfig::NATS,
+              cell.name.find("_nats_") != std::string::npos);
     // steps = round(C / (FLOPs per token x tokens per step)); tokens and FLOPs follow.
     const double tokens_per_step = 4.0 * 128;
     const double per_token = TrainingFlopsPerToken(c, 1.0);
@@ -81,7 +83,8 @@ max_warmup_fraction: 0.1
 }
 
 TEST_F(SweepPlanTest, StepsTokensSeedsAndShortCells) {
-  absl::StatusOr<SweepPlan> plan = PlanSweep(Write("tokens: [5120, 51200]\nseeds: [1, 2]\nmin_steps: 20\n"), "");
+  absl::StatusOr<SweepPlan> plan =
+      PlanSweep(Write("tokens: [5120, 51200]\nseeds: [1, 2]\nmin_steps: 20\n"), "");
   ASSERT_TRUE(plan.ok()) << plan.status();
   // 5120 tokens = 10 steps of 512: under min_steps, left out (both seeds) and listed.
   ASSERT_EQ(plan->cells.size(), 2u);
