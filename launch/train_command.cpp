@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iterator>
 #include <string>
 #include <vector>
@@ -21,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "checkpoints/crash_point.h"
+#include "checkpoints/durable_file.h"
 #include "data/human_units.h"
 #include "launch/commands.h"
 #include "launch/flag_parser.h"
@@ -151,7 +151,7 @@ void WriteSummaryFile(const config::Config& cfg, const TrainSummary& summary) {
   nlohmann::json json = {
       {"finished", true},
       {"steps", summary.steps},
-      {"config_hash", absl::StrFormat("%016x", ConfigHash(cfg))},
+      {"config_hash", ConfigHashText(cfg)},
       {"parameters", summary.parameters},
       {"val_loss", summary.last_val_loss},
       {"best_val_loss", summary.best_val_loss},
@@ -163,17 +163,10 @@ void WriteSummaryFile(const config::Config& cfg, const TrainSummary& summary) {
       {"skipped_steps", summary.skipped_steps},
       {"rollbacks", summary.rollbacks},
   };
-  const fs::path path = fs::path(cfg.train().run_dir()) / "summary.json";
-  const fs::path tmp = fs::path(path.string() + ".tmp");
-  std::ofstream out(tmp, std::ios::trunc);
-  out << json.dump(2) << "\n";
-  bool written = static_cast<bool>(out.flush());
-  out.close();
-  std::error_code ec;
-  if (written) fs::rename(tmp, path, ec);
-  if (!written || ec) {
-    std::fprintf(stderr, "train: %s: cannot write the run summary; the checkpoints are complete\n",
-                 path.c_str());
+  const std::string path = (fs::path(cfg.train().run_dir()) / "summary.json").string();
+  if (absl::Status s = checkpoint::WriteFileDurably(path, json.dump(2) + "\n", "summary"); !s.ok()) {
+    std::fprintf(stderr, "train: %s (the run summary); the checkpoints are complete\n",
+                 std::string(s.message()).c_str());
   }
 }
 

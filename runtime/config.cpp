@@ -8,6 +8,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "google/protobuf/descriptor.h"
@@ -329,6 +330,10 @@ uint64_t ConfigHash(const config::Config& cfg) {
     h *= 1099511628211ull;
   }
   return h;
+}
+
+std::string ConfigHashText(const config::Config& config) {
+  return absl::StrFormat("%016x", ConfigHash(config));
 }
 
 bool LayerUsesNats(const config::Config& c, int layer) {

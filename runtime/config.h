@@ -34,6 +34,8 @@ std::string ConfigToText(const config::Config& config);
 
 // A stable 64-bit hash of the serialized config, compared across ranks at start-up.
 uint64_t ConfigHash(const config::Config& config);
+// ConfigHash as 16 hex digits, the form run files record it in (summary.json, results.csv).
+std::string ConfigHashText(const config::Config& config);
 
 // One field whose value differs: "optim.lr", "0.0006", "0.0003" (text-format values; strings quoted).
 struct ConfigChange {

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "checkpoints/durable_file.h"
 #include "runtime/config.h"
 
 namespace nats::scaling {
@@ -47,23 +48,9 @@ std::string CsvField(const std::string& s) {
   return out + "\"";
 }
 
-absl::Status WriteAtomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    if (!out.flush()) return absl::PermissionDeniedError(absl::StrCat(tmp.string(), ": cannot write"));
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec)
-    return absl::PermissionDeniedError(absl::StrCat(path.string(), ": cannot write (", ec.message(), ")"));
-  return absl::OkStatus();
-}
-
 }  // namespace
 
-CellResult ReadCellResult(const SweepCell& cell) {
+CellResult ReadCellSummary(const SweepCell& cell) {
   CellResult r;
   const fs::path dir = cell.config.train().run_dir();
   if (auto record = ReadJsonFile(dir / "sweep_cell.json")) {
@@ -71,7 +58,7 @@ CellResult ReadCellResult(const SweepCell& cell) {
     if (record->value("last_exit_code", 0) != 0) r.status = "failed";
   }
   auto summary = ReadJsonFile(dir / "summary.json");
-  const std::string want_hash = absl::StrFormat("%016x", ConfigHash(cell.config));
+  const std::string want_hash = ConfigHashText(cell.config);
   if (summary && summary->value("finished", false) && summary->value("steps", int64_t{-1}) == cell.steps &&
       summary->value("config_hash", std::string()) == want_hash) {
     r.finished = true;
@@ -81,7 +68,13 @@ CellResult ReadCellResult(const SweepCell& cell) {
     r.val_bpb = summary->value("val_bpb", 0.0);
     r.tokens_per_s = summary->value("tokens_per_s", 0.0);
   }
+  return r;
+}
+
+CellResult ReadCellResult(const SweepCell& cell) {
+  CellResult r = ReadCellSummary(cell);
   if (!r.finished || cell.config.model().attention() != config::ModelConfig::NATS) return r;
+  const fs::path dir = cell.config.train().run_dir();
   // NAtS statistics of the last 10% of steps; a resumed run logs some steps twice (the killed attempt's and
   // the replay's, equal): keep one record per step.
   std::map<int64_t, nlohmann::json> by_step;
@@ -243,7 +236,7 @@ absl::Status WriteResults(const SweepPlan& plan) {
       put_number("wall_s", r.wall_s);
     else
       put("wall_s", "", nullptr);
-    const std::string hash = absl::StrFormat("%016x", ConfigHash(c));
+    const std::string hash = ConfigHashText(c);
     put("config_hash", hash, hash);
     put("run_dir", c.train().run_dir(), c.train().run_dir());
     for (const auto& [column, value] : cell.labels) {
@@ -256,8 +249,10 @@ absl::Status WriteResults(const SweepPlan& plan) {
   }
   std::error_code ec;
   fs::create_directories(plan.out_dir, ec);
-  if (absl::Status s = WriteAtomically(fs::path(plan.out_dir) / "results.csv", csv); !s.ok()) return s;
-  return WriteAtomically(fs::path(plan.out_dir) / "results.jsonl", jsonl);
+  if (absl::Status s = checkpoint::WriteFileDurably(plan.out_dir + "/results.csv", csv, "results_csv"); !s.ok()) {
+    return s;
+  }
+  return checkpoint::WriteFileDurably(plan.out_dir + "/results.jsonl", jsonl, "results_jsonl");
 }
 
 void RecordAttempt(const SweepCell& cell, double seconds, int exit_code) {
@@ -267,7 +262,7 @@ void RecordAttempt(const SweepCell& cell, double seconds, int exit_code) {
   record["attempts"] = record.value("attempts", 0) + 1;
   record["last_exit_code"] = exit_code;
   record["cell"] = cell.name;
-  (void)WriteAtomically(path, record.dump(2) + "\n");
+  (void)checkpoint::WriteFileDurably(path.string(), record.dump(2) + "\n", "sweep_cell");
 }
 
 }  // namespace nats::scaling

@@ -35,11 +35,14 @@ struct CellResult {
 
 // What the cell's files say. A summary.json from another config or horizon does not count as finished.
 CellResult ReadCellResult(const SweepCell& cell);
+// The same without the NAtS statistics (summary.json and sweep_cell.json only; the metrics log is not read):
+// status, losses and wall time, for the runner's bookkeeping.
+CellResult ReadCellSummary(const SweepCell& cell);
 
 // The label a cell shows in plots: the "variant" axis when there is one, else "dense" or "nats_l<lambda>".
 std::string CellVariant(const SweepCell& cell);
 
-// Writes <out>/results.csv and <out>/results.jsonl atomically (temporary file + rename).
+// Writes <out>/results.csv and <out>/results.jsonl atomically (checkpoints/durable_file.h).
 absl::Status WriteResults(const SweepPlan& plan);
 
 // The runner's per-cell record <run_dir>/sweep_cell.json: adds one attempt of `seconds` with `exit_code`.

@@ -108,7 +108,7 @@ std::string LogTail(const fs::path& log, int lines) {
 double FlopsPerSecond(const SweepPlan& plan) {
   double flops = 0, seconds = 0;
   for (const SweepCell& cell : plan.cells) {
-    const CellResult r = ReadCellResult(cell);
+    const CellResult r = ReadCellSummary(cell);
     if (r.finished && r.wall_s > 0) {
       flops += cell.flops;
       seconds += r.wall_s;
@@ -120,7 +120,7 @@ double FlopsPerSecond(const SweepPlan& plan) {
 double RemainingFlops(const SweepPlan& plan, int from_index) {
   double flops = 0;
   for (const SweepCell& cell : plan.cells) {
-    if (cell.index >= from_index && !ReadCellResult(cell).finished) flops += cell.flops;
+    if (cell.index >= from_index && !ReadCellSummary(cell).finished) flops += cell.flops;
   }
   return flops;
 }
@@ -224,7 +224,7 @@ void PrintSweepPlan(const SweepPlan& plan) {
   double total_flops = 0, left_flops = 0;
   int done = 0;
   for (const SweepCell& cell : plan.cells) {
-    const CellResult r = ReadCellResult(cell);
+    const CellResult r = ReadCellSummary(cell);
     std::string status = r.status;
     if (r.finished) {
       ++done;
@@ -261,9 +261,9 @@ int RunSweepCells(const SweepPlan& plan, const SweepRunOptions& options) {
     if (options.only_index >= 0 && cell.index != options.only_index) continue;
     if (g_signals > 0) break;
     int done = 0;
-    for (const SweepCell& c : plan.cells) done += ReadCellResult(c).finished ? 1 : 0;
+    for (const SweepCell& c : plan.cells) done += ReadCellSummary(c).finished ? 1 : 0;
     const std::string prefix = absl::StrFormat("[%d/%d done]", done, total);
-    if (ReadCellResult(cell).finished) {
+    if (ReadCellSummary(cell).finished) {
       if (options.only_index >= 0)
         std::printf("%s %s: finished already; skipped\n", prefix.c_str(), cell.name.c_str());
       continue;
@@ -314,7 +314,7 @@ int RunSweepCells(const SweepPlan& plan, const SweepRunOptions& options) {
   }
   RebuildResults(plan);
   int done = 0;
-  for (const SweepCell& c : plan.cells) done += ReadCellResult(c).finished ? 1 : 0;
+  for (const SweepCell& c : plan.cells) done += ReadCellSummary(c).finished ? 1 : 0;
   const double seconds = std::chrono::duration<double>(Clock::now() - sweep_start).count();
   std::printf(
       "sweep: %d/%d cells done (%d run now in %s, %d failed, %d left to other processes); results: "
