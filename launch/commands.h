@@ -18,6 +18,8 @@ int RunInspect(int argc, char** argv);   // launch/inspect_command.cpp
 int RunPlot(int argc, char** argv);      // launch/plot_command.cpp (runs launch/plot_runs.py)
 int RunSweep(int argc, char** argv);     // launch/sweep_command.cpp (scaling/sweep_*.h)
 int RunFit(int argc, char** argv);       // launch/fit_command.cpp (scaling/law_fit.h, scaling/isoflop_fit.h)
+int RunImport(int argc, char** argv);    // launch/import_command.cpp (interop/hf_import.h)
+int RunExport(int argc, char** argv);    // launch/export_command.cpp (interop/hf_export.h)
 int RunVersion(int argc, char** argv);   // launch/version_command.cpp
 
 }  // namespace nats::launch

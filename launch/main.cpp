@@ -31,6 +31,8 @@ constexpr char kUsage[] =
     "  generate  --checkpoint DIR --prompt TEXT [--max_tokens N] [--temperature T] [--policy nats|...]\n"
     "  sweep     --grid SWEEP.textproto [--out DIR] [--list] [--launcher CMD] [--emit slurm]  scaling-law grid\n"
     "  fit       RESULTS.csv [--out FIT.json] [--bootstrap N] [--budgets C,...]  Chinchilla fits (+ KV fraction)\n"
+    "  import    --from HF_DIR --out CKPT_DIR [--set section.field=value ...]  a Hugging Face GPT-2 / Llama model\n"
+    "  export    --checkpoint DIR --to HF_DIR [--shard_mb N]  a checkpoint in its Hugging Face family's layout\n"
     "  version   commit, build type, LibTorch, MPI / NCCL / CUDA, compiler (also: nats --version)\n"
     "\n"
     "Flags are `--flag value` or `--flag=value`. Run `nats <command> --help` (or -h) for the flags of one\n"
@@ -46,6 +48,8 @@ int Dispatch(const std::string& command, int argc, char** argv) {
   if (command == "plot") return nats::launch::RunPlot(argc, argv);
   if (command == "sweep") return nats::launch::RunSweep(argc, argv);
   if (command == "fit") return nats::launch::RunFit(argc, argv);
+  if (command == "import") return nats::launch::RunImport(argc, argv);
+  if (command == "export") return nats::launch::RunExport(argc, argv);
   if (command == "version") return nats::launch::RunVersion(argc, argv);
   std::fprintf(stderr, "nats: unknown command '%s'\n\n%s", command.c_str(), kUsage);
   return 2;

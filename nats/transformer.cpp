@@ -81,7 +81,7 @@ class BlockImpl : public torch::nn::Module {
     Projected p = Project(x, cos, sin, offset);
     const int64_t total_len = chunk != nullptr ? chunk->sequence_length() : offset + x.size(1);
     at::Tensor types;  // undefined: dense causal attention (every token global)
-    if (use_nats_) {
+    if (use_nats_ && !dense_attention_) {
       if (type_override_.defined()) {
         last_types_ = OverrideTypes(x.size(0), offset, x.size(1));
         types = at::one_hot(last_types_.to(at::kLong), kNumTokenTypes).to(p.q.scalar_type());
@@ -128,6 +128,7 @@ class BlockImpl : public torch::nn::Module {
   }
 
   bool uses_nats() const { return use_nats_; }
+  void SetDenseAttention(bool dense) { dense_attention_ = dense; }
 
   // docs/method.md 5.4 as the trainer defines it (docs/training.md, "The sparsity regulariser"): lambda times
   // `scale`, so that the gradient average over ranks leaves lambda per sequence of the global batch.
@@ -207,6 +208,7 @@ class BlockImpl : public torch::nn::Module {
   int layer_;
   int64_t n_head_, n_kv_, head_dim_;
   bool use_nats_ = false, swiglu_ = false;
+  bool dense_attention_ = false;  // TransformerImpl::SetDenseAttention
   torch::nn::AnyModule norm1_any_, norm2_any_;
   torch::nn::Linear qkv_{nullptr}, proj_{nullptr}, fc_{nullptr}, gate_{nullptr}, fc_out_{nullptr};
   Scorer scorer_{nullptr};
@@ -282,9 +284,19 @@ at::Tensor TransformerImpl::Body(const at::Tensor& tokens, int64_t position_offs
   return x;
 }
 
-at::Tensor TransformerImpl::Logits(const at::Tensor& hidden) {
-  at::Tensor x = final_norm_.forward(hidden);
-  return spec_.model.tie_embeddings() ? at::matmul(x, wte_->weight.t()) : lm_head_->forward(x);
+at::Tensor TransformerImpl::Logits(const at::Tensor& hidden) { return Head(final_norm_.forward(hidden)); }
+
+at::Tensor TransformerImpl::Head(const at::Tensor& final_hidden) {
+  return spec_.model.tie_embeddings() ? at::matmul(final_hidden, wte_->weight.t()) : lm_head_->forward(final_hidden);
+}
+
+at::Tensor TransformerImpl::FinalHidden(const at::Tensor& tokens, int64_t position_offset) {
+  return final_norm_.forward(Body(tokens, position_offset));
+}
+
+void TransformerImpl::SetDenseAttention(bool dense) {
+  dense_attention_ = dense;
+  for (auto& block : blocks_) block->SetDenseAttention(dense);
 }
 
 std::unique_ptr<KvCache> TransformerImpl::NewCache(const CachePolicyConfig& policy, int64_t batch) const {

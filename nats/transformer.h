@@ -72,6 +72,17 @@ class TransformerImpl : public torch::nn::Module {
   // (nats/linear_cross_entropy.h), so the [B T, vocab] logits exist only as their own gradient buffer.
   at::Tensor Loss(const at::Tensor& inputs, const at::Tensor& targets);
 
+  // The hidden states after the final norm, [B, T, d_model]: what the head reads, and the target that
+  // post-training matches (NATS_SPEC 8).
+  at::Tensor FinalHidden(const at::Tensor& tokens, int64_t position_offset = 0);
+  // The head on FinalHidden's output: logits [B, T, vocab].
+  at::Tensor Head(const at::Tensor& final_hidden);
+
+  // While set, every NAtS layer attends densely (no scorer; every token global) and keeps the types and
+  // statistics of the last NAtS forward: the same weights as the teacher of post-training (docs/posttraining.md).
+  void SetDenseAttention(bool dense);
+  bool dense_attention() const { return dense_attention_; }
+
   const ModelSpec& spec() const { return spec_; }
   int64_t NumParameters() const;
   // Approximate training FLOPs per token (6 N + attention), for MFU.
@@ -120,6 +131,7 @@ class TransformerImpl : public torch::nn::Module {
 
   ModelSpec spec_;
   ChunkAttention* chunk_ = nullptr;
+  bool dense_attention_ = false;
   NoiseKey noise_key_;
   bool has_noise_key_ = false;
   torch::nn::Embedding wte_{nullptr};
