@@ -14,4 +14,7 @@ int ResolvedKvHeads(const config::ModelConfig& model);
 // MLP hidden width: model.d_ff, or 4 d_model (GELU) / 8/3 d_model rounded up to 64 (SwiGLU) when it is 0.
 int ResolvedFfnWidth(const config::ModelConfig& model);
 
+// Rows of the learned position table: model.max_position_embeddings, or context_length when it is 0.
+int MaxLearnedPositions(const config::ModelConfig& model);
+
 }  // namespace nats

@@ -35,8 +35,43 @@ at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tenso
 namespace {
 
 torch::nn::AnyModule MakeNorm(const config::ModelConfig& m) {
-  if (m.norm() == config::ModelConfig::RMS_NORM) return torch::nn::AnyModule(RmsNorm(m.d_model()));
-  return torch::nn::AnyModule(torch::nn::LayerNorm(torch::nn::LayerNormOptions({m.d_model()})));
+  if (m.norm() == config::ModelConfig::RMS_NORM) return torch::nn::AnyModule(RmsNorm(m.d_model(), m.norm_eps()));
+  return torch::nn::AnyModule(torch::nn::LayerNorm(torch::nn::LayerNormOptions({m.d_model()}).eps(m.norm_eps())));
+}
+
+// RoPE inverse frequencies [head_dim / 2] (double), with the config's rope_scaling applied as Hugging Face
+// defines it (transformers' _compute_linear_scaling / _compute_llama3_parameters), so imported models see the
+// same angles they were trained with.
+at::Tensor RopeInverseFrequencies(const config::ModelConfig& m) {
+  const int64_t head_dim = m.d_model() / m.n_head();
+  at::Tensor inv_freq =
+      1.0 / at::pow(m.rope_theta(), at::arange(0, head_dim, 2, at::kDouble) / static_cast<double>(head_dim));
+  const config::RopeScaling& scaling = m.rope_scaling();
+  switch (scaling.kind()) {
+    case config::RopeScaling::NONE:
+      return inv_freq;
+    case config::RopeScaling::LINEAR:
+      return inv_freq / scaling.factor();
+    case config::RopeScaling::LLAMA3: {
+      // Wavelengths longer than the original context / low_freq_factor are stretched by `factor`, shorter than
+      // original / high_freq_factor kept, and the band between interpolates smoothly.
+      const double original = scaling.original_context_length();
+      const double low_wavelen = original / scaling.low_freq_factor();
+      const double high_wavelen = original / scaling.high_freq_factor();
+      at::Tensor wavelen = 2.0 * M_PI / inv_freq;
+      at::Tensor smooth =
+          (original / wavelen - scaling.low_freq_factor()) / (scaling.high_freq_factor() - scaling.low_freq_factor());
+      at::Tensor blended = (1.0 - smooth) * inv_freq / scaling.factor() + smooth * inv_freq;
+      at::Tensor out = at::where(wavelen > low_wavelen, inv_freq / scaling.factor(), blended);
+      return at::where(wavelen < high_wavelen, inv_freq, out);
+    }
+  }
+  return inv_freq;
+}
+
+// A block's linear layer; `bias` as the config asks (GPT-2 has biases everywhere, Llama none, Qwen2 on q/k/v).
+torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
 }
 
 }  // namespace
@@ -53,16 +88,16 @@ class BlockImpl : public torch::nn::Module {
     register_module("norm1", norm1_any_.ptr());
     norm2_any_ = MakeNorm(m);
     register_module("norm2", norm2_any_.ptr());
-    qkv_ = register_module(
-        "qkv", torch::nn::Linear(torch::nn::LinearOptions(m.d_model(), (n_head_ + 2 * n_kv_) * head_dim_).bias(false)));
-    proj_ = register_module("proj", torch::nn::Linear(torch::nn::LinearOptions(m.d_model(), m.d_model()).bias(false)));
+    rope_ = m.position() == config::ModelConfig::ROPE;
+    const bool bias = m.bias();
+    qkv_ = register_module("qkv", MakeLinear(m.d_model(), (n_head_ + 2 * n_kv_) * head_dim_, bias || m.qkv_bias()));
+    proj_ = register_module("proj", MakeLinear(m.d_model(), m.d_model(), bias));
     const int ff = ResolvedFfnWidth(m);
     swiglu_ = m.mlp() == config::ModelConfig::SWIGLU;
-    fc_ = register_module("fc", torch::nn::Linear(torch::nn::LinearOptions(m.d_model(), ff).bias(false)));
-    if (swiglu_) {
-      gate_ = register_module("gate", torch::nn::Linear(torch::nn::LinearOptions(m.d_model(), ff).bias(false)));
-    }
-    fc_out_ = register_module("fc_out", torch::nn::Linear(torch::nn::LinearOptions(ff, m.d_model()).bias(false)));
+    gelu_approximation_ = m.mlp() == config::ModelConfig::GELU_TANH ? "tanh" : "none";
+    fc_ = register_module("fc", MakeLinear(m.d_model(), ff, bias));
+    if (swiglu_) gate_ = register_module("gate", MakeLinear(m.d_model(), ff, bias));
+    fc_out_ = register_module("fc_out", MakeLinear(ff, m.d_model(), bias));
     if (use_nats_) {
       scorer_ = register_module("scorer", Scorer(m.d_model(), n_kv_));
       options_.window = spec.nats.window();
@@ -179,8 +214,10 @@ class BlockImpl : public torch::nn::Module {
     p.v = qkv.narrow(-1, (n_head_ + n_kv_) * head_dim_, n_kv_ * head_dim_)
               .view({b, t, n_kv_, head_dim_})
               .transpose(1, 2);
-    p.q = ApplyRope(p.q, cos, sin, offset);
-    p.k = ApplyRope(p.k, cos, sin, offset);
+    if (rope_) {  // learned absolute positions were added to the embeddings instead
+      p.q = ApplyRope(p.q, cos, sin, offset);
+      p.k = ApplyRope(p.k, cos, sin, offset);
+    }
     return p;
   }
 
@@ -191,7 +228,7 @@ class BlockImpl : public torch::nn::Module {
     at::Tensor out = x + proj_->forward(y);
     at::Tensor h2 = norm2_any_.forward(out);
     at::Tensor mlp = swiglu_ ? fc_out_->forward(at::silu(gate_->forward(h2)) * fc_->forward(h2))
-                             : fc_out_->forward(at::gelu(fc_->forward(h2)));
+                             : fc_out_->forward(at::gelu(fc_->forward(h2), gelu_approximation_));
     return out + mlp;
   }
 
@@ -207,7 +244,8 @@ class BlockImpl : public torch::nn::Module {
   ModelSpec spec_;
   int layer_;
   int64_t n_head_, n_kv_, head_dim_;
-  bool use_nats_ = false, swiglu_ = false;
+  bool use_nats_ = false, swiglu_ = false, rope_ = true;
+  std::string gelu_approximation_ = "none";  // at::gelu's: "tanh" for GELU_TANH
   bool dense_attention_ = false;  // TransformerImpl::SetDenseAttention
   torch::nn::AnyModule norm1_any_, norm2_any_;
   torch::nn::Linear qkv_{nullptr}, proj_{nullptr}, fc_{nullptr}, gate_{nullptr}, fc_out_{nullptr};
@@ -221,6 +259,9 @@ TransformerImpl::TransformerImpl(const ModelSpec& spec) : spec_(spec) {
   const auto& m = spec.model;
   TORCH_CHECK(static_cast<int>(spec_.nats_layers.size()) == m.n_layer(), "nats_layers must have n_layer entries");
   wte_ = register_module("wte", torch::nn::Embedding(m.vocab_size(), m.d_model()));
+  if (m.position() == config::ModelConfig::LEARNED) {
+    wpe_ = register_module("wpe", torch::nn::Embedding(MaxLearnedPositions(m), m.d_model()));
+  }
   for (int l = 0; l < m.n_layer(); ++l) {
     blocks_.push_back(register_module("h" + std::to_string(l), std::make_shared<BlockImpl>(spec_, l)));
   }
@@ -231,11 +272,8 @@ TransformerImpl::TransformerImpl(const ModelSpec& spec) : spec_(spec) {
                                torch::nn::Linear(torch::nn::LinearOptions(m.d_model(), m.vocab_size()).bias(false)));
   }
   // RoPE tables, sized for the training context; decoding beyond it extends them on demand.
-  const int64_t head_dim = m.d_model() / m.n_head();
   const int64_t max_t = std::max<int64_t>(m.context_length(), 1);
-  at::Tensor inv_freq =
-      1.0 / at::pow(m.rope_theta(), at::arange(0, head_dim, 2, at::kDouble) / static_cast<double>(head_dim));
-  at::Tensor angles = at::outer(at::arange(max_t, at::kDouble), inv_freq);
+  at::Tensor angles = at::outer(at::arange(max_t, at::kDouble), RopeInverseFrequencies(m));
   rope_cos_ = register_buffer("rope_cos", angles.cos().to(at::kFloat));
   rope_sin_ = register_buffer("rope_sin", angles.sin().to(at::kFloat));
 
@@ -245,7 +283,9 @@ TransformerImpl::TransformerImpl(const ModelSpec& spec) : spec_(spec) {
   for (auto& p : named_parameters()) {
     if (p.key().find("norm") != std::string::npos || p.key().find("ln_f") != std::string::npos) continue;
     if (p.value().dim() >= 2) p.value().normal_(0.0, std);
+    if (p.value().dim() == 1) p.value().zero_();  // linear biases (GPT-2 starts them at zero)
   }
+  if (wpe_) wpe_->weight.normal_(0.0, 0.01);  // GPT-2's position-table init
   for (auto& block : blocks_) {
     for (at::Tensor w : block->ResidualProjections()) w.normal_(0.0, std / std::sqrt(2.0 * m.n_layer()));
   }
@@ -256,14 +296,20 @@ void TransformerImpl::EnsureRope(int64_t end) {
   // Extend the RoPE tables (inference beyond the training context). Doubling keeps token-by-token decoding from
   // rebuilding the whole table at every step; each row depends only on its position, so the size never changes
   // a value.
-  const auto& m = spec_.model;
-  const int64_t head_dim = m.d_model() / m.n_head();
   const int64_t rows = std::max<int64_t>(end, 2 * rope_cos_.size(0));
-  at::Tensor inv_freq =
-      1.0 / at::pow(m.rope_theta(), at::arange(0, head_dim, 2, at::kDouble) / static_cast<double>(head_dim));
-  at::Tensor angles = at::outer(at::arange(rows, at::kDouble), inv_freq);
+  at::Tensor angles = at::outer(at::arange(rows, at::kDouble), RopeInverseFrequencies(spec_.model));
   rope_cos_.set_(angles.cos().to(rope_cos_.options()));
   rope_sin_.set_(angles.sin().to(rope_sin_.options()));
+}
+
+at::Tensor TransformerImpl::Embed(const at::Tensor& tokens, int64_t position_offset) {
+  at::Tensor x = wte_->forward(tokens);
+  if (!wpe_) return x;
+  const int64_t end = position_offset + tokens.size(1);
+  TORCH_CHECK(end <= wpe_->weight.size(0), "position ", end - 1, " is beyond the learned position table (",
+              wpe_->weight.size(0), " rows, model.max_position_embeddings): this model cannot see sequences longer "
+              "than that");
+  return x + wpe_->forward(at::arange(position_offset, end, tokens.options()));
 }
 
 at::Tensor TransformerImpl::forward(const at::Tensor& tokens, int64_t position_offset) {
@@ -278,7 +324,7 @@ at::Tensor TransformerImpl::Body(const at::Tensor& tokens, int64_t position_offs
     position_offset = chunk_->chunk_begin();
   }
   EnsureRope(position_offset + tokens.size(1));
-  at::Tensor x = wte_->forward(tokens);
+  at::Tensor x = Embed(tokens, position_offset);
   const NoiseKey* noise = has_noise_key_ ? &noise_key_ : nullptr;
   for (auto& block : blocks_) x = block->forward(x, rope_cos_, rope_sin_, position_offset, chunk_, noise);
   return x;
@@ -316,7 +362,7 @@ at::Tensor TransformerImpl::CachedForward(const at::Tensor& tokens, KvCache& cac
   torch::NoGradGuard no_grad;
   const int64_t t = tokens.size(1);
   EnsureRope(cache.tokens() + t);
-  at::Tensor x = wte_->forward(tokens);
+  at::Tensor x = Embed(tokens, cache.tokens());
   for (size_t l = 0; l < blocks_.size(); ++l) {
     x = blocks_[l]->ForwardCached(x, rope_cos_, rope_sin_, cache.layer(static_cast<int>(l)));
   }

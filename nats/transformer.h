@@ -1,7 +1,8 @@
 // nats/transformer.h
 //
 // Decoder-only transformer (docs/architecture.md section 5, nats/): pre-norm blocks with LayerNorm or RMSNorm,
-// RoPE, GELU MLP or SwiGLU, optional GQA, tied embeddings, GPT-2 initialisation (N(0, init_std),
+// RoPE (optionally rescaled) or learned absolute positions, GELU (exact or tanh) MLP or SwiGLU, optional biases,
+// optional GQA, tied or untied embeddings (enough for the GPT-2 and Llama families, interop/), GPT-2 initialisation (N(0, init_std),
 // residual output projections scaled by 1/sqrt(2 L)). Every attention layer goes through
 // nats::Attention: dense layers pass no types (= every token global), NAtS layers pass the scorer's
 // straight-through one-hot types.
@@ -124,6 +125,8 @@ class TransformerImpl : public torch::nn::Module {
 
  private:
   void EnsureRope(int64_t end);
+  // Token embeddings, plus the learned position embeddings of positions offset.. (position = LEARNED).
+  at::Tensor Embed(const at::Tensor& tokens, int64_t position_offset);
   // Embeddings and every block: the hidden state before the final norm, [B, T, d_model].
   at::Tensor Body(const at::Tensor& tokens, int64_t position_offset);
   at::Tensor Logits(const at::Tensor& hidden);
@@ -135,6 +138,7 @@ class TransformerImpl : public torch::nn::Module {
   NoiseKey noise_key_;
   bool has_noise_key_ = false;
   torch::nn::Embedding wte_{nullptr};
+  torch::nn::Embedding wpe_{nullptr};  // learned absolute positions (position = LEARNED) only
   std::vector<Block> blocks_;
   torch::nn::AnyModule final_norm_;
   torch::nn::Linear lm_head_{nullptr};  // only when embeddings are untied

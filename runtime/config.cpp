@@ -152,6 +152,37 @@ constexpr int kMaxContextLength = 1 << 16;
 constexpr int kMaxModelDim = 1 << 20;
 }  // namespace
 
+namespace {
+
+// Learned position table, RoPE scaling and the norm epsilon (the fields the Hugging Face families need).
+absl::Status ValidatePositions(const config::ModelConfig& m) {
+  if (!(m.norm_eps() > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("model.norm_eps = ", m.norm_eps(), ": must be > 0"));
+  }
+  if (m.max_position_embeddings() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.max_position_embeddings = ", m.max_position_embeddings(), ": must be >= 0"));
+  }
+  if (m.position() == config::ModelConfig::LEARNED && m.context_length() > MaxLearnedPositions(m)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.context_length = ", m.context_length(), " exceeds the learned position table (model."
+        "max_position_embeddings = ", m.max_position_embeddings(), "); train on windows of at most that length"));
+  }
+  const config::RopeScaling& r = m.rope_scaling();
+  if (r.kind() != config::RopeScaling::NONE && !(r.factor() > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("model.rope_scaling.factor = ", r.factor(), ": must be > 0"));
+  }
+  if (r.kind() == config::RopeScaling::LLAMA3 &&
+      !(r.low_freq_factor() > 0 && r.high_freq_factor() > r.low_freq_factor() && r.original_context_length() > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.rope_scaling (LLAMA3) needs 0 < low_freq_factor < high_freq_factor and original_context_length > 0, "
+        "got ", r.low_freq_factor(), ", ", r.high_freq_factor(), ", ", r.original_context_length()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ValidateConfig(const config::Config& c) {
   const auto& m = c.model();
   absl::Status s;
@@ -223,7 +254,8 @@ absl::Status ValidateConfig(const config::Config& c) {
         absl::StrCat("model.d_model = ", m.d_model(), " must be a multiple of model.n_head = ", m.n_head()));
   }
   const int head_dim = m.d_model() / m.n_head();
-  if (head_dim % 2 != 0) {
+  if (absl::Status pos = ValidatePositions(m); !pos.ok()) return pos;
+  if (m.position() == config::ModelConfig::ROPE && head_dim % 2 != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("model.d_model / model.n_head = ", head_dim, " must be even for RoPE"));
   }

@@ -54,6 +54,31 @@ TEST_P(CountsMatchModel, TotalAndEmbeddingEqualTheBuiltModel) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CountsMatchModel, ::testing::Combine(::testing::Bool(), ::testing::Bool()));
 
+// The Hugging Face families' extras (interop/): GPT-2's biases and learned positions, Qwen2's q/k/v biases.
+TEST(CountsMatchModel, BiasesAndLearnedPositions) {
+  for (int variant = 0; variant < 2; ++variant) {
+    config::Config config = Shape(/*llama_style=*/variant == 1, /*use_nats=*/true);
+    config::ModelConfig* m = config.mutable_model();
+    if (variant == 0) {
+      m->set_position(config::ModelConfig::LEARNED);
+      m->set_max_position_embeddings(48);
+      m->set_bias(true);
+    } else {
+      m->set_qkv_bias(true);
+    }
+    Transformer model(ModelSpecFromConfig(config));
+    const ParameterCounts counts = CountParameters(config);
+    EXPECT_EQ(counts.total, model->NumParameters()) << "variant " << variant;
+    int64_t embedding = 0;
+    for (const auto& p : model->named_parameters()) {
+      if (p.key() == "wte.weight" || p.key() == "wpe.weight" || p.key() == "lm_head.weight") {
+        embedding += p.value().numel();
+      }
+    }
+    EXPECT_EQ(counts.embedding, embedding) << "variant " << variant;
+  }
+}
+
 TEST(TrainingFlopsPerToken, SixNPlusTheAttentionOfTheKeptMask) {
   config::Config config = Shape(/*llama_style=*/false, /*use_nats=*/true);  // layers 0 and 2 NAtS, 1 dense
   const double six_n = 6.0 * CountParameters(config).non_embedding;
