@@ -1,7 +1,7 @@
 // nats import / export against models written in Hugging Face layout by an independent writer
 // (tests/interop/hf_reference.py: its own safetensors writer and its own PyTorch implementation of GPT-2 and
-// Llama, in float64). The fixtures' folder comes in NATS_HF_FIXTURES (tests/interop/CMakeLists.txt runs the
-// script first).
+// Llama, in float64). The test runs the script once into a temporary folder (NATS_TORCH_PYTHON and
+// NATS_HF_REFERENCE come from tests/interop/CMakeLists.txt).
 //
 // Tolerance: our float32 forward against the float64 reference, |diff| <= 2e-4 + 2e-4 |ref| per logit (logits
 // are O(1-10); float32 accumulation over d <= 96 leaves ~1e-5).
@@ -15,6 +15,8 @@
 #include <map>
 #include <string>
 
+#include <unistd.h>
+
 #include "interop/hf_config.h"
 #include "interop/hf_convert.h"
 #include "interop/safetensors.h"
@@ -26,15 +28,26 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The fixtures' folder, written on first use; empty when the script failed (its output is printed).
 std::string Fixtures() {
-  const char* dir = std::getenv("NATS_HF_FIXTURES");
-  return dir != nullptr ? dir : "";
+  static const std::string dir = [] {
+    const fs::path out = fs::temp_directory_path() / ("nats_hf_fixtures_" + std::to_string(::getpid()));
+    fs::remove_all(out);
+    const std::string command = std::string(NATS_TORCH_PYTHON) + " " + NATS_HF_REFERENCE + " " + out.string();
+    if (std::system(command.c_str()) != 0) {
+      ADD_FAILURE() << "fixture script failed: " << command;
+      return std::string();
+    }
+    std::atexit([] { fs::remove_all(fs::temp_directory_path() / ("nats_hf_fixtures_" + std::to_string(::getpid()))); });
+    return out.string();
+  }();
+  return dir;
 }
 
 class HfImportTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (Fixtures().empty()) GTEST_SKIP() << "NATS_HF_FIXTURES is not set (run through ctest)";
+    ASSERT_FALSE(Fixtures().empty()) << "no fixtures";
     tmp_ = fs::temp_directory_path() /
            ("nats_hf_import_" + std::to_string(::getpid()) + "_" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
