@@ -28,9 +28,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The fixtures' folder, written on first use; empty when the script failed (its output is printed).
+// The fixtures' folder: $NATS_HF_FIXTURES (ctest's interop_hf_fixtures step writes it), else written on first
+// use into a temporary folder; empty when the script failed (its output is printed).
 std::string Fixtures() {
-  static const std::string dir = [] {
+  static const std::string dir = []() -> std::string {
+    if (const char* given = std::getenv("NATS_HF_FIXTURES"); given != nullptr && *given != 0) return given;
     const fs::path out = fs::temp_directory_path() / ("nats_hf_fixtures_" + std::to_string(::getpid()));
     fs::remove_all(out);
     const std::string command = std::string(NATS_TORCH_PYTHON) + " " + NATS_HF_REFERENCE + " " + out.string();
