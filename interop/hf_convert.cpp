@@ -74,13 +74,15 @@ absl::StatusOr<ImportResult> ImportHfModel(const std::string& hf_dir, const std:
       if (it == params.end()) {
         if (IsScorer(name)) continue;  // a NAtS export imported with model.attention=DENSE
         return absl::InvalidArgumentError(absl::StrCat(
-            "imported tensor ", name, " has no parameter in the model after --set (only model.context_length, "
-            "model.attention and nats.* may change on import)"));
+            "--set changed the model's shape (", DescribeModelConfigChange(hf->config, cfg), "): tensor ", name,
+            " of ", hf_dir, " has no parameter left; only model.context_length, model.attention, nats.* and data.* "
+            "may change on import"));
       }
       if (it->second.sizes() != tensor.sizes()) {
-        return absl::InvalidArgumentError(absl::StrCat("parameter ", name, ": the file gives shape ",
-                                                       c10::str(tensor.sizes()), ", the model after --set needs ",
-                                                       c10::str(it->second.sizes())));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--set changed the model's shape (", DescribeModelConfigChange(hf->config, cfg), "): parameter ", name,
+            " is ", c10::str(tensor.sizes()), " in ", hf_dir, " but ", c10::str(it->second.sizes()),
+            " in the model; only model.context_length, model.attention, nats.* and data.* may change on import"));
       }
       it->second.copy_(tensor);
       filled.insert(name);
@@ -90,7 +92,10 @@ absl::StatusOr<ImportResult> ImportHfModel(const std::string& hf_dir, const std:
     result.parameters += tensor.numel();
     if (filled.count(name)) continue;
     if (!IsScorer(name)) {
-      return absl::InternalError(absl::StrCat("parameter ", name, " was not filled by the import"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--set changed the model's shape (", DescribeModelConfigChange(hf->config, cfg), "): parameter ", name,
+          " is not in ", hf_dir, "; only model.context_length, model.attention, nats.* and data.* may change on "
+          "import"));
     }
     ++result.scorers_initialised;
   }
