@@ -7,13 +7,16 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -589,7 +592,11 @@ int PasskeyWithFlags(int argc, char** argv) {
     }
     int64_t correct = 0, total = 0;
     double seconds = 0;
-    for (const PasskeyCell& cell : row->cells) correct += cell.correct, total += cell.samples, seconds += cell.seconds;
+    for (const PasskeyCell& cell : row->cells) {
+      correct += cell.correct;
+      total += cell.samples;
+      seconds += cell.seconds;
+    }
     std::fprintf(stderr, "passkey: %s, length %lld: %lld/%lld correct, %.1f s\n", name.c_str(),
                  static_cast<long long>(length), static_cast<long long>(correct), static_cast<long long>(total),
                  seconds);
@@ -597,7 +604,10 @@ int PasskeyWithFlags(int argc, char** argv) {
   };
   auto mean_entries = [](const PasskeyRow& row) {
     double entries = 0, n = 0;
-    for (const PasskeyCell& cell : row.cells) entries += cell.kv_entries, n += cell.samples;
+    for (const PasskeyCell& cell : row.cells) {
+      entries += cell.kv_entries;
+      n += static_cast<double>(cell.samples);
+    }
     return entries / std::max(1.0, n);
   };
 
@@ -659,7 +669,10 @@ int PasskeyWithFlags(int argc, char** argv) {
   });
 
   std::string header = "| policy | length | budget |", rule = "|---|---|---|";
-  for (double depth : depths) absl::StrAppend(&header, absl::StrFormat(" depth %g |", depth)), rule += "---|";
+  for (double depth : depths) {
+    absl::StrAppend(&header, absl::StrFormat(" depth %g |", depth));
+    absl::StrAppend(&rule, "---|");
+  }
   std::printf("%s overall | KV entries / head | KV fraction |\n%s---|---|---|\n", header.c_str(), rule.c_str());
   for (const PasskeyRow& r : rows) {
     std::string line = absl::StrFormat(
@@ -670,7 +683,9 @@ int PasskeyWithFlags(int argc, char** argv) {
     for (size_t d = 0; d < depths.size(); ++d) {
       const PasskeyCell& c = r.cells[d];
       absl::StrAppend(&line, absl::StrFormat(" %.2f |", static_cast<double>(c.correct) / c.samples));
-      correct += c.correct, total += c.samples, kv_fraction += c.kv_fraction;
+      correct += c.correct;
+      total += c.samples;
+      kv_fraction += c.kv_fraction;
       const double n = static_cast<double>(c.samples);
       JsonLine j;
       j.Add("kind", "passkey")
@@ -699,8 +714,8 @@ int PasskeyWithFlags(int argc, char** argv) {
   }
   for (const auto& [length, m] : matched) {
     std::printf(
-        "budget (match), length %lld: streaming and h2o keep %lld entries per KV head, the NAtS cache's mean at the "
-        "end of the prefill of the same prompts (%.1f per KV head, all layers)\n",
+        "budget (match), length %lld: streaming and h2o keep %lld entries per KV head (at least 5 and 2), the NAtS "
+        "cache's mean at the end of the prefill of the same prompts (%.1f per KV head, all layers)\n",
         static_cast<long long>(length), static_cast<long long>(m.first), m.second);
   }
   if (json.is_open()) {
@@ -719,7 +734,7 @@ int RunEval(int argc, char** argv) {
   // The task picks the flag set, so it is read before the parse; the parse then checks it again.
   std::string task = "perplexity";
   for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
+    const std::string arg = argv[i];
     if (arg == "--task" && i + 1 < argc) task = argv[i + 1];
     if (absl::StartsWith(arg, "--task=")) task = std::string(arg.substr(7));
   }

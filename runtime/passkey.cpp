@@ -19,6 +19,9 @@ namespace {
 // search has shown to be long enough).
 constexpr int kStartAttempts = 8;
 
+// absl here is built with its own string_view, which StrCat takes but std::string_view does not convert to.
+absl::string_view Absl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
 bool IsContinuationByte(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
 
 // The largest UTF-8 character boundary <= n in `text` (n <= text.size()).
@@ -66,7 +69,7 @@ size_t WordStart(std::string_view filler, size_t start) {
 }  // namespace
 
 std::string PasskeyKeySentence(std::string_view key) {
-  return absl::StrCat(" The pass key is ", key, ". Remember it. ", key, " is the pass key.");
+  return absl::StrCat(" The pass key is ", Absl(key), ". Remember it. ", Absl(key), " is the pass key.");
 }
 
 std::string CollapseWhitespace(std::string_view text) {
@@ -97,7 +100,8 @@ size_t PasskeyInsertionPoint(std::string_view filler, double depth) {
 
 std::string PasskeyPromptText(std::string_view filler, double depth, std::string_view key) {
   const size_t cut = PasskeyInsertionPoint(filler, depth);
-  return absl::StrCat(filler.substr(0, cut), PasskeyKeySentence(key), filler.substr(cut), kPasskeyQuestion);
+  return absl::StrCat(Absl(filler.substr(0, cut)), PasskeyKeySentence(key), Absl(filler.substr(cut)),
+                      Absl(kPasskeyQuestion));
 }
 
 absl::StatusOr<PasskeySample> MakePasskeySample(const data::Tokenizer& tokenizer, std::string_view filler,
@@ -120,7 +124,7 @@ absl::StatusOr<PasskeySample> MakePasskeySample(const data::Tokenizer& tokenizer
   if (cut0 < 0) {
     const int64_t tokens = static_cast<int64_t>(tokenizer.Encode(filler).size());
     return absl::FailedPreconditionError(absl::StrCat(
-        filler_name, ": ", filler.size(), " bytes (", tokens, " ", tokenizer.name(),
+        Absl(filler_name), ": ", filler.size(), " bytes (", tokens, " ", tokenizer.name(),
         " tokens) of filler are too short for a prompt of ", length, " tokens (the key sentence and question take ",
         overhead, "); give a longer --filler or shorter --lengths"));
   }
