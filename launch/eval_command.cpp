@@ -1,5 +1,5 @@
-// `nats eval`: two tasks on a trained checkpoint, each under the KV-cache policies (NAtS, dense, StreamingLLM, H2O)
-// with the KV fraction each keeps.
+// `nats eval`: two tasks on a trained checkpoint, each under the KV-cache policies (NAtS, dense,
+// StreamingLLM, H2O) with the KV fraction each keeps.
 //   --task perplexity (default): held-out token windows, by full forward and/or by prefill + token-by-token
 //     decode. One table row per policy on stdout; one JSON line per policy in the --json file.
 //   --task passkey: synthetic passkey retrieval by exact match over prompt lengths and key depths
@@ -19,10 +19,11 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "data/loader.h"
 #include "data/token_corpus.h"
@@ -41,11 +42,12 @@ namespace {
 
 constexpr char kHelp[] =
     "usage: nats eval --checkpoint DIR [--task perplexity] [--data PATH] [--windows N]\n"
-    "                 [--mode forward|decode|both] [--policy P[,P...]|all] [--budget N|match] [--prefill N]\n"
-    "                 [--json FILE] [--set A=B ...] [--threads N]\n"
-    "       nats eval --checkpoint DIR --task passkey [--filler FILE] [--lengths N[,N...]] [--depths D[,D...]]\n"
-    "                 [--samples N] [--seed N] [--max_new_tokens N] [--policy P[,P...]|all] [--budget N|match]\n"
-    "                 [--json FILE] [--set A=B ...] [--threads N]\n"
+    "                 [--mode forward|decode|both] [--policy P[,P...]|all] [--budget N|match]\n"
+    "                 [--prefill N] [--json FILE] [--set A=B ...] [--threads N]\n"
+    "       nats eval --checkpoint DIR --task passkey [--filler FILE] [--lengths N[,N...]]\n"
+    "                 [--depths D[,D...]] [--samples N] [--seed N] [--max_new_tokens N]\n"
+    "                 [--policy P[,P...]|all] [--budget N|match] [--json FILE] [--set A=B ...]\n"
+    "                 [--threads N]\n"
     "  --checkpoint DIR  a step directory or a run's checkpoint root (newest complete checkpoint)\n"
     "  --task T          perplexity (default) or passkey\n"
     "perplexity:\n"
@@ -65,20 +67,20 @@ constexpr char kHelp[] =
     "  --prefill N       decode mode: tokens of each window given to the prefill (default 1)\n"
     "  --set A=B         override a config field that keeps the model's shape (repeatable)\n"
     "  --threads N       intra-op threads (default: all cores)\n"
-    "passkey (runtime/passkey.h; the prompt template of bench/make_passkey_corpus.py): a 5-digit key hidden in\n"
-    "filler text at each depth, asked for at the end; greedy answer, exact match:\n"
-    "  --filler FILE     UTF-8 text to cut passages from (default: the checkpoint config's data.val_path shards,\n"
-    "                    decoded); whitespace runs become single spaces\n"
-    "  --lengths N,...   prompt lengths in tokens of the model's tokenizer, key sentence and question included\n"
-    "                    (default 256,512); beyond model.context_length RoPE extends (extrapolation)\n"
-    "  --depths D,...    where the key sits, as fractions of the filler in [0, 1] (default 0,0.25,0.5,0.75,1)\n"
-    "  --samples N       prompts per (length, depth) (default 10); a sample's key and passage are shared by its\n"
-    "                    depths\n"
-    "  --seed N          seed of keys and passages (default 0)\n"
-    "  --max_new_tokens N  greedy tokens decoded at most per prompt (default 8; decoding stops once 7 bytes, a\n"
-    "                    space, 5 digits and one more character, are out)\n"
-    "  --policy, --budget, --json, --set, --threads as above; --budget match = the NAtS cache's mean entries per\n"
-    "                    KV head at the end of the prefill of the same prompts, per length\n";
+    "passkey (runtime/passkey.h, docs/passkey.md; the template of bench/make_passkey_corpus.py): a 5-digit\n"
+    "key hidden in filler text at each depth and asked for at the end; greedy answer, exact match:\n"
+    "  --filler FILE     UTF-8 text to cut passages from (default: the checkpoint config's\n"
+    "                    data.val_path shards, decoded); whitespace runs become single spaces\n"
+    "  --lengths N,...   prompt lengths in tokens of the model's tokenizer, key sentence and question\n"
+    "                    included (default 256,512); past model.context_length RoPE extends\n"
+    "  --depths D,...    where the key sits, fractions of the filler in [0, 1] (default 0,0.25,0.5,0.75,1)\n"
+    "  --samples N       prompts per (length, depth) (default 10); the depths of a sample share its key\n"
+    "                    and passage\n"
+    "  --seed N          seed of the keys and passages (default 0)\n"
+    "  --max_new_tokens N  greedy tokens per prompt at most (default 8); decoding stops once 7 bytes\n"
+    "                    (a space, 5 digits, one more character) are out\n"
+    "  --policy, --budget, --json, --set, --threads as above; --budget match = the NAtS cache's mean\n"
+    "                    entries per KV head at the end of the prefill of the same prompts, per length\n";
 
 struct Row {
   std::string policy;
@@ -129,11 +131,10 @@ void Finish(PerplexityResult* sum) {
 
 int PerplexityWithFlags(int argc, char** argv) {
   ParsedFlags parsed;
-  if (auto exit_code = ParseCommandFlags(
-          argc, argv,
-          {"checkpoint", "task", "data", "windows", "mode", "policy", "budget", "prefill", "json", "set",
-           "threads"},
-          {}, kHelp, &parsed))
+  if (auto exit_code = ParseCommandFlags(argc, argv,
+                                         {"checkpoint", "task", "data", "windows", "mode", "policy", "budget",
+                                          "prefill", "json", "set", "threads"},
+                                         {}, kHelp, &parsed))
     return *exit_code;
   const ParsedFlags* flags = &parsed;
   if (!flags->Has("checkpoint")) {
@@ -384,7 +385,7 @@ int PerplexityWithFlags(int argc, char** argv) {
   return exit_code;
 }
 
-// --task passkey ------------------------------------------------------------------------------------------------
+// --task passkey ------------------------------------------------------------------------------------------
 
 // Comma-separated values of one flag; false (after naming the flag and an example) when one does not parse or
 // is out of range.
@@ -393,8 +394,10 @@ bool ParseLengths(const ParsedFlags& flags, std::vector<int64_t>* out) {
   for (absl::string_view part : absl::StrSplit(v, ',')) {
     int64_t n = 0;
     if (!absl::SimpleAtoi(part, &n) || n < 1) {
-      std::fprintf(stderr, "eval: --lengths=%s: give prompt lengths in tokens, positive and comma-separated "
-                           "(e.g. --lengths 256,512)\n", v.c_str());
+      std::fprintf(stderr,
+                   "eval: --lengths=%s: give prompt lengths in tokens, positive and comma-separated "
+                   "(e.g. --lengths 256,512)\n",
+                   v.c_str());
       return false;
     }
     out->push_back(n);
@@ -407,8 +410,10 @@ bool ParseDepths(const ParsedFlags& flags, std::vector<double>* out) {
   for (absl::string_view part : absl::StrSplit(v, ',')) {
     double d = 0;
     if (!absl::SimpleAtod(part, &d) || !(d >= 0.0 && d <= 1.0)) {
-      std::fprintf(stderr, "eval: --depths=%s: give fractions of the filler in [0, 1], comma-separated "
-                           "(e.g. --depths 0,0.5,1)\n", v.c_str());
+      std::fprintf(stderr,
+                   "eval: --depths=%s: give fractions of the filler in [0, 1], comma-separated "
+                   "(e.g. --depths 0,0.5,1)\n",
+                   v.c_str());
       return false;
     }
     out->push_back(d);
@@ -416,22 +421,25 @@ bool ParseDepths(const ParsedFlags& flags, std::vector<double>* out) {
   return true;
 }
 
-// The filler text, whitespace collapsed: --filler FILE, else the checkpoint's validation shards decoded (documents
-// joined by a space: the end-of-text id would otherwise decode to "<|endoftext|>" inside passages).
+// The filler text, whitespace collapsed: --filler FILE, else the checkpoint's validation shards decoded
+// (documents joined by a space: the end-of-text id would otherwise decode to "<|endoftext|>" inside
+// passages).
 absl::StatusOr<std::string> LoadFiller(const ParsedFlags& flags, const InferenceModel& loaded,
                                        const data::Tokenizer& tokenizer, std::string* name) {
   if (flags.Has("filler")) {
     *name = flags.Get("filler");
     std::ifstream in(*name, std::ios::binary);
-    if (!in) return absl::NotFoundError(absl::StrCat("--filler ", *name, ": cannot open it; give a UTF-8 text file"));
+    if (!in)
+      return absl::NotFoundError(
+          absl::StrCat("--filler ", *name, ": cannot open it; give a UTF-8 text file"));
     std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     return CollapseWhitespace(raw);
   }
   *name = loaded.config.data().val_path();
   auto corpus = data::TokenCorpus::Open(*name);
   if (!corpus.ok()) {
-    return absl::Status(corpus.status().code(),
-                        absl::StrCat(corpus.status().message(), " (the default filler; or give --filler FILE)"));
+    return absl::Status(corpus.status().code(), absl::StrCat(corpus.status().message(),
+                                                             " (the default filler; or give --filler FILE)"));
   }
   if (absl::Status s = data::CheckCorpusFitsModel(*corpus, "data.val_path", tokenizer.identity(),
                                                   loaded.config.model().vocab_size());
@@ -463,17 +471,19 @@ struct PasskeyCell {
 struct PasskeyRow {
   std::string policy;
   int64_t length = 0;
-  int64_t budget = 0;       // streaming / h2o only
-  std::string budget_rule;  // "match", "given" or "default" (streaming / h2o only)
+  int64_t budget = 0;              // streaming / h2o only
+  std::string budget_rule;         // "match", "given" or "default" (streaming / h2o only)
   std::vector<PasskeyCell> cells;  // one per depth
+  std::string example;             // the first sample's key and continuation
 };
 
 int PasskeyWithFlags(int argc, char** argv) {
   ParsedFlags flags;
-  if (auto exit_code = ParseCommandFlags(argc, argv,
-                                         {"checkpoint", "task", "filler", "lengths", "depths", "samples", "seed",
-                                          "max_new_tokens", "policy", "budget", "json", "set", "threads"},
-                                         {}, kHelp, &flags))
+  if (auto exit_code =
+          ParseCommandFlags(argc, argv,
+                            {"checkpoint", "task", "filler", "lengths", "depths", "samples", "seed",
+                             "max_new_tokens", "policy", "budget", "json", "set", "threads"},
+                            {}, kHelp, &flags))
     return *exit_code;
   if (!flags.Has("checkpoint")) {
     std::fprintf(stderr, "eval: --checkpoint is required (e.g. runs/tiny/ckpt)\n%s", kHelp);
@@ -482,9 +492,9 @@ int PasskeyWithFlags(int argc, char** argv) {
   std::vector<int64_t> lengths;
   std::vector<double> depths;
   int64_t samples = 0, seed = 0, max_new_tokens = 0, threads = 0, budget = 0;
-  if (!ParseLengths(flags, &lengths) || !ParseDepths(flags, &depths) || !ParseInt(flags, "samples", 10, &samples) ||
-      !ParseInt(flags, "seed", 0, &seed) || !ParseInt(flags, "max_new_tokens", 8, &max_new_tokens) ||
-      !ParseInt(flags, "threads", 0, &threads)) {
+  if (!ParseLengths(flags, &lengths) || !ParseDepths(flags, &depths) ||
+      !ParseInt(flags, "samples", 10, &samples) || !ParseInt(flags, "seed", 0, &seed) ||
+      !ParseInt(flags, "max_new_tokens", 8, &max_new_tokens) || !ParseInt(flags, "threads", 0, &threads)) {
     return 2;
   }
   if (samples < 1 || max_new_tokens < 1) {
@@ -543,10 +553,11 @@ int PasskeyWithFlags(int argc, char** argv) {
   // note says the model never trained at those positions.
   for (int64_t length : lengths) {
     if (length + max_new_tokens > context) {
-      std::fprintf(stderr,
-                   "eval: note: --lengths %lld plus the answer passes model.context_length %lld; RoPE positions "
-                   "extend beyond training there (length extrapolation)\n",
-                   static_cast<long long>(length), static_cast<long long>(context));
+      std::fprintf(
+          stderr,
+          "eval: note: --lengths %lld plus the answer passes model.context_length %lld; RoPE positions "
+          "extend beyond training there (length extrapolation)\n",
+          static_cast<long long>(length), static_cast<long long>(context));
     }
   }
   // Prompts per length, built once and shared by every policy: [depth][sample].
@@ -567,8 +578,8 @@ int PasskeyWithFlags(int argc, char** argv) {
     }
   }
   std::printf("passkey eval %s (step %lld), filler %s: %zu lengths x %zu depths x %lld samples, seed %lld\n",
-              loaded->step_dir.c_str(), static_cast<long long>(loaded->step), filler_name.c_str(), lengths.size(),
-              depths.size(), static_cast<long long>(samples), static_cast<long long>(seed));
+              loaded->step_dir.c_str(), static_cast<long long>(loaded->step), filler_name.c_str(),
+              lengths.size(), depths.size(), static_cast<long long>(samples), static_cast<long long>(seed));
 
   torch::NoGradGuard no_grad;
   // Every prompt of one length under one policy.
@@ -580,11 +591,16 @@ int PasskeyWithFlags(int argc, char** argv) {
       for (const PasskeySample& sample : prompts[length][d]) {
         auto outcome = RunPasskeySample(loaded->model, **tokenizer, sample, pc, max_new_tokens);
         if (!outcome.ok()) return outcome.status();
+        if (row->example.empty()) {  // what the model said, for the progress line
+          row->example =
+              absl::StrCat("key ", sample.key, " -> \"", absl::CEscape(outcome->continuation), "\"");
+        }
         const CacheSummary& c = outcome->prefill_cache;
         const double heads = c.tokens > 0 ? static_cast<double>(c.dense_entries) / c.tokens : 1.0;
         cell.samples += 1;
         cell.correct += outcome->correct;
-        cell.kv_fraction += c.dense_entries > 0 ? static_cast<double>(c.retained_entries) / c.dense_entries : 1.0;
+        cell.kv_fraction +=
+            c.dense_entries > 0 ? static_cast<double>(c.retained_entries) / c.dense_entries : 1.0;
         cell.kv_entries += c.retained_entries / heads;  // mean per (layer, KV head)
         cell.prompt_tokens += static_cast<double>(sample.tokens.size());
         cell.seconds += outcome->seconds;
@@ -597,9 +613,9 @@ int PasskeyWithFlags(int argc, char** argv) {
       total += cell.samples;
       seconds += cell.seconds;
     }
-    std::fprintf(stderr, "passkey: %s, length %lld: %lld/%lld correct, %.1f s\n", name.c_str(),
-                 static_cast<long long>(length), static_cast<long long>(correct), static_cast<long long>(total),
-                 seconds);
+    std::fprintf(stderr, "passkey: %s, length %lld: %lld/%lld correct, %.1f s (first: %s)\n", name.c_str(),
+                 static_cast<long long>(length), static_cast<long long>(correct),
+                 static_cast<long long>(total), seconds, row->example.c_str());
     return absl::OkStatus();
   };
   auto mean_entries = [](const PasskeyRow& row) {
@@ -611,13 +627,13 @@ int PasskeyWithFlags(int argc, char** argv) {
     return entries / std::max(1.0, n);
   };
 
-  std::vector<PasskeyRow> rows;  // length-major while running; printed policy-major
+  std::vector<PasskeyRow> rows;                           // length-major while running; printed policy-major
   std::map<int64_t, std::pair<int64_t, double>> matched;  // length -> (budget, NAtS mean entries per KV head)
   for (int64_t length : lengths) {
     std::optional<PasskeyRow> nats_row;
     if (match_budget) {
-      // Evicting caches hold exactly `budget` entries after a prefill longer than it, so the budget at the NAtS
-      // cache size is the NAtS mean itself, rounded.
+      // Evicting caches hold exactly `budget` entries after a prefill longer than it, so the budget at the
+      // NAtS cache size is the NAtS mean itself, rounded.
       nats_row.emplace();
       nats_row->policy = "nats";
       nats_row->length = length;
@@ -637,9 +653,10 @@ int PasskeyWithFlags(int argc, char** argv) {
       pc.policy = policy;
       const bool evicting = policy == CachePolicy::kStreaming || policy == CachePolicy::kH2O;
       if (match_budget) {
-        // The smallest budget a policy accepts when the NAtS cache is smaller still (StreamingLLM keeps its sinks).
-        pc.budget =
-            std::max<int64_t>(matched[length].first, policy == CachePolicy::kStreaming ? pc.sink_tokens + 1 : 2);
+        // The smallest budget a policy accepts when the NAtS cache is smaller still (StreamingLLM keeps its
+        // sinks).
+        pc.budget = std::max<int64_t>(matched[length].first,
+                                      policy == CachePolicy::kStreaming ? pc.sink_tokens + 1 : 2);
         row.budget_rule = "match";
       } else if (budget > 0) {
         pc.budget = budget;
@@ -673,7 +690,8 @@ int PasskeyWithFlags(int argc, char** argv) {
     absl::StrAppend(&header, absl::StrFormat(" depth %g |", depth));
     absl::StrAppend(&rule, "---|");
   }
-  std::printf("%s overall | KV entries / head | KV fraction |\n%s---|---|---|\n", header.c_str(), rule.c_str());
+  std::printf("%s overall | KV entries / head | KV fraction |\n%s---|---|---|\n", header.c_str(),
+              rule.c_str());
   for (const PasskeyRow& r : rows) {
     std::string line = absl::StrFormat(
         "| %s | %lld | %s |", r.policy, static_cast<long long>(r.length),
@@ -709,12 +727,13 @@ int PasskeyWithFlags(int argc, char** argv) {
           .Add("threads", at::get_num_threads());
       if (json.is_open()) json << j.str() << "\n";
     }
-    std::printf("%s %.2f | %.1f | %.4f |\n", line.c_str(), static_cast<double>(correct) / total, mean_entries(r),
-                kv_fraction / total);
+    std::printf("%s %.2f | %.1f | %.4f |\n", line.c_str(), static_cast<double>(correct) / total,
+                mean_entries(r), kv_fraction / total);
   }
   for (const auto& [length, m] : matched) {
     std::printf(
-        "budget (match), length %lld: streaming and h2o keep %lld entries per KV head (at least 5 and 2), the NAtS "
+        "budget (match), length %lld: streaming and h2o keep %lld entries per KV head (at least 5 and 2), "
+        "the NAtS "
         "cache's mean at the end of the prefill of the same prompts (%.1f per KV head, all layers)\n",
         static_cast<long long>(length), static_cast<long long>(m.first), m.second);
   }
@@ -740,7 +759,8 @@ int RunEval(int argc, char** argv) {
   }
   if (task == "perplexity") return PerplexityWithFlags(argc, argv);
   if (task == "passkey") return PasskeyWithFlags(argc, argv);
-  std::fprintf(stderr, "eval: --task=%s: allowed values are perplexity (the default) and passkey\n", task.c_str());
+  std::fprintf(stderr, "eval: --task=%s: allowed values are perplexity (the default) and passkey\n",
+               task.c_str());
   return 2;
 }
 

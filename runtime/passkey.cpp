@@ -41,8 +41,8 @@ size_t NextBoundary(std::string_view text, size_t n) {
 int64_t FillerCut(const data::Tokenizer& tokenizer, std::string_view passage, int64_t length, double depth,
                   std::string_view key) {
   auto fits = [&](size_t n) {
-    return static_cast<int64_t>(tokenizer.Encode(PasskeyPromptText(passage.substr(0, n), depth, key)).size()) <=
-           length;
+    return static_cast<int64_t>(
+               tokenizer.Encode(PasskeyPromptText(passage.substr(0, n), depth, key)).size()) <= length;
   };
   // Doubling first: the search never encodes much more text than the prompt needs (filler may be megabytes).
   size_t lo = 0, hi = BoundaryAtOrBelow(passage, std::min<size_t>(passage.size(), 2 * length + 64));
@@ -77,8 +77,8 @@ std::string CollapseWhitespace(std::string_view text) {
   out.reserve(text.size());
   bool pending_space = false;
   for (char c : text) {
-    // Python's \s also matches \x1c-\x1f (collapsed here too) and Unicode spaces such as U+00A0 (left as they are: the
-    // generator drops non-ASCII afterwards, a gpt2 filler may keep them).
+    // Python's \s also matches \x1c-\x1f (collapsed here too) and Unicode spaces such as U+00A0 (left as they
+    // are: the generator drops non-ASCII afterwards, a gpt2 filler may keep them).
     if (absl::ascii_isspace(static_cast<unsigned char>(c)) || (c >= '\x1c' && c <= '\x1f')) {
       pending_space = !out.empty();
       continue;
@@ -116,17 +116,20 @@ absl::StatusOr<PasskeySample> MakePasskeySample(const data::Tokenizer& tokenizer
   s.depth = depth;
   const int64_t overhead = static_cast<int64_t>(tokenizer.Encode(PasskeyPromptText("", depth, s.key)).size());
   if (overhead > length) {
-    return absl::InvalidArgumentError(absl::StrCat("--lengths ", length, ": the key sentence and the question alone ",
-                                                   "take ", overhead, " tokens; ask for at least ", overhead + 1));
+    return absl::InvalidArgumentError(absl::StrCat("--lengths ", length,
+                                                   ": the key sentence and the question alone ", "take ",
+                                                   overhead, " tokens; ask for at least ", overhead + 1));
   }
-  // How much filler the prompt needs, measured at the start; later starts leave that much plus a quarter behind.
+  // How much filler the prompt needs, measured at the start; later starts leave that much plus a quarter
+  // behind.
   const int64_t cut0 = FillerCut(tokenizer, filler, length, depth, s.key);
   if (cut0 < 0) {
     const int64_t tokens = static_cast<int64_t>(tokenizer.Encode(filler).size());
-    return absl::FailedPreconditionError(absl::StrCat(
-        Absl(filler_name), ": ", filler.size(), " bytes (", tokens, " ", tokenizer.name(),
-        " tokens) of filler are too short for a prompt of ", length, " tokens (the key sentence and question take ",
-        overhead, "); give a longer --filler or shorter --lengths"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(Absl(filler_name), ": ", filler.size(), " bytes (", tokens, " ", tokenizer.name(),
+                     " tokens) of filler are too short for a prompt of ", length,
+                     " tokens (the key sentence and question take ", overhead,
+                     "); give a longer --filler or shorter --lengths"));
   }
   const size_t need = static_cast<size_t>(cut0) + static_cast<size_t>(cut0) / 4;
   const size_t range = filler.size() > need ? filler.size() - need : 0;
@@ -150,7 +153,8 @@ absl::StatusOr<PasskeySample> MakePasskeySample(const data::Tokenizer& tokenizer
 bool PasskeyMatches(std::string_view continuation, std::string_view key) {
   if (!continuation.empty() && continuation.front() == ' ') continuation.remove_prefix(1);
   if (continuation.substr(0, key.size()) != key) return false;
-  return continuation.size() == key.size() || !absl::ascii_isdigit(static_cast<unsigned char>(continuation[key.size()]));
+  return continuation.size() == key.size() ||
+         !absl::ascii_isdigit(static_cast<unsigned char>(continuation[key.size()]));
 }
 
 absl::StatusOr<PasskeyOutcome> RunPasskeySample(Transformer& model, const data::Tokenizer& tokenizer,
@@ -185,7 +189,8 @@ absl::StatusOr<PasskeyOutcome> RunPasskeySample(Transformer& model, const data::
       return text.status();
     }
     out.continuation = *std::move(text);
-    if (static_cast<int64_t>(out.continuation.size()) >= kPasskeyAnswerBytes || n + 1 == max_new_tokens) break;
+    if (static_cast<int64_t>(out.continuation.size()) >= kPasskeyAnswerBytes || n + 1 == max_new_tokens)
+      break;
     logits = model->Decode(torch::full({1, 1}, id, torch::kLong).to(device), *cache);
   }
   out.correct = PasskeyMatches(out.continuation, sample.key);

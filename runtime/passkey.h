@@ -1,8 +1,8 @@
 // runtime/passkey.h
 //
 // Synthetic passkey retrieval (`nats eval --task passkey`): a long-context probe that separates KV-cache
-// policies by what they keep. A prompt hides a 5-digit key in filler text at a fraction `depth` of it and asks
-// for it at the end; the model's greedy continuation is scored by exact match.
+// policies by what they keep. A prompt hides a 5-digit key in filler text at a fraction `depth` of it and
+// asks for it at the end; the model's greedy continuation is scored by exact match.
 //
 // The template is the one bench/make_passkey_corpus.py trains on (keep the two equal):
 //   filler[:cut] + " The pass key is K. Remember it. K is the pass key." + filler[cut:]
@@ -48,7 +48,7 @@ size_t PasskeyInsertionPoint(std::string_view filler, double depth);
 std::string PasskeyPromptText(std::string_view filler, double depth, std::string_view key);
 
 struct PasskeySample {
-  std::string key;              // 5 digits, 10000..99999
+  std::string key;  // 5 digits, 10000..99999
   double depth = 0;
   std::string text;             // the prompt
   std::vector<int32_t> tokens;  // its ids
@@ -57,26 +57,27 @@ struct PasskeySample {
   size_t key_offset = 0;        // byte offset of the key sentence in `text`
 };
 
-// The sample `index` of `length` tokens at `depth` (see the file comment). `filler` is collapsed text, e.g. from
-// CollapseWhitespace; `filler_name` names it in errors. InvalidArgument naming --lengths when `length` cannot hold
-// the key sentence and the question; FailedPrecondition naming the filler and sizes when it is too short.
+// The sample `index` of `length` tokens at `depth` (see the file comment). `filler` is collapsed text, e.g.
+// from CollapseWhitespace; `filler_name` names it in errors. InvalidArgument naming --lengths when `length`
+// cannot hold the key sentence and the question; FailedPrecondition naming the filler and sizes when it is
+// too short.
 absl::StatusOr<PasskeySample> MakePasskeySample(const data::Tokenizer& tokenizer, std::string_view filler,
                                                 std::string_view filler_name, int64_t length, double depth,
                                                 uint64_t seed, int64_t index);
 
-// Exact match: `continuation` minus one leading space starts with the 5 digits of `key`, and the next character,
-// if any, is not a digit (" 12345." and "12345" match; " 123456", " 1234" and "x 12345" do not).
+// Exact match: `continuation` minus one leading space starts with the 5 digits of `key`, and the next
+// character, if any, is not a digit (" 12345." and "12345" match; " 123456", " 1234" and "x 12345" do not).
 bool PasskeyMatches(std::string_view continuation, std::string_view key);
 
 struct PasskeyOutcome {
   bool correct = false;
-  std::string continuation;  // decoded text after the prompt
+  std::string continuation;    // decoded text after the prompt
   CacheSummary prefill_cache;  // the cache at the end of the prefill (what the answer is read from)
   double seconds = 0;          // prefill and decode
 };
 
-// Prefill(sample.tokens) under `policy`, then greedy decode until the continuation has kPasskeyAnswerBytes bytes,
-// the end-of-text id, or max_new_tokens tokens; scored by PasskeyMatches. Batch 1, no gradients.
+// Prefill(sample.tokens) under `policy`, then greedy decode until the continuation has kPasskeyAnswerBytes
+// bytes, the end-of-text id, or max_new_tokens tokens; scored by PasskeyMatches. Batch 1, no gradients.
 absl::StatusOr<PasskeyOutcome> RunPasskeySample(Transformer& model, const data::Tokenizer& tokenizer,
                                                 const PasskeySample& sample, const CachePolicyConfig& policy,
                                                 int64_t max_new_tokens);

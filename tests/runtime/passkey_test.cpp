@@ -1,8 +1,9 @@
 // Tests of the passkey probe (runtime/passkey.h): the prompt is the template of bench/make_passkey_corpus.py
-// character for character, the key sits at the requested depth within one word, the length rule holds for the byte
-// tokenizer (exactly) and for GPT-2 (when its vocabulary is in $NATS_CACHE; skipped otherwise), samples are a
-// function of the seed, the scorer's exact-match rule on fabricated continuations, an oracle that answers the
-// expected continuation scores 100%, and one prefill + greedy decode on a small random model under each policy.
+// character for character, the key sits at the requested depth within one word, the length rule holds for the
+// byte tokenizer (exactly) and for GPT-2 (when its vocabulary is in $NATS_CACHE; skipped otherwise), samples
+// are a function of the seed, the scorer's exact-match rule on fabricated continuations, an oracle that
+// answers the expected continuation scores 100%, and one prefill + greedy decode on a small random model
+// under each policy.
 #include "runtime/passkey.h"
 
 #include <gtest/gtest.h>
@@ -15,6 +16,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -41,7 +43,8 @@ std::string Filler() {
     }
   }
   std::string text;
-  for (int i = 0; text.size() < 100000; ++i) absl::StrAppend(&text, std::string(1 + (i * 7) % 9, 'a' + i % 26), " ");
+  for (int i = 0; text.size() < 100000; ++i)
+    absl::StrAppend(&text, std::string(1 + (i * 7) % 9, 'a' + i % 26), " ");
   return CollapseWhitespace(text);
 }
 
@@ -49,11 +52,12 @@ TEST(Passkey, TemplateIsTheCorpusGenerators) {
   // KEY_SENTENCE, QUESTION of bench/make_passkey_corpus.py.
   EXPECT_EQ(PasskeyKeySentence("12345"), " The pass key is 12345. Remember it. 12345 is the pass key.");
   EXPECT_EQ(kPasskeyQuestion, " What is the pass key? The pass key is");
-  // filler[:cut] + KEY_SENTENCE + filler[cut:] + QUESTION with the script's cut (Python: cut = int(0.5 * 19) = 9,
-  // filler.rfind(" ", 0, 10) = 7).
-  EXPECT_EQ(PasskeyPromptText("one two three four", 0.5, "12345"),
-            "one two The pass key is 12345. Remember it. 12345 is the pass key. three four What is the pass key? "
-            "The pass key is");
+  // filler[:cut] + KEY_SENTENCE + filler[cut:] + QUESTION with the script's cut (Python: cut = int(0.5 * 19)
+  // = 9, filler.rfind(" ", 0, 10) = 7).
+  EXPECT_EQ(
+      PasskeyPromptText("one two three four", 0.5, "12345"),
+      "one two The pass key is 12345. Remember it. 12345 is the pass key. three four What is the pass key? "
+      "The pass key is");
   EXPECT_EQ(PasskeyInsertionPoint("one two three four", 0.0), 0u);   // no space at index 0: cut stays 0
   EXPECT_EQ(PasskeyInsertionPoint("one two three four", 1.0), 13u);  // the last space
   EXPECT_EQ(PasskeyInsertionPoint("", 0.7), 0u);
@@ -88,7 +92,8 @@ TEST(Passkey, ByteTokenizerPromptsHaveExactlyTheLength) {
         const size_t target = static_cast<size_t>(depth * passage.size());
         ASSERT_LE(s->key_offset, target);
         if (s->key_offset < target) {
-          EXPECT_EQ(passage.substr(s->key_offset + 1, target - s->key_offset - 1).find(' '), std::string::npos)
+          EXPECT_EQ(passage.substr(s->key_offset + 1, target - s->key_offset - 1).find(' '),
+                    std::string::npos)
               << "depth " << depth << " cut " << s->key_offset << " target " << target;
         }
       }
@@ -118,7 +123,8 @@ TEST(Passkey, ErrorsNameTheFlagAndSizes) {
   auto too_short_length = MakePasskeySample(*tok, Filler(), "f", 40, 0.5, 0, 0);
   ASSERT_FALSE(too_short_length.ok());
   EXPECT_EQ(too_short_length.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(absl::StrContains(too_short_length.status().message(), "--lengths 40")) << too_short_length.status();
+  EXPECT_TRUE(absl::StrContains(too_short_length.status().message(), "--lengths 40"))
+      << too_short_length.status();
   auto too_short_filler = MakePasskeySample(*tok, "a short filler text", "tiny.txt", 256, 0.5, 0, 0);
   ASSERT_FALSE(too_short_filler.ok());
   EXPECT_EQ(too_short_filler.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -151,7 +157,8 @@ TEST(Passkey, Gpt2PromptsMeetTheLengthRule) {
         EXPECT_GE(n, length - 2) << s->text;  // a merge may swallow the one more character
         // One more character of the passage would pass the length (the rule's other half).
         const std::string longer = filler.substr(s->filler_offset, s->filler_bytes + 1);
-        EXPECT_GT(static_cast<int64_t>((*tok)->Encode(PasskeyPromptText(longer, depth, s->key)).size()), length);
+        EXPECT_GT(static_cast<int64_t>((*tok)->Encode(PasskeyPromptText(longer, depth, s->key)).size()),
+                  length);
       }
     }
   }
@@ -183,6 +190,79 @@ TEST(Passkey, OracleAnsweringTheCorpusAnswerScoresAll) {
   }
 }
 
+// The JSON string escapes json.dumps writes for ASCII text (\" \\ \/ \n \t \uXXXX below 0x80); false
+// otherwise.
+bool UnescapeJsonString(std::string_view in, std::string* out) {
+  out->clear();
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '\\') {
+      out->push_back(in[i]);
+      continue;
+    }
+    if (++i >= in.size()) return false;
+    switch (in[i]) {
+      case '"':
+      case '\\':
+      case '/':
+        out->push_back(in[i]);
+        break;
+      case 'n':
+        out->push_back('\n');
+        break;
+      case 't':
+        out->push_back('\t');
+        break;
+      case 'u': {
+        if (i + 4 >= in.size()) return false;
+        const int code = std::stoi(std::string(in.substr(i + 1, 4)), nullptr, 16);
+        if (code >= 0x80) return false;
+        out->push_back(static_cast<char>(code));
+        i += 4;
+        break;
+      }
+      default:
+        return false;
+    }
+  }
+  return true;
+}
+
+TEST(Passkey, RebuildsTheTrainingCorpusSamples) {
+  // The generator's own output (data/passkey_src/train.jsonl, bench/make_passkey_corpus.py): every passkey
+  // document is PasskeyPromptText of its filler at the key's depth followed by " {key}.", which the scorer
+  // accepts (an oracle that answers as the corpus does scores 100%).
+  const char* src = std::getenv("NATS_SOURCE_DIR");
+  std::ifstream in(std::string(src != nullptr ? src : ".") + "/data/passkey_src/train.jsonl");
+  if (!in) GTEST_SKIP() << "no data/passkey_src/train.jsonl (bench/make_passkey_corpus.py writes it)";
+  const std::string question(kPasskeyQuestion);
+  const std::string prefix = "{\"text\": \"", suffix = "\"}";
+  std::string line, doc;
+  int checked = 0;
+  for (int n = 0; n < 3000 && std::getline(in, line); ++n) {
+    ASSERT_TRUE(absl::StartsWith(line, prefix) && absl::EndsWith(line, suffix)) << line;
+    if (!UnescapeJsonString(
+            std::string_view(line).substr(prefix.size(), line.size() - prefix.size() - suffix.size()),
+            &doc)) {
+      continue;  // non-ASCII escapes: not a byte-level document
+    }
+    const size_t q = doc.rfind(question);
+    if (q == std::string::npos) continue;  // a plain passage
+    const std::string answer = doc.substr(q + question.size());
+    ASSERT_EQ(answer.size(), 7u) << doc;  // " {key}."
+    const std::string key = answer.substr(1, 5);
+    EXPECT_TRUE(PasskeyMatches(answer, key)) << answer;
+    const std::string sentence = PasskeyKeySentence(key);
+    const size_t p = doc.find(sentence);
+    ASSERT_NE(p, std::string::npos) << doc;
+    const std::string filler = doc.substr(0, p) + doc.substr(p + sentence.size(), q - p - sentence.size());
+    if (filler.empty()) continue;
+    const double depth = (static_cast<double>(p) + 0.5) / static_cast<double>(filler.size());
+    EXPECT_EQ(PasskeyPromptText(filler, depth, key), doc.substr(0, q + question.size()));
+    ++checked;
+  }
+  EXPECT_GT(checked, 100);
+}
+
 Transformer SmallByteModel(bool nats) {
   ModelSpec spec;
   spec.model.set_vocab_size(320);
@@ -203,7 +283,8 @@ TEST(Passkey, RunSampleDecodesAndReportsThePrefillCache) {
   ASSERT_TRUE(s.ok());
   for (bool nats : {false, true}) {
     Transformer model = SmallByteModel(nats);
-    for (CachePolicy policy : {CachePolicy::kNats, CachePolicy::kDense, CachePolicy::kStreaming, CachePolicy::kH2O}) {
+    for (CachePolicy policy :
+         {CachePolicy::kNats, CachePolicy::kDense, CachePolicy::kStreaming, CachePolicy::kH2O}) {
       CachePolicyConfig pc;
       pc.policy = policy;
       pc.budget = 20;
@@ -215,7 +296,8 @@ TEST(Passkey, RunSampleDecodesAndReportsThePrefillCache) {
       EXPECT_EQ(out->correct, PasskeyMatches(out->continuation, s->key));
       const double per_head = static_cast<double>(out->prefill_cache.retained_entries) /
                               (static_cast<double>(out->prefill_cache.dense_entries) / 128.0);
-      if (policy == CachePolicy::kDense || (policy == CachePolicy::kNats && !nats)) EXPECT_EQ(per_head, 128.0);
+      if (policy == CachePolicy::kDense || (policy == CachePolicy::kNats && !nats))
+        EXPECT_EQ(per_head, 128.0);
       if (policy == CachePolicy::kStreaming || policy == CachePolicy::kH2O) EXPECT_EQ(per_head, 20.0);
       if (policy == CachePolicy::kNats && nats) EXPECT_LE(per_head, 128.0);
     }
