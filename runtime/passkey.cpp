@@ -24,20 +24,22 @@ absl::string_view Absl(std::string_view s) { return absl::string_view(s.data(), 
 
 bool IsContinuationByte(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
 
-// The largest UTF-8 character boundary <= n in `text` (n <= text.size()).
+// The largest UTF-8 character boundary <= n in `text` (n <= text.size()). At most 3 bytes back (the longest
+// character has 4), so invalid UTF-8 still gets cut and the searches below always progress.
 size_t BoundaryAtOrBelow(std::string_view text, size_t n) {
-  while (n > 0 && n < text.size() && IsContinuationByte(text[n])) --n;
+  for (int back = 0; back < 3 && n > 0 && n < text.size() && IsContinuationByte(text[n]); ++back) --n;
   return n;
 }
 
+// The smallest character boundary > n (n < text.size()), at most 4 bytes on.
 size_t NextBoundary(std::string_view text, size_t n) {
   ++n;
-  while (n < text.size() && IsContinuationByte(text[n])) ++n;
-  return std::min(n, text.size());
+  for (int on = 0; on < 3 && n < text.size() && IsContinuationByte(text[n]); ++on) ++n;
+  return n;
 }
 
 // The length rule of the header: the filler cut n (a character boundary) with tokens(n) <= length <
-// tokens(next boundary), or -1 when even all of `passage` gives <= length tokens with room left (too short).
+// tokens(next boundary), or -1 when all of `passage` still fits (too short).
 int64_t FillerCut(const data::Tokenizer& tokenizer, std::string_view passage, int64_t length, double depth,
                   std::string_view key) {
   auto fits = [&](size_t n) {
@@ -63,7 +65,8 @@ int64_t FillerCut(const data::Tokenizer& tokenizer, std::string_view passage, in
 // The script's passage(): start after the next space when one comes within 40 bytes.
 size_t WordStart(std::string_view filler, size_t start) {
   const size_t space = filler.find(' ', start);
-  return space != std::string_view::npos && space < start + 40 ? space + 1 : start;
+  if (space != std::string_view::npos && space < start + 40) return space + 1;
+  return start == 0 ? 0 : NextBoundary(filler, start - 1);  // at least not inside a character
 }
 
 }  // namespace
@@ -117,7 +120,7 @@ absl::StatusOr<PasskeySample> MakePasskeySample(const data::Tokenizer& tokenizer
   const int64_t overhead = static_cast<int64_t>(tokenizer.Encode(PasskeyPromptText("", depth, s.key)).size());
   if (overhead > length) {
     return absl::InvalidArgumentError(absl::StrCat("--lengths ", length,
-                                                   ": the key sentence and the question alone ", "take ",
+                                                   ": the key sentence and the question alone take ",
                                                    overhead, " tokens; ask for at least ", overhead + 1));
   }
   // How much filler the prompt needs, measured at the start; later starts leave that much plus a quarter

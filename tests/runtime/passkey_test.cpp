@@ -102,6 +102,40 @@ TEST(Passkey, ByteTokenizerPromptsHaveExactlyTheLength) {
   EXPECT_GT(keys.size(), 15u);  // the keys vary with the length and the sample
 }
 
+TEST(Passkey, CutsOnUtf8CharacterBoundaries) {
+  auto tok = ByteTokenizer();
+  std::string filler;
+  while (filler.size() < 20000) filler += "h\xc3\xa9llo w\xc3\xb6rld \xe2\x82\xac\xe2\x82\xac ";
+  for (int64_t i = 0; i < 20; ++i) {
+    auto s = MakePasskeySample(*tok, filler, "f", 150, 0.5, 2, i);
+    ASSERT_TRUE(s.ok()) << s.status();
+    const int64_t n = static_cast<int64_t>(s->tokens.size());
+    EXPECT_LE(n, 150);
+    EXPECT_GE(n, 150 - 2);  // a 3-byte character that does not fit
+    const std::string passage = filler.substr(s->filler_offset, s->filler_bytes);
+    ASSERT_FALSE(passage.empty());
+    EXPECT_NE(static_cast<unsigned char>(passage.front()) & 0xC0, 0x80) << "starts inside a character";
+    EXPECT_TRUE(s->filler_offset + s->filler_bytes == filler.size() ||
+                (static_cast<unsigned char>(filler[s->filler_offset + s->filler_bytes]) & 0xC0) != 0x80)
+        << "ends inside a character";
+  }
+  // No spaces at all: the passage still starts and ends on characters.
+  std::string no_spaces;
+  while (no_spaces.size() < 20000) no_spaces += "\xc3\xa9\xe2\x82\xac";
+  for (int64_t i = 0; i < 20; ++i) {
+    auto s = MakePasskeySample(*tok, no_spaces, "f", 150, 0.5, 4, i);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_NE(static_cast<unsigned char>(no_spaces[s->filler_offset]) & 0xC0, 0x80) << s->filler_offset;
+    EXPECT_NE(static_cast<unsigned char>(no_spaces[s->filler_offset + s->filler_bytes]) & 0xC0, 0x80);
+  }
+  // Invalid UTF-8 (continuation bytes only) still gets cut, and the search ends.
+  const std::string invalid(5000, '\x80');
+  auto s = MakePasskeySample(*tok, invalid, "f", 150, 0.5, 2, 0);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_LE(static_cast<int64_t>(s->tokens.size()), 150);
+  EXPECT_GE(static_cast<int64_t>(s->tokens.size()), 147);
+}
+
 TEST(Passkey, DeterministicBySeedAndDepthsShareKeyAndPassage) {
   auto tok = ByteTokenizer();
   const std::string filler = Filler();
