@@ -16,10 +16,16 @@ common=(--set train.steps=3 --set train.eval_interval=0 --set train.eval_windows
 "$nats" train --config "$src/configs/tiny_nats.textproto" "${common[@]}" --set train.run_dir="$out/nats" > "$out/train.log"
 "$nats" train --config "$src/configs/tiny.textproto" "${common[@]}" --set train.run_dir="$out/dense" >> "$out/train.log"
 
+# Held-out book text when prepared (bench/make_passkey_corpus.py), else generated words: --filler FILE either way.
+filler="$data/passkey_src/heldout.txt"
+if [ ! -f "$filler" ]; then
+  filler="$out/heldout.txt"
+  /usr/bin/python3 -c "print(' '.join('w%d' % (i * 7919 % 1000) for i in range(20000)))" > "$filler"
+fi
 run=(--task passkey --policy all --lengths 128,192 --depths 0,0.5,1 --samples 2 --threads 1)
 "$nats" eval --checkpoint "$out/nats/ckpt" "${run[@]}" --json "$out/nats.json" > "$out/nats.txt" 2> "$out/nats.err"
 "$nats" eval --checkpoint "$out/dense/ckpt" "${run[@]}" --json "$out/dense.json" \
-  --filler "$data/passkey_src/heldout.txt" > "$out/dense.txt" 2> "$out/dense.err"
+  --filler "$filler" > "$out/dense.txt" 2> "$out/dense.err"
 "$nats" eval --checkpoint "$out/nats/ckpt" --task passkey --policy streaming --budget 9 --lengths 128 --depths 0.5 \
   --samples 1 --threads 1 --json "$out/given.json" > "$out/given.txt" 2> /dev/null
 cat "$out/nats.txt" "$out/dense.txt"
