@@ -22,6 +22,7 @@
 #include "data/loader.h"
 #include "data/token_shard.h"
 #include "data/tokenizer.h"
+#include "nats/masks.h"
 #include "nats/model_shape.h"
 #include "nats/transformer.h"
 #include "parallel/adamw.h"
@@ -139,18 +140,6 @@ absl::StatusOr<InitFromCounts> LoadInitialWeights(Transformer& model, const std:
   return counts;
 }
 
-// Mean over the NAtS layers of the KV fraction of the model's last forward (this rank's rows); -1 when the
-// model has no NAtS layer.
-double MeanKvFraction(const std::vector<LayerStats>& stats) {
-  double sum = 0;
-  int n = 0;
-  for (const LayerStats& ls : stats) {
-    if (!ls.nats) continue;
-    sum += ls.kv_fraction;
-    ++n;
-  }
-  return n > 0 ? sum / n : -1;
-}
 
 }  // namespace
 
@@ -357,6 +346,30 @@ class TrainerState {
                   .Add("consumed_samples", consumed_samples)
                   .Add("rollbacks", summary->rollbacks));
     return absl::OkStatus();
+  }
+
+  // The KV fraction of every NAtS layer in the last forward (LayerStats::kv_fraction: what a cache at the end of
+  // the window keeps), for this rank's rows; not yet averaged over ranks. Under sequence parallelism a chunk's
+  // own types cannot say what survives to the end of the whole window, so the sp group all-gathers each layer's
+  // types (int8 [B, H_kv, chunk], small next to the KV exchange) and every rank measures whole sequences. Without
+  // it this is exactly LayerStats::kv_fraction. Collective over the sp group when sp > 1.
+  absl::StatusOr<std::vector<double>> LayerKvFractions() {
+    std::vector<double> out;
+    for (const at::Tensor& types : model->LastLayerTypes()) {
+      if (!types.defined()) continue;  // a dense layer
+      at::Tensor whole = types;
+      if (sequence_parallel) {
+        // AllGatherV concatenates along the first dimension: positions first, as floats (every backend has them).
+        std::vector<at::Tensor> chunks;
+        if (absl::Status s = grid->sp().AllGatherV(types.permute({2, 0, 1}).to(at::kFloat).contiguous(), &chunks);
+            !s.ok()) {
+          return s;
+        }
+        whole = at::cat(chunks, 0).permute({1, 2, 0}).to(at::kChar).contiguous();
+      }
+      out.push_back(ComputeMaskStats(whole, cfg.nats().window()).kv_fraction.mean().item<double>());
+    }
+    return out;
   }
 
   // In place: every value of every vector averaged over the world (one all-reduce; same sizes on all ranks).
@@ -963,8 +976,18 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     // The lambda this step's backward used (what the log reports), then the controller's next one from the
     // KV fraction this step measured, averaged over every rank so all ranks set the same lambda.
     const double step_lambda = st.model->lambda();
-    if (st.kv_controller->enabled()) {
-      auto measured = st.AverageOverRanks(MeanKvFraction(st.model->LastLayerStats()));
+    const bool log_step = (st.step + 1) % std::max(1, t.log_interval()) == 0 || st.step + 1 == total_steps ||
+                          st.step + 1 == 1;
+    std::vector<double> layer_kv;  // this rank's, per NAtS layer
+    if (st.kv_controller->enabled() || log_step) {
+      auto measured = st.LayerKvFractions();
+      if (!measured.ok()) return measured.status();
+      layer_kv = std::move(*measured);
+    }
+    if (st.kv_controller->enabled() && !layer_kv.empty()) {
+      double mean = 0;
+      for (double v : layer_kv) mean += v / layer_kv.size();
+      auto measured = st.AverageOverRanks(mean);
       if (!measured.ok()) return measured.status();
       st.model->SetLambda(st.kv_controller->Update(*measured));
     }
@@ -975,7 +998,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     summary.last_train_loss = loss_value;
 
     const bool last = st.step == total_steps;
-    if (st.step % std::max(1, t.log_interval()) == 0 || last || st.step == 1) {
+    if (log_step) {
       const double window_seconds = SecondsSince(window_start);
       const double tok_s = window_tokens / std::max(window_seconds, 1e-9);
       const double mfu = tok_s * st.model->FlopsPerToken() / st.peak_flops;
@@ -983,6 +1006,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
           (total_steps - st.step) * st.train_seconds / std::max<int64_t>(1, st.step - first_step);
       // NAtS layers: type fractions, mask density and KV fraction of this step's last micro-batch, averaged
       // over the ranks (equal row counts), so that the curve describes the same rows for any number of ranks.
+      // The KV fraction is the one the controller measured (whole sequences also under sequence parallelism).
       std::vector<double> frac_g, frac_l, frac_s, density, kv;
       std::vector<int> nats_layers;
       std::string nats_line;
@@ -995,7 +1019,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
         frac_l.push_back(ls.frac_local);
         frac_s.push_back(ls.frac_sliding);
         density.push_back(ls.mask_density);
-        kv.push_back(ls.kv_fraction);
+        kv.push_back(layer_kv[kv.size()]);
       }
       if (absl::Status s = st.AverageOverRanks({&frac_g, &frac_l, &frac_s, &density, &kv}); !s.ok()) return s;
       if (!kv.empty()) {
