@@ -78,8 +78,8 @@ double MeasureMatmulFlops() {
   return 2.0 * n * n * n * reps / SecondsSince(start);
 }
 
-// Post-training trains the scorers only (NATS_SPEC 8): every parameter of a layer's scorer has "scorer" in its
-// name (nats/transformer.cpp registers them as h<l>.scorer.*).
+// Post-training trains the scorers only (NATS_SPEC 8): every parameter of a layer's scorer has "scorer" in
+// its name (nats/transformer.cpp registers them as h<l>.scorer.*).
 bool IsScorerParameter(const std::string& name) { return name.find("scorer") != std::string::npos; }
 
 struct InitFromCounts {
@@ -93,7 +93,8 @@ struct InitFromCounts {
 absl::StatusOr<InitFromCounts> LoadInitialWeights(Transformer& model, const std::string& path) {
   const std::string field = absl::StrCat("train.init_from = ", path);
   auto step_dir = checkpoint::ResolveCheckpointPath(path);
-  if (!step_dir.ok()) return absl::InvalidArgumentError(absl::StrCat(field, ": ", step_dir.status().message()));
+  if (!step_dir.ok())
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", step_dir.status().message()));
   auto reader = checkpoint::CheckpointReader::Open(*step_dir);
   if (!reader.ok()) return absl::InvalidArgumentError(absl::StrCat(field, ": ", reader.status().message()));
   const std::string fix = absl::StrCat("set model.* to the model config stored in ", *step_dir,
@@ -110,16 +111,16 @@ absl::StatusOr<InitFromCounts> LoadInitialWeights(Transformer& model, const std:
         ++counts.initialised;
         continue;
       }
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ": the checkpoint has no tensor ", name, " (parameter ", p.key(), ", shape ",
-          checkpoint::ShapeString(p.value().sizes()),
-          "); only scorer parameters may be missing (they keep their initialisation); ", fix));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": the checkpoint has no tensor ", name, " (parameter ", p.key(), ", shape ",
+                       checkpoint::ShapeString(p.value().sizes()),
+                       "); only scorer parameters may be missing (they keep their initialisation); ", fix));
     }
     const std::vector<int64_t> stored(entry->shape().begin(), entry->shape().end());
     if (stored != p.value().sizes().vec()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          field, ": parameter ", p.key(), " has shape ", checkpoint::ShapeString(stored), " in the checkpoint but ",
-          checkpoint::ShapeString(p.value().sizes()), " in this model; ", fix));
+          field, ": parameter ", p.key(), " has shape ", checkpoint::ShapeString(stored),
+          " in the checkpoint but ", checkpoint::ShapeString(p.value().sizes()), " in this model; ", fix));
     }
     at::Tensor target = p.value().detach();
     if (absl::Status s = (*reader)->CheckCompatible(name, target.scalar_type(), target.sizes()); !s.ok()) {
@@ -139,7 +140,6 @@ absl::StatusOr<InitFromCounts> LoadInitialWeights(Transformer& model, const std:
   }
   return counts;
 }
-
 
 }  // namespace
 
@@ -184,7 +184,8 @@ class TrainerState {
   std::unique_ptr<StepGuard> guard;              // bad steps: skip, log, roll back (runtime/step_guard.h)
   std::map<int64_t, double> fault_loss_scale;    // TrainOptions::fault_loss_scale (tests)
   std::string resume_command;                    // TrainOptions::resume_command
-  // nats.target_kv_fraction (runtime/kv_controller.h); disabled when the target is 0: lambda stays nats.lambda.
+  // nats.target_kv_fraction (runtime/kv_controller.h); disabled when the target is 0: lambda stays
+  // nats.lambda.
   std::unique_ptr<KvController> kv_controller;
   // train.objective = DISTILL: the parts of the last step's loss on this rank (runtime/distill_loss.h).
   double distill_mse = 0, distill_kl = 0;
@@ -269,8 +270,8 @@ class TrainerState {
   // The controller continues from the checkpoint's lambda; a checkpoint without one (the run had a fixed
   // lambda, or the controller is newly switched on) starts it from nats.lambda.
   void RestoreKvController(const checkpoint::Manifest& m) {
-    kv_controller = std::make_unique<KvController>(cfg.nats().target_kv_fraction(), cfg.nats().target_kv_gain(),
-                                                   cfg.nats().lambda());
+    kv_controller = std::make_unique<KvController>(cfg.nats().target_kv_fraction(),
+                                                   cfg.nats().target_kv_gain(), cfg.nats().lambda());
     if (kv_controller->enabled() && m.has_kv_controller_lambda()) {
       kv_controller->Restore({m.kv_controller_lambda(), m.kv_controller_ema(), m.kv_controller_updates()});
     }
@@ -348,20 +349,21 @@ class TrainerState {
     return absl::OkStatus();
   }
 
-  // The KV fraction of every NAtS layer in the last forward (LayerStats::kv_fraction: what a cache at the end of
-  // the window keeps), for this rank's rows; not yet averaged over ranks. Under sequence parallelism a chunk's
-  // own types cannot say what survives to the end of the whole window, so the sp group all-gathers each layer's
-  // types (int8 [B, H_kv, chunk], small next to the KV exchange) and every rank measures whole sequences. Without
-  // it this is exactly LayerStats::kv_fraction. Collective over the sp group when sp > 1.
+  // The KV fraction of every NAtS layer in the last forward (LayerStats::kv_fraction: what a cache at the end
+  // of the window keeps), for this rank's rows; not yet averaged over ranks. Under sequence parallelism a
+  // chunk's own types cannot say what survives to the end of the whole window, so the sp group all-gathers
+  // each layer's types (int8 [B, H_kv, chunk], small next to the KV exchange) and every rank measures whole
+  // sequences. Without it this is exactly LayerStats::kv_fraction. Collective over the sp group when sp > 1.
   absl::StatusOr<std::vector<double>> LayerKvFractions() {
     std::vector<double> out;
     for (const at::Tensor& types : model->LastLayerTypes()) {
       if (!types.defined()) continue;  // a dense layer
       at::Tensor whole = types;
       if (sequence_parallel) {
-        // AllGatherV concatenates along the first dimension: positions first, as floats (every backend has them).
+        // AllGatherV concatenates along the first dimension: positions first, as floats (any backend).
         std::vector<at::Tensor> chunks;
-        if (absl::Status s = grid->sp().AllGatherV(types.permute({2, 0, 1}).to(at::kFloat).contiguous(), &chunks);
+        if (absl::Status s =
+                grid->sp().AllGatherV(types.permute({2, 0, 1}).to(at::kFloat).contiguous(), &chunks);
             !s.ok()) {
           return s;
         }
@@ -621,20 +623,20 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   // regulariser once per row it ran, and the gradient average over the world divides by the world size, so
   // every rank charges world x lambda. Then dp, sp and micro-batching all train the same model.
   st->model->SetRegulariserScale(st->world);
-  st->kv_controller = std::make_unique<KvController>(cfg.nats().target_kv_fraction(), cfg.nats().target_kv_gain(),
-                                                     cfg.nats().lambda());
+  st->kv_controller = std::make_unique<KvController>(cfg.nats().target_kv_fraction(),
+                                                     cfg.nats().target_kv_gain(), cfg.nats().lambda());
   st->model->SetLambda(st->kv_controller->lambda());
-  // train.init_from starts a fresh run from another checkpoint's weights (a resume has its own). Every rank reads
-  // the same file; the broadcast below makes the replicas identical whatever each node's copy holds.
+  // train.init_from starts a fresh run from another checkpoint's weights (a resume has its own). Every rank
+  // reads the same file; the broadcast below makes the replicas identical whatever each node's copy holds.
   if (start->resume_dir.empty() && !t.init_from().empty()) {
     auto counts = LoadInitialWeights(st->model, t.init_from());
     if (absl::Status s = parallel::AgreeOnStatus(*st->comm, counts.status()); !s.ok()) return s;
-    st->Print(absl::StrFormat("init_from %s: %d tensors loaded, %d scorer parameters initialised", t.init_from(),
-                              counts->loaded, counts->initialised));
+    st->Print(absl::StrFormat("init_from %s: %d tensors loaded, %d scorer parameters initialised",
+                              t.init_from(), counts->loaded, counts->initialised));
   }
-  // DISTILL (NATS_SPEC 8): the base model is frozen and only the scorers train, so the optimizer, its state in
-  // the checkpoint and the gradient all-reduce cover the scorer parameters only. Checkpoints still hold every
-  // weight, so eval / generate / inspect read them as any run's.
+  // DISTILL (NATS_SPEC 8): the base model is frozen and only the scorers train, so the optimizer, its state
+  // in the checkpoint and the gradient all-reduce cover the scorer parameters only. Checkpoints still hold
+  // every weight, so eval / generate / inspect read them as any run's.
   if (st->distill()) {
     for (auto& p : st->model->named_parameters()) p.value().set_requires_grad(IsScorerParameter(p.key()));
   }
@@ -689,8 +691,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
     dpo.bucket_mb = cfg.parallel().bucket_mb();
     st->data_parallel = std::make_unique<parallel::DataParallel>(trainable, *st->comm, dpo);
     // Same seed (and the same init_from file) gives the same weights already; the broadcast makes that a
-    // guarantee, not an assumption. Every parameter, frozen ones included (the data-parallel object only knows
-    // the trainable ones).
+    // guarantee, not an assumption. Every parameter, frozen ones included (the data-parallel object only
+    // knows the trainable ones).
     torch::NoGradGuard no_grad;
     for (auto& p : st->model->parameters()) {
       at::Tensor data = p.detach();
@@ -767,13 +769,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
       st->val_data->num_tokens(), st->peak_flops / 1e9));
   if (st->distill()) {
     st->Print(absl::StrFormat(
-        "objective DISTILL: %d scorer tensors (%d parameters) train, the other %d parameters are frozen; loss = "
-        "MSE of the final hidden states vs dense attention + %g x KL",
+        "objective DISTILL: %d scorer tensors (%d parameters) train, the other %d parameters are frozen; "
+        "loss = MSE of the final hidden states vs dense attention + %g x KL",
         params_count, trainable_numel, st->model->NumParameters() - trainable_numel, t.distill_kl_weight()));
   }
   if (st->kv_controller->enabled()) {
     st->Print(absl::StrFormat("KV-fraction controller: target %.3f, gain %g, lambda now %.3e",
-                              st->kv_controller->target(), cfg.nats().target_kv_gain(), st->kv_controller->lambda()));
+                              st->kv_controller->target(), cfg.nats().target_kv_gain(),
+                              st->kv_controller->lambda()));
   }
   return std::unique_ptr<Trainer>(new Trainer(std::move(st)));
 }
@@ -833,7 +836,8 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
   }
   st.model->train();
   if (st.sequence_parallel) st.sequence_parallel->set_count_stats(true);
-  at::Tensor sums = torch::tensor({loss_sum, static_cast<double>(tokens), bytes, distill_sum}, torch::kFloat64);
+  at::Tensor sums =
+      torch::tensor({loss_sum, static_cast<double>(tokens), bytes, distill_sum}, torch::kFloat64);
   if (st.world > 1) {
     // Each sp rank scored its own chunk of the group's windows: the sums add up to the whole windows.
     if (absl::Status s = st.comm->AllReduce(sums, parallel::ReduceOp::kSum); !s.ok()) return s;
@@ -911,9 +915,9 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
   summary.resumed_from_step = st.resumed_from_step;
 
   auto log_eval = [&](const EvalResult& e) {
-    st.Print(absl::StrFormat("eval step %d | val loss %.4f | val ppl %.2f | val bpb %.4f%s", st.step, e.loss,
-                             e.perplexity, e.bits_per_byte,
-                             st.distill() ? absl::StrFormat(" | val distill loss %.4g", e.distill_loss) : ""));
+    st.Print(absl::StrFormat(
+        "eval step %d | val loss %.4f | val ppl %.2f | val bpb %.4f%s", st.step, e.loss, e.perplexity,
+        e.bits_per_byte, st.distill() ? absl::StrFormat(" | val distill loss %.4g", e.distill_loss) : ""));
     JsonLine line;
     line.Add("kind", "eval")
         .Add("rank", st.rank)
@@ -976,8 +980,8 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     // The lambda this step's backward used (what the log reports), then the controller's next one from the
     // KV fraction this step measured, averaged over every rank so all ranks set the same lambda.
     const double step_lambda = st.model->lambda();
-    const bool log_step = (st.step + 1) % std::max(1, t.log_interval()) == 0 || st.step + 1 == total_steps ||
-                          st.step + 1 == 1;
+    const bool log_step =
+        (st.step + 1) % std::max(1, t.log_interval()) == 0 || st.step + 1 == total_steps || st.step + 1 == 1;
     std::vector<double> layer_kv;  // this rank's, per NAtS layer
     if (st.kv_controller->enabled() || log_step) {
       auto measured = st.LayerKvFractions();
@@ -1028,11 +1032,13 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
           for (double x : v) sum += x;
           return sum / v.size();
         };
-        nats_line = absl::StrFormat(" | G/L/S %.3f/%.3f/%.3f | density %.3f | kv %.3f | lambda %.2e",
-                                    mean(frac_g), mean(frac_l), mean(frac_s), mean(density), mean(kv), step_lambda);
+        nats_line =
+            absl::StrFormat(" | G/L/S %.3f/%.3f/%.3f | density %.3f | kv %.3f | lambda %.2e", mean(frac_g),
+                            mean(frac_l), mean(frac_s), mean(density), mean(kv), step_lambda);
         if (st.kv_controller->enabled()) {
-          absl::StrAppend(&nats_line, absl::StrFormat(" (kv target %.3f, ema %.3f)", st.kv_controller->target(),
-                                                      st.kv_controller->state().ema));
+          absl::StrAppend(&nats_line,
+                          absl::StrFormat(" (kv target %.3f, ema %.3f)", st.kv_controller->target(),
+                                          st.kv_controller->state().ema));
         }
       }
       // DISTILL: the two parts of the loss, averaged over the ranks like the loss.
@@ -1040,7 +1046,8 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
       if (st.distill()) {
         if (absl::Status s = st.AverageOverRanks({&distill_parts}); !s.ok()) return s;
         nats_line = absl::StrFormat(" | mse %.4g", distill_parts[0]) +
-                    (t.distill_kl_weight() > 0 ? absl::StrFormat(" | kl %.4g", distill_parts[1]) : "") + nats_line;
+                    (t.distill_kl_weight() > 0 ? absl::StrFormat(" | kl %.4g", distill_parts[1]) : "") +
+                    nats_line;
       }
       // Sequence parallelism, per layer and training step of this window (forward packets + backward
       // replies).

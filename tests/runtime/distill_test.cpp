@@ -1,8 +1,10 @@
 // Post-training (docs/posttraining.md) on real tiny byte-level models of data/books_byte, seconds per run:
-//  - train.init_from + train.objective = DISTILL: only the scorers change (every other parameter stays bit for bit
-//    the base checkpoint's), the optimizer state holds the scorers only, and a student whose tokens are all global
-//    equals its teacher;
-//  - the KV-fraction controller (nats.target_kv_fraction) holds the target while the distill loss falls, and a
+//  - train.init_from + train.objective = DISTILL: only the scorers change (every other parameter stays bit
+//  for bit
+//    the base checkpoint's), the optimizer state holds the scorers only, and a student whose tokens are all
+//    global equals its teacher;
+//  - the KV-fraction controller (nats.target_kv_fraction) holds the target while the distill loss falls, and
+//  a
 //    resume continues its lambda series bit for bit;
 //  - init_from and DISTILL config errors name the parameter / field.
 #include <gtest/gtest.h>
@@ -64,14 +66,14 @@ config::Config TinyConfig(const std::string& run_dir, const std::vector<std::str
   return *cfg;
 }
 
-// The dense base model every test post-trains: 200 steps of language modelling (~2 s), checkpointed at the end;
-// long enough that it reads its context, so that sparser attention visibly changes its hidden states.
+// The dense base model every test post-trains: 200 steps of language modelling (~2 s), checkpointed at the
+// end; long enough that it reads its context, so that sparser attention visibly changes its hidden states.
 std::string BaseCheckpoint() {
   static const std::string dir = [] {
     const std::string run_dir = (TestRoot() / "base").string();
     fs::remove_all(run_dir);
-    auto t = Trainer::Create(
-        TinyConfig(run_dir, {"train.steps=200", "optim.lr=1e-2", "optim.warmup_steps=10", "checkpoint.save_final=true"}));
+    auto t = Trainer::Create(TinyConfig(run_dir, {"train.steps=200", "optim.lr=1e-2", "optim.warmup_steps=10",
+                                                  "checkpoint.save_final=true"}));
     EXPECT_TRUE(t.ok()) << t.status();
     auto s = (*t)->Train();
     EXPECT_TRUE(s.ok()) << s.status();
@@ -80,10 +82,12 @@ std::string BaseCheckpoint() {
   return dir;
 }
 
-// Post-training of the base: NAtS attention, DISTILL, init_from the base; scorer learning rate as NATS_SPEC 8.
+// Post-training of the base: NAtS attention, DISTILL, init_from the base; scorer learning rate as
+// NATS_SPEC 8.
 config::Config DistillConfig(const std::string& run_dir, std::vector<std::string> extra) {
-  std::vector<std::string> sets = {"model.attention=NATS", "train.objective=DISTILL", "train.init_from=" + BaseCheckpoint(),
-                                   "optim.lr=2e-2", "optim.warmup_steps=0", "optim.weight_decay=0"};
+  std::vector<std::string> sets = {
+      "model.attention=NATS", "train.objective=DISTILL", "train.init_from=" + BaseCheckpoint(),
+      "optim.lr=2e-2",        "optim.warmup_steps=0",    "optim.weight_decay=0"};
   sets.insert(sets.end(), extra.begin(), extra.end());
   return TinyConfig(run_dir, sets);
 }
@@ -150,8 +154,8 @@ class Distill : public ::testing::Test {
 
 TEST_F(Distill, TrainsOnlyTheScorers) {
   // lambda 1e-3 charges each global token visibly, so the scorers have a reason to move.
-  auto t = Trainer::Create(DistillConfig(dir_.string(), {"train.steps=40", "nats.lambda=1e-3",
-                                                         "checkpoint.save_final=true"}));
+  auto t = Trainer::Create(
+      DistillConfig(dir_.string(), {"train.steps=40", "nats.lambda=1e-3", "checkpoint.save_final=true"}));
   ASSERT_TRUE(t.ok()) << t.status();
   std::map<std::string, at::Tensor> before;
   for (const auto& [name, p] : (*t)->NamedParameters()) before[name] = p.clone();
@@ -201,9 +205,9 @@ TEST_F(Distill, TrainsOnlyTheScorers) {
 }
 
 TEST_F(Distill, AllGlobalStudentEqualsTeacher) {
-  // Through the trainer: the evaluation before the first step runs the scorer in inference mode, where a large
-  // nats.global_bias makes every token global; the student then is the teacher (to float rounding of the two
-  // attention paths).
+  // Through the trainer: the evaluation before the first step runs the scorer in inference mode, where a
+  // large nats.global_bias makes every token global; the student then is the teacher (to float rounding of
+  // the two attention paths).
   auto t = Trainer::Create(DistillConfig(dir_.string(), {"train.steps=1", "nats.global_bias=1e3"}));
   ASSERT_TRUE(t.ok()) << t.status();
   auto e = (*t)->Evaluate();
@@ -211,13 +215,14 @@ TEST_F(Distill, AllGlobalStudentEqualsTeacher) {
   EXPECT_GE(e->distill_loss, 0);
   EXPECT_LT(e->distill_loss, 1e-10) << "all-global student vs dense teacher";
 
-  // In training mode (Gumbel types) through ComputeDistillLoss itself, with every type forced global, and with
-  // the KL part: both ~0; with sliding types the loss is clearly positive.
+  // In training mode (Gumbel types) through ComputeDistillLoss itself, with every type forced global, and
+  // with the KL part: both ~0; with sliding types the loss is clearly positive.
   config::Config cfg = DistillConfig((dir_ / "direct").string(), {"train.distill_kl_weight=1"});
   Transformer model(ModelSpecFromConfig(cfg));
   model->train();
   at::Tensor tokens = torch::randint(0, 257, {2, 64}, torch::kLong);
-  for (int layer = 0; layer < 2; ++layer) model->SetTypeOverride(layer, torch::zeros({1, 2, 64}, torch::kInt8));
+  for (int layer = 0; layer < 2; ++layer)
+    model->SetTypeOverride(layer, torch::zeros({1, 2, 64}, torch::kInt8));
   DistillLoss same = ComputeDistillLoss(model, tokens, /*share=*/1.0, /*kl_weight=*/1.0);
   EXPECT_LT(same.mse, 1e-10);
   EXPECT_LT(std::abs(same.kl), 1e-7);
@@ -230,20 +235,22 @@ TEST_F(Distill, AllGlobalStudentEqualsTeacher) {
   // share scales every part (sequence parallelism weights a chunk's mean by its share).
   DistillLoss half = ComputeDistillLoss(model, tokens, 0.5, 1.0);
   EXPECT_NEAR(half.mse, 0.5 * differs.mse, 1e-6 * differs.mse);
-  EXPECT_NEAR(half.loss.item<double>(), 0.5 * differs.loss.item<double>(), 1e-6 * differs.loss.item<double>());
+  EXPECT_NEAR(half.loss.item<double>(), 0.5 * differs.loss.item<double>(),
+              1e-6 * differs.loss.item<double>());
 }
 
-// nats.target_kv_fraction = 0.3 from lambda 1e-8 at the default gain: the controller finds the lambda that holds
-// 0.3 (the scorers start near 0.45 over the first 20 steps); the mean KV fraction of the last 100 of 300 steps is within 0.02 of it
-// (measured: 0.304). Batch 16 and a constant learning rate keep the per-step measurement's noise and the scorers'
-// response time small enough for that. Meanwhile the distill loss falls (mean of the last 20 steps below 0.7 x the
-// first 20; measured 0.0026 -> 0.0010) although the student keeps ever fewer entries: the scorers learn which
-// tokens matter. A rollback to step 150 (a resume from that checkpoint) then repeats steps 151..300 with the same
-// lambdas and losses, bit for bit.
+// nats.target_kv_fraction = 0.3 from lambda 1e-8 at the default gain: the controller finds the lambda that
+// holds 0.3 (the scorers start near 0.45 over the first 20 steps); the mean KV fraction of the last 100 of
+// 300 steps is within 0.02 of it (measured: 0.304). Batch 16 and a constant learning rate keep the per-step
+// measurement's noise and the scorers' response time small enough for that. Meanwhile the distill loss falls
+// (mean of the last 20 steps below 0.7 x the first 20; measured 0.0026 -> 0.0010) although the student keeps
+// ever fewer entries: the scorers learn which tokens matter. A rollback to step 150 (a resume from that
+// checkpoint) then repeats steps 151..300 with the same lambdas and losses, bit for bit.
 TEST_F(Distill, ControllerHoldsTheTargetAndResumesBitForBit) {
-  const config::Config cfg = DistillConfig(
-      dir_.string(), {"train.steps=300", "train.batch_size=16", "optim.min_lr_ratio=1", "nats.lambda=1e-8",
-                      "nats.target_kv_fraction=0.3", "checkpoint.interval_steps=150", "checkpoint.save_final=true"});
+  const config::Config cfg =
+      DistillConfig(dir_.string(), {"train.steps=300", "train.batch_size=16", "optim.min_lr_ratio=1",
+                                    "nats.lambda=1e-8", "nats.target_kv_fraction=0.3",
+                                    "checkpoint.interval_steps=150", "checkpoint.save_final=true"});
   {
     auto t = Trainer::Create(cfg);
     ASSERT_TRUE(t.ok()) << t.status();
@@ -318,8 +325,8 @@ TEST_F(Distill, InitFromErrorsNameTheParameter) {
   // A parameter the checkpoint lacks (untied embeddings need lm_head.weight) and is no scorer.
   absl::Status missing = CreateStatus(DistillConfig((dir_ / "a").string(), {"model.tie_embeddings=false"}));
   EXPECT_EQ(missing.code(), absl::StatusCode::kInvalidArgument);
-  for (const std::string part : {"train.init_from", "model/lm_head.weight", "only scorer parameters may be missing",
-                                 "nats inspect"}) {
+  for (const std::string part :
+       {"train.init_from", "model/lm_head.weight", "only scorer parameters may be missing", "nats inspect"}) {
     EXPECT_NE(missing.message().find(part), std::string::npos) << part << " in: " << missing;
   }
   // A shape mismatch names the parameter and both shapes.
@@ -334,7 +341,8 @@ TEST_F(Distill, InitFromErrorsNameTheParameter) {
   EXPECT_NE(extra.message().find("model/h1."), std::string::npos) << extra;
   EXPECT_NE(extra.message().find("has no parameter in this model"), std::string::npos) << extra;
   // No checkpoint there.
-  absl::Status nowhere = CreateStatus(DistillConfig((dir_ / "d").string(), {"train.init_from=" + (dir_ / "none").string()}));
+  absl::Status nowhere =
+      CreateStatus(DistillConfig((dir_ / "d").string(), {"train.init_from=" + (dir_ / "none").string()}));
   EXPECT_FALSE(nowhere.ok());
   EXPECT_NE(nowhere.message().find("train.init_from"), std::string::npos) << nowhere;
   // DISTILL needs NAtS layers.
