@@ -167,8 +167,8 @@ class BlockImpl : public torch::nn::Module {
 
   // docs/method.md 5.4 as the trainer defines it (docs/training.md, "The sparsity regulariser"): lambda times
   // `scale`, so that the gradient average over ranks leaves lambda per sequence of the global batch.
-  void SetRegulariserScale(double scale) {
-    if (use_nats_) options_.lambda = spec_.nats.lambda() * scale;
+  void SetRegulariser(double lambda, double scale) {
+    if (use_nats_) options_.lambda = lambda * scale;
   }
 
   void SetTypeOverride(const at::Tensor& types) {
@@ -255,7 +255,7 @@ class BlockImpl : public torch::nn::Module {
   at::Tensor type_override_;  // [B or 1, H_kv, N] int8 by absolute position; tests and benchmarks only
 };
 
-TransformerImpl::TransformerImpl(const ModelSpec& spec) : spec_(spec) {
+TransformerImpl::TransformerImpl(const ModelSpec& spec) : spec_(spec), lambda_(spec.nats.lambda()) {
   const auto& m = spec.model;
   TORCH_CHECK(static_cast<int>(spec_.nats_layers.size()) == m.n_layer(), "nats_layers must have n_layer entries");
   wte_ = register_module("wte", torch::nn::Embedding(m.vocab_size(), m.d_model()));
@@ -384,7 +384,14 @@ void TransformerImpl::SetChunkAttention(ChunkAttention* chunk) { chunk_ = chunk;
 
 void TransformerImpl::SetRegulariserScale(double scale) {
   TORCH_CHECK(scale > 0 && std::isfinite(scale), "regulariser scale must be positive and finite, got ", scale);
-  for (auto& block : blocks_) block->SetRegulariserScale(scale);
+  regulariser_scale_ = scale;
+  for (auto& block : blocks_) block->SetRegulariser(lambda_, regulariser_scale_);
+}
+
+void TransformerImpl::SetLambda(double lambda) {
+  TORCH_CHECK(lambda >= 0 && std::isfinite(lambda), "lambda must be non-negative and finite, got ", lambda);
+  lambda_ = lambda;
+  for (auto& block : blocks_) block->SetRegulariser(lambda_, regulariser_scale_);
 }
 
 void TransformerImpl::SetTypeOverride(int layer, const at::Tensor& types) {

@@ -113,6 +113,10 @@ class TransformerImpl : public torch::nn::Module {
   // trainer whose ranks' gradients are averaged over `world` ranks passes scale = world, so that the averaged
   // gradient carries lambda once per sequence of the global batch for any dp x sp layout or micro-batching.
   void SetRegulariserScale(double scale);
+  // The regulariser strength from now on, in place of nats.lambda (the KV-fraction controller,
+  // runtime/kv_controller.h, changes it every step); the scale above still applies on top of it.
+  void SetLambda(double lambda);
+  double lambda() const { return lambda_; }
 
   // Training-mode Gumbel noise from the counter-based source (nats/gumbel_noise.h): batch row r of the next
   // forward passes is global sample key.first_sample + r. Without a key the scorers use the torch generator.
@@ -135,6 +139,8 @@ class TransformerImpl : public torch::nn::Module {
   ModelSpec spec_;
   ChunkAttention* chunk_ = nullptr;
   bool dense_attention_ = false;
+  double lambda_ = 0;             // nats.lambda until SetLambda
+  double regulariser_scale_ = 1;  // SetRegulariserScale
   NoiseKey noise_key_;
   bool has_noise_key_ = false;
   torch::nn::Embedding wte_{nullptr};

@@ -1,6 +1,7 @@
 #include "runtime/config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -302,6 +303,34 @@ absl::Status ValidateConfig(const config::Config& c) {
         absl::StrCat("data.tokenizer = '", c.data().tokenizer(), "': allowed values are gpt2 and byte"));
   }
   if (c.train().run_dir().empty()) return absl::InvalidArgumentError("train.run_dir must not be empty");
+  // Post-training (docs/posttraining.md).
+  if (c.train().objective() == config::TrainConfig::DISTILL && m.attention() != config::ModelConfig::NATS) {
+    return absl::InvalidArgumentError(
+        "train.objective = DISTILL trains the NAtS scorers against the same model with dense attention, but "
+        "model.attention = DENSE has no scorers; set model.attention = NATS (and train.init_from to the "
+        "dense model's checkpoint)");
+  }
+  if (!(c.train().distill_kl_weight() >= 0) || !std::isfinite(c.train().distill_kl_weight())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "train.distill_kl_weight = ", c.train().distill_kl_weight(), ": must be a finite number >= 0"));
+  }
+  const double target = c.nats().target_kv_fraction();
+  if (!(target >= 0 && target < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("nats.target_kv_fraction = ", target,
+                                                   ": must be in [0, 1) (0 keeps nats.lambda fixed)"));
+  }
+  if (target > 0) {
+    if (m.attention() != config::ModelConfig::NATS) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("nats.target_kv_fraction = ", target,
+                       " controls the KV fraction of NAtS layers, but model.attention = DENSE keeps every "
+                       "token; set model.attention = NATS or nats.target_kv_fraction = 0"));
+    }
+    if (!(c.nats().target_kv_gain() > 0) || !std::isfinite(c.nats().target_kv_gain())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("nats.target_kv_gain = ", c.nats().target_kv_gain(), ": must be a finite number > 0"));
+    }
+  }
   return absl::OkStatus();
 }
 

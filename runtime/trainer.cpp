@@ -10,14 +10,19 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "checkpoints/checkpoint_dir.h"
+#include "checkpoints/checkpoint_reader.h"
 #include "data/human_units.h"
 #include "data/loader.h"
 #include "data/token_shard.h"
 #include "data/tokenizer.h"
+#include "nats/masks.h"
 #include "nats/model_shape.h"
 #include "nats/transformer.h"
 #include "parallel/adamw.h"
@@ -29,8 +34,10 @@
 #include "parallel/zero_optimizer.h"
 #include "runtime/checkpointing.h"
 #include "runtime/config.h"
+#include "runtime/distill_loss.h"
 #include "runtime/event_file_writer.h"
 #include "runtime/inference_model.h"
+#include "runtime/kv_controller.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/mask_window.h"
 #include "runtime/metrics_log.h"
@@ -69,6 +76,69 @@ double MeasureMatmulFlops() {
     ++reps;
   }
   return 2.0 * n * n * n * reps / SecondsSince(start);
+}
+
+// Post-training trains the scorers only (NATS_SPEC 8): every parameter of a layer's scorer has "scorer" in
+// its name (nats/transformer.cpp registers them as h<l>.scorer.*).
+bool IsScorerParameter(const std::string& name) { return name.find("scorer") != std::string::npos; }
+
+struct InitFromCounts {
+  int64_t loaded = 0;       // model tensors read from the checkpoint
+  int64_t initialised = 0;  // scorer parameters the checkpoint lacks (a dense model's), left as initialised
+};
+
+// train.init_from: every model/<param> of the checkpoint into `model`. Only scorer parameters may be missing;
+// anything else that does not match one to one is the wrong checkpoint or the wrong model config, and the
+// message says which parameter and how to fix it.
+absl::StatusOr<InitFromCounts> LoadInitialWeights(Transformer& model, const std::string& path) {
+  const std::string field = absl::StrCat("train.init_from = ", path);
+  auto step_dir = checkpoint::ResolveCheckpointPath(path);
+  if (!step_dir.ok())
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", step_dir.status().message()));
+  auto reader = checkpoint::CheckpointReader::Open(*step_dir);
+  if (!reader.ok()) return absl::InvalidArgumentError(absl::StrCat(field, ": ", reader.status().message()));
+  const std::string fix = absl::StrCat("set model.* to the model config stored in ", *step_dir,
+                                       " (`nats inspect ", *step_dir, "` prints it)");
+  InitFromCounts counts;
+  std::set<std::string> expected;
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->named_parameters()) {
+    const std::string name = "model/" + p.key();
+    expected.insert(name);
+    const checkpoint::TensorEntry* entry = (*reader)->Find(name);
+    if (entry == nullptr) {
+      if (IsScorerParameter(p.key())) {
+        ++counts.initialised;
+        continue;
+      }
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": the checkpoint has no tensor ", name, " (parameter ", p.key(), ", shape ",
+                       checkpoint::ShapeString(p.value().sizes()),
+                       "); only scorer parameters may be missing (they keep their initialisation); ", fix));
+    }
+    const std::vector<int64_t> stored(entry->shape().begin(), entry->shape().end());
+    if (stored != p.value().sizes().vec()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": parameter ", p.key(), " has shape ", checkpoint::ShapeString(stored),
+          " in the checkpoint but ", checkpoint::ShapeString(p.value().sizes()), " in this model; ", fix));
+    }
+    at::Tensor target = p.value().detach();
+    if (absl::Status s = (*reader)->CheckCompatible(name, target.scalar_type(), target.sizes()); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": ", s.message()));
+    }
+    if (absl::Status s = (*reader)->Read(name, 0, target); !s.ok()) {
+      return absl::DataLossError(absl::StrCat(field, ": ", s.message()));
+    }
+    ++counts.loaded;
+  }
+  for (const checkpoint::TensorEntry& entry : (*reader)->manifest().tensors()) {
+    if (entry.name().rfind("model/", 0) != 0 || expected.count(entry.name())) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": the checkpoint's tensor ", entry.name(), " (shape ",
+        checkpoint::ShapeString(std::vector<int64_t>(entry.shape().begin(), entry.shape().end())),
+        ") has no parameter in this model; ", fix));
+  }
+  return counts;
 }
 
 }  // namespace
@@ -114,6 +184,13 @@ class TrainerState {
   std::unique_ptr<StepGuard> guard;              // bad steps: skip, log, roll back (runtime/step_guard.h)
   std::map<int64_t, double> fault_loss_scale;    // TrainOptions::fault_loss_scale (tests)
   std::string resume_command;                    // TrainOptions::resume_command
+  // nats.target_kv_fraction (runtime/kv_controller.h); disabled when the target is 0: lambda stays
+  // nats.lambda.
+  std::unique_ptr<KvController> kv_controller;
+  // train.objective = DISTILL: the parts of the last step's loss on this rank (runtime/distill_loss.h).
+  double distill_mse = 0, distill_kl = 0;
+
+  bool distill() const { return cfg.train().objective() == config::TrainConfig::DISTILL; }
 
   // After a stop signal's checkpoint: what was saved and a command that continues from it.
   void PrintStopped() const {
@@ -186,7 +263,19 @@ class TrainerState {
     history.assign(m.history().begin(), m.history().end());
     guard->Restore({m.guard_losses().begin(), m.guard_losses().end()},
                    {m.guard_grad_norms().begin(), m.guard_grad_norms().end()});
+    RestoreKvController(m);
     return loaded;
+  }
+
+  // The controller continues from the checkpoint's lambda; a checkpoint without one (the run had a fixed
+  // lambda, or the controller is newly switched on) starts it from nats.lambda.
+  void RestoreKvController(const checkpoint::Manifest& m) {
+    kv_controller = std::make_unique<KvController>(cfg.nats().target_kv_fraction(),
+                                                   cfg.nats().target_kv_gain(), cfg.nats().lambda());
+    if (kv_controller->enabled() && m.has_kv_controller_lambda()) {
+      kv_controller->Restore({m.kv_controller_lambda(), m.kv_controller_ema(), m.kv_controller_updates()});
+    }
+    model->SetLambda(kv_controller->lambda());
   }
 
   // A skipped step (runtime/step_guard.h): its batch is consumed, the optimizer is untouched; after
@@ -258,6 +347,31 @@ class TrainerState {
                   .Add("consumed_samples", consumed_samples)
                   .Add("rollbacks", summary->rollbacks));
     return absl::OkStatus();
+  }
+
+  // The KV fraction of every NAtS layer in the last forward (LayerStats::kv_fraction: what a cache at the end
+  // of the window keeps), for this rank's rows; not yet averaged over ranks. Under sequence parallelism a
+  // chunk's own types cannot say what survives to the end of the whole window, so the sp group all-gathers
+  // each layer's types (int8 [B, H_kv, chunk], small next to the KV exchange) and every rank measures whole
+  // sequences. Without it this is exactly LayerStats::kv_fraction. Collective over the sp group when sp > 1.
+  absl::StatusOr<std::vector<double>> LayerKvFractions() {
+    std::vector<double> out;
+    for (const at::Tensor& types : model->LastLayerTypes()) {
+      if (!types.defined()) continue;  // a dense layer
+      at::Tensor whole = types;
+      if (sequence_parallel) {
+        // AllGatherV concatenates along the first dimension: positions first, as floats (any backend).
+        std::vector<at::Tensor> chunks;
+        if (absl::Status s =
+                grid->sp().AllGatherV(types.permute({2, 0, 1}).to(at::kFloat).contiguous(), &chunks);
+            !s.ok()) {
+          return s;
+        }
+        whole = at::cat(chunks, 0).permute({1, 2, 0}).to(at::kChar).contiguous();
+      }
+      out.push_back(ComputeMaskStats(whole, cfg.nats().window()).kv_fraction.mean().item<double>());
+    }
+    return out;
   }
 
   // In place: every value of every vector averaged over the world (one all-reduce; same sizes on all ranks).
@@ -377,6 +491,12 @@ absl::StatusOr<std::string> Trainer::SaveCheckpointNow() {
   for (double v : st.guard->LossWindow()) header.add_guard_losses(v);
   for (double v : st.guard->GradNormWindow()) header.add_guard_grad_norms(v);
   header.set_elapsed_seconds(st.elapsed_before_resume + st.train_seconds);
+  if (st.kv_controller->enabled()) {
+    const KvControllerState& kv = st.kv_controller->state();
+    header.set_kv_controller_lambda(kv.lambda);
+    header.set_kv_controller_ema(kv.ema);
+    header.set_kv_controller_updates(kv.updates);
+  }
   auto saved = SaveCheckpoint(*st.comm, CheckpointRoot(st.cfg), st.step, st.CheckpointState(), header,
                               CaptureCpuRngState(), RetentionFromConfig(st.cfg.checkpoint()));
   if (!saved.ok()) return saved.status();
@@ -503,6 +623,23 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   // regulariser once per row it ran, and the gradient average over the world divides by the world size, so
   // every rank charges world x lambda. Then dp, sp and micro-batching all train the same model.
   st->model->SetRegulariserScale(st->world);
+  st->kv_controller = std::make_unique<KvController>(cfg.nats().target_kv_fraction(),
+                                                     cfg.nats().target_kv_gain(), cfg.nats().lambda());
+  st->model->SetLambda(st->kv_controller->lambda());
+  // train.init_from starts a fresh run from another checkpoint's weights (a resume has its own). Every rank
+  // reads the same file; the broadcast below makes the replicas identical whatever each node's copy holds.
+  if (start->resume_dir.empty() && !t.init_from().empty()) {
+    auto counts = LoadInitialWeights(st->model, t.init_from());
+    if (absl::Status s = parallel::AgreeOnStatus(*st->comm, counts.status()); !s.ok()) return s;
+    st->Print(absl::StrFormat("init_from %s: %d tensors loaded, %d scorer parameters initialised",
+                              t.init_from(), counts->loaded, counts->initialised));
+  }
+  // DISTILL (NATS_SPEC 8): the base model is frozen and only the scorers train, so the optimizer, its state
+  // in the checkpoint and the gradient all-reduce cover the scorer parameters only. Checkpoints still hold
+  // every weight, so eval / generate / inspect read them as any run's.
+  if (st->distill()) {
+    for (auto& p : st->model->named_parameters()) p.value().set_requires_grad(IsScorerParameter(p.key()));
+  }
   st->guard = std::make_unique<StepGuard>(cfg.guard());
   st->fault_loss_scale = options.fault_loss_scale;
   st->resume_command = options.resume_command;
@@ -512,10 +649,16 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
     st->fault_loss_scale.insert(parsed->begin(), parsed->end());
   }
   std::vector<parallel::OptimizerParam> params;
+  std::vector<at::Tensor> trainable;
+  int64_t trainable_numel = 0;
   std::string shapes;
   for (auto& p : st->model->named_parameters()) {
-    // Weight decay on matrices only (docs/method.md 8); norms' gains get none.
-    params.push_back({p.key(), p.value(), p.value().dim() >= 2});
+    if (p.value().requires_grad()) {
+      // Weight decay on matrices only (docs/method.md 8); norms' gains get none.
+      params.push_back({p.key(), p.value(), p.value().dim() >= 2});
+      trainable.push_back(p.value());
+      trainable_numel += p.value().numel();
+    }
     absl::StrAppend(&shapes, p.key(), p.value().sizes().vec().size(), ";");
     for (int64_t d : p.value().sizes()) absl::StrAppend(&shapes, d, ",");
   }
@@ -524,6 +667,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
       !s.ok()) {
     return s;
   }
+  const int64_t params_count = static_cast<int64_t>(params.size());
   const auto& o = cfg.optim();
   parallel::AdamWOptions ao;
   ao.lr = o.lr();
@@ -545,9 +689,15 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   if (st->world > 1) {
     parallel::DataParallelOptions dpo;
     dpo.bucket_mb = cfg.parallel().bucket_mb();
-    st->data_parallel = std::make_unique<parallel::DataParallel>(st->model->parameters(), *st->comm, dpo);
-    // Same seed gives the same weights already; the broadcast makes that a guarantee, not an assumption.
-    if (absl::Status s = st->data_parallel->BroadcastParameters(0); !s.ok()) return s;
+    st->data_parallel = std::make_unique<parallel::DataParallel>(trainable, *st->comm, dpo);
+    // Same seed (and the same init_from file) gives the same weights already; the broadcast makes that a
+    // guarantee, not an assumption. Every parameter, frozen ones included (the data-parallel object only
+    // knows the trainable ones).
+    torch::NoGradGuard no_grad;
+    for (auto& p : st->model->parameters()) {
+      at::Tensor data = p.detach();
+      if (absl::Status s = st->comm->Broadcast(data, 0); !s.ok()) return s;
+    }
   }
   if (st->grid->sp_size() > 1) {
     st->sequence_parallel = std::make_unique<parallel::SequenceParallel>(
@@ -617,6 +767,17 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
                                                                      : " (retained KV exchange)",
       t.batch_size(), st->micro_batch, st->accum_steps, st->dp, threads, st->train_data->num_tokens(),
       st->val_data->num_tokens(), st->peak_flops / 1e9));
+  if (st->distill()) {
+    st->Print(absl::StrFormat(
+        "objective DISTILL: %d scorer tensors (%d parameters) train, the other %d parameters are frozen; "
+        "loss = MSE of the final hidden states vs dense attention + %g x KL",
+        params_count, trainable_numel, st->model->NumParameters() - trainable_numel, t.distill_kl_weight()));
+  }
+  if (st->kv_controller->enabled()) {
+    st->Print(absl::StrFormat("KV-fraction controller: target %.3f, gain %g, lambda now %.3e",
+                              st->kv_controller->target(), cfg.nats().target_kv_gain(),
+                              st->kv_controller->lambda()));
+  }
   return std::unique_ptr<Trainer>(new Trainer(std::move(st)));
 }
 
@@ -637,7 +798,7 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
   st.model->eval();
   // Exchange statistics describe training steps; evaluation's exchanges are not counted.
   if (st.sequence_parallel) st.sequence_parallel->set_count_stats(false);
-  double loss_sum = 0, bytes = 0;
+  double loss_sum = 0, bytes = 0, distill_sum = 0;
   int64_t tokens = 0;
   for (int64_t first = begin; first < end; first += st.micro_batch) {
     const int64_t count = std::min<int64_t>(st.micro_batch, end - first);
@@ -647,7 +808,16 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
     const auto [begin, end] = st.Chunk(seq);  // the whole window without sequence parallelism
     at::Tensor logits;
     try {
-      logits = st.model->forward(batch.narrow(1, begin, end - begin));
+      if (st.distill()) {
+        // The student's logits come from the hidden state the distill loss compares, so the extra cost of the
+        // validation distill loss is one dense forward.
+        DistillLoss d = ComputeDistillLoss(st.model, batch.narrow(1, begin, end - begin), /*share=*/1.0,
+                                           st.cfg.train().distill_kl_weight());
+        distill_sum += d.loss.item<double>() * static_cast<double>(count * (end - begin));
+        logits = st.model->Head(d.student_hidden);
+      } else {
+        logits = st.model->forward(batch.narrow(1, begin, end - begin));
+      }
     } catch (const c10::Error& e) {
       return absl::InternalError(absl::StrCat("evaluation: ", e.what_without_backtrace()));
     }
@@ -666,7 +836,8 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
   }
   st.model->train();
   if (st.sequence_parallel) st.sequence_parallel->set_count_stats(true);
-  at::Tensor sums = torch::tensor({loss_sum, static_cast<double>(tokens), bytes}, torch::kFloat64);
+  at::Tensor sums =
+      torch::tensor({loss_sum, static_cast<double>(tokens), bytes, distill_sum}, torch::kFloat64);
   if (st.world > 1) {
     // Each sp rank scored its own chunk of the group's windows: the sums add up to the whole windows.
     if (absl::Status s = st.comm->AllReduce(sums, parallel::ReduceOp::kSum); !s.ok()) return s;
@@ -677,6 +848,7 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
   r.perplexity = std::exp(r.loss);
   if (st.val_bytes_per_token == 0) st.val_bytes_per_token = sums[2].item<double>() / sums[1].item<double>();
   r.bits_per_byte = r.loss / std::log(2.0) / st.val_bytes_per_token;
+  if (st.distill()) r.distill_loss = sums[3].item<double>() / sums[1].item<double>();
   return r;
 }
 
@@ -689,6 +861,7 @@ absl::StatusOr<double> Trainer::ForwardBackward() {
       torch::from_blob(rows.data(), {st.loader->local_batch(), seq + 1}, torch::kInt32).to(torch::kInt64);
   st.optimizer->ZeroGrad();
   double loss_value = 0;
+  st.distill_mse = st.distill_kl = 0;
   // A collective that fails inside autograd (the sequence-parallel exchange) throws; it ends the run with
   // its message like any other failed collective.
   try {
@@ -704,9 +877,16 @@ absl::StatusOr<double> Trainer::ForwardBackward() {
       st.model->SetNoiseKey(
           {static_cast<uint64_t>(t.seed()),
            st.consumed_samples + st.grid->dp_rank() * st.loader->local_batch() + micro * st.micro_batch});
-      at::Tensor loss =
-          st.model->Loss(batch.narrow(1, begin, end - begin), batch.narrow(1, begin + 1, end - begin)) *
-          share;
+      at::Tensor inputs = batch.narrow(1, begin, end - begin);
+      at::Tensor loss;
+      if (st.distill()) {
+        DistillLoss d = ComputeDistillLoss(st.model, inputs, share, t.distill_kl_weight());
+        loss = d.loss;
+        st.distill_mse += d.mse / st.accum_steps;
+        st.distill_kl += d.kl / st.accum_steps;
+      } else {
+        loss = st.model->Loss(inputs, batch.narrow(1, begin + 1, end - begin)) * share;
+      }
       if (!st.fault_loss_scale.empty() && st.grid->dp_rank() == 0 && micro == 0) {
         // Fault injection: a bad batch on one data-parallel rank only, as a corrupt shard would give.
         auto fault = st.fault_loss_scale.find(st.consumed_samples / t.batch_size());
@@ -735,16 +915,19 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
   summary.resumed_from_step = st.resumed_from_step;
 
   auto log_eval = [&](const EvalResult& e) {
-    st.Print(absl::StrFormat("eval step %d | val loss %.4f | val ppl %.2f | val bpb %.4f", st.step, e.loss,
-                             e.perplexity, e.bits_per_byte));
-    st.log.Write(JsonLine()
-                     .Add("kind", "eval")
-                     .Add("rank", st.rank)
-                     .Add("step", st.step)
-                     .Add("val_loss", e.loss)
-                     .Add("val_ppl", e.perplexity)
-                     .Add("val_bpb", e.bits_per_byte)
-                     .Add("val_tokens", e.tokens));
+    st.Print(absl::StrFormat(
+        "eval step %d | val loss %.4f | val ppl %.2f | val bpb %.4f%s", st.step, e.loss, e.perplexity,
+        e.bits_per_byte, st.distill() ? absl::StrFormat(" | val distill loss %.4g", e.distill_loss) : ""));
+    JsonLine line;
+    line.Add("kind", "eval")
+        .Add("rank", st.rank)
+        .Add("step", st.step)
+        .Add("val_loss", e.loss)
+        .Add("val_ppl", e.perplexity)
+        .Add("val_bpb", e.bits_per_byte)
+        .Add("val_tokens", e.tokens);
+    if (st.distill()) line.Add("val_distill_loss", e.distill_loss);
+    st.log.Write(line);
     st.WriteTensorBoard(
         {{"eval/loss", e.loss}, {"eval/perplexity", e.perplexity}, {"eval/bits_per_byte", e.bits_per_byte}});
   };
@@ -794,6 +977,24 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     }
     st.guard->Accept(loss_value, *grad_norm);
     if (absl::Status s = st.optimizer->Step(); !s.ok()) return s;
+    // The lambda this step's backward used (what the log reports), then the controller's next one from the
+    // KV fraction this step measured, averaged over every rank so all ranks set the same lambda.
+    const double step_lambda = st.model->lambda();
+    const bool log_step =
+        (st.step + 1) % std::max(1, t.log_interval()) == 0 || st.step + 1 == total_steps || st.step + 1 == 1;
+    std::vector<double> layer_kv;  // this rank's, per NAtS layer
+    if (st.kv_controller->enabled() || log_step) {
+      auto measured = st.LayerKvFractions();
+      if (!measured.ok()) return measured.status();
+      layer_kv = std::move(*measured);
+    }
+    if (st.kv_controller->enabled() && !layer_kv.empty()) {
+      double mean = 0;
+      for (double v : layer_kv) mean += v / layer_kv.size();
+      auto measured = st.AverageOverRanks(mean);
+      if (!measured.ok()) return measured.status();
+      st.model->SetLambda(st.kv_controller->Update(*measured));
+    }
     ++st.step;
     st.consumed_samples += t.batch_size();
     st.train_seconds += SecondsSince(step_start);
@@ -801,7 +1002,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     summary.last_train_loss = loss_value;
 
     const bool last = st.step == total_steps;
-    if (st.step % std::max(1, t.log_interval()) == 0 || last || st.step == 1) {
+    if (log_step) {
       const double window_seconds = SecondsSince(window_start);
       const double tok_s = window_tokens / std::max(window_seconds, 1e-9);
       const double mfu = tok_s * st.model->FlopsPerToken() / st.peak_flops;
@@ -809,6 +1010,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
           (total_steps - st.step) * st.train_seconds / std::max<int64_t>(1, st.step - first_step);
       // NAtS layers: type fractions, mask density and KV fraction of this step's last micro-batch, averaged
       // over the ranks (equal row counts), so that the curve describes the same rows for any number of ranks.
+      // The KV fraction is the one the controller measured (whole sequences also under sequence parallelism).
       std::vector<double> frac_g, frac_l, frac_s, density, kv;
       std::vector<int> nats_layers;
       std::string nats_line;
@@ -821,7 +1023,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
         frac_l.push_back(ls.frac_local);
         frac_s.push_back(ls.frac_sliding);
         density.push_back(ls.mask_density);
-        kv.push_back(ls.kv_fraction);
+        kv.push_back(layer_kv[kv.size()]);
       }
       if (absl::Status s = st.AverageOverRanks({&frac_g, &frac_l, &frac_s, &density, &kv}); !s.ok()) return s;
       if (!kv.empty()) {
@@ -830,8 +1032,22 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
           for (double x : v) sum += x;
           return sum / v.size();
         };
-        nats_line = absl::StrFormat(" | G/L/S %.3f/%.3f/%.3f | density %.3f | kv %.3f", mean(frac_g),
-                                    mean(frac_l), mean(frac_s), mean(density), mean(kv));
+        nats_line =
+            absl::StrFormat(" | G/L/S %.3f/%.3f/%.3f | density %.3f | kv %.3f | lambda %.2e", mean(frac_g),
+                            mean(frac_l), mean(frac_s), mean(density), mean(kv), step_lambda);
+        if (st.kv_controller->enabled()) {
+          absl::StrAppend(&nats_line,
+                          absl::StrFormat(" (kv target %.3f, ema %.3f)", st.kv_controller->target(),
+                                          st.kv_controller->state().ema));
+        }
+      }
+      // DISTILL: the two parts of the loss, averaged over the ranks like the loss.
+      std::vector<double> distill_parts = {st.distill_mse, st.distill_kl};
+      if (st.distill()) {
+        if (absl::Status s = st.AverageOverRanks({&distill_parts}); !s.ok()) return s;
+        nats_line = absl::StrFormat(" | mse %.4g", distill_parts[0]) +
+                    (t.distill_kl_weight() > 0 ? absl::StrFormat(" | kl %.4g", distill_parts[1]) : "") +
+                    nats_line;
       }
       // Sequence parallelism, per layer and training step of this window (forward packets + backward
       // replies).
@@ -866,7 +1082,13 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
             .AddArray("frac_local", frac_l)
             .AddArray("frac_sliding", frac_s)
             .AddArray("mask_density", density)
-            .AddArray("kv_fraction", kv);
+            .AddArray("kv_fraction", kv)
+            .Add("lambda", step_lambda);
+        if (st.kv_controller->enabled()) line.Add("kv_ema", st.kv_controller->state().ema);
+      }
+      if (st.distill()) {
+        line.Add("distill_mse", distill_parts[0]);
+        if (t.distill_kl_weight() > 0) line.Add("distill_kl", distill_parts[1]);
       }
       if (st.sequence_parallel) {
         line.AddArray("sp_bytes_sent", sp_sent)
@@ -901,7 +1123,9 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
         double mean_kv = 0, mean_density = 0;
         for (size_t i = 0; i < kv.size(); ++i)
           mean_kv += kv[i] / kv.size(), mean_density += density[i] / kv.size();
-        scalars.insert(scalars.end(), {{"nats/kv_fraction", mean_kv}, {"nats/mask_density", mean_density}});
+        scalars.insert(scalars.end(), {{"nats/kv_fraction", mean_kv},
+                                       {"nats/mask_density", mean_density},
+                                       {"nats/lambda", step_lambda}});
       }
       st.WriteTensorBoard(scalars);
       st.log.Write(line.Add("tokens_per_s", tok_s)

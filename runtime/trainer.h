@@ -24,6 +24,10 @@ struct EvalResult {
   double perplexity = 0;     // exp(loss)
   double bits_per_byte = 0;  // loss in bits per UTF-8 byte of the evaluated text (compares tokenizers)
   int64_t tokens = 0;
+  // train.objective = DISTILL: the post-training loss (runtime/distill_loss.h) of the student in evaluation
+  // mode (argmax types) against dense attention on the same windows (loss and perplexity above are the
+  // student's); -1 otherwise.
+  double distill_loss = -1;
 };
 
 struct TrainOptions {
