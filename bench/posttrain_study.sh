@@ -21,6 +21,10 @@ if [ ! -d data/passkey_byte/train ]; then
   python3 bench/make_passkey_corpus.py --out data/passkey_src --docs 20000
   "$NATS" prepare --input data/passkey_src/train.jsonl --tokenizer byte --out data/passkey_byte --val_fraction 0.02
 fi
+if [ ! -d data/passkey_only/train ]; then
+  python3 bench/make_passkey_corpus.py --out data/passkey_only_src --docs 30000 --plain_fraction 0 --seed 11
+  "$NATS" prepare --input data/passkey_only_src/train.jsonl --tokenizer byte --out data/passkey_only --val_fraction 0.02
+fi
 if [ ! -d data/passkey_heldout/train ]; then
   # The last 10% of every book, never trained on: the held-out perplexity text and the passkey filler.
   "$NATS" prepare --input data/passkey_src/heldout.txt --format text --tokenizer byte --out data/passkey_heldout \
@@ -29,7 +33,12 @@ fi
 
 stamp() { date +%s; }
 t0=$(stamp)
+# Phase 1: book passages mixed with passkey samples; phase 2: passkey samples only (the retrieval signal is a few
+# answer bytes per window, so it gets the whole batch).
 "$NATS" train --config configs/posttrain/base_byte_passkey.textproto --set train.run_dir="$OUT/base" --resume \
+  2>&1 | tee -a "$OUT/base.log" | grep -E "^(eval|summary)" || true
+"$NATS" train --config configs/posttrain/base_byte_passkey.textproto --set train.run_dir="$OUT/base" --resume \
+  --set train.steps=520 --set data.train_path=data/passkey_only/train --allow_config_change \
   2>&1 | tee -a "$OUT/base.log" | grep -E "^(eval|summary)" || true
 t_base=$(( $(stamp) - t0 ))
 

@@ -18,6 +18,16 @@ at::Tensor ForcedPositions(int64_t t, int64_t start_pos, int64_t total_len, cons
   return forced.view({1, 1, t, 1});
 }
 
+// Inference types as int64 indices: argmax of the logits with the global bias; position 0 of the sequence global.
+at::Tensor InferenceIndex(const at::Tensor& logits, double global_bias, int64_t start_pos) {
+  torch::NoGradGuard no_grad;
+  at::Tensor bias = at::zeros({kNumTokenTypes}, logits.options());
+  bias[kGlobal] = global_bias;  // docs/method.md 2: guards near-ties against precision flips
+  at::Tensor index = (logits.detach() + bias).argmax(-1);
+  if (start_pos == 0) index.select(-1, 0).fill_(kGlobal);  // attention sink
+  return index;
+}
+
 }  // namespace
 
 ScorerImpl::ScorerImpl(int64_t d_model, int64_t n_kv_head) : n_kv_head_(n_kv_head) {
@@ -73,15 +83,14 @@ ScorerOutput ScorerImpl::Forward(const at::Tensor& x_normed, bool training, doub
     result.onehot = at::where(forced, global_onehot, onehot);
     result.types = at::where(forced.squeeze(-1), at::zeros({}, index.options()), index).to(at::kChar);
     result.soft = soft.detach();
+    result.inference_types = InferenceIndex(result.logits, global_bias, start_pos).to(at::kChar);
     return result;
   }
 
   torch::NoGradGuard no_grad;
-  at::Tensor bias = at::zeros({kNumTokenTypes}, result.logits.options());
-  bias[kGlobal] = global_bias;  // docs/method.md 2: guards near-ties against precision flips
-  at::Tensor index = (result.logits + bias).argmax(-1);
-  if (start_pos == 0) index.select(-1, 0).fill_(kGlobal);  // attention sink
+  at::Tensor index = InferenceIndex(result.logits, global_bias, start_pos);
   result.types = index.to(at::kChar);
+  result.inference_types = result.types;
   result.onehot = at::one_hot(index, kNumTokenTypes).to(result.logits.scalar_type());
   return result;
 }

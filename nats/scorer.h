@@ -30,6 +30,10 @@ struct ScorerOutput {
   at::Tensor types;   // [B, H_kv, T] int8 TokenType values (argmax of onehot)
   at::Tensor logits;  // [B, H_kv, T, 3] raw scorer logits (in the graph; tests take gradients w.r.t. them)
   at::Tensor soft;    // training only: softmax((logits + gumbel) / tau), detached; undefined at inference
+  // The types inference would give these logits ([B, H_kv, T] int8: argmax + global bias, no noise, position 0
+  // global): what a KV cache keeps, which the KV-fraction controller holds at its target. Equal to `types` at
+  // inference.
+  at::Tensor inference_types;
 };
 
 class ScorerImpl : public torch::nn::Module {

@@ -119,6 +119,7 @@ class BlockImpl : public torch::nn::Module {
     if (use_nats_ && !dense_attention_) {
       if (type_override_.defined()) {
         last_types_ = OverrideTypes(x.size(0), offset, x.size(1));
+        last_inference_types_ = last_types_;
         types = at::one_hot(last_types_.to(at::kLong), kNumTokenTypes).to(p.q.scalar_type());
       } else {
         // docs/method.md 2: the scorer reads the same normed input as Q/K/V (detached inside the scorer).
@@ -127,6 +128,7 @@ class BlockImpl : public torch::nn::Module {
                              layer_);
         types = typed.onehot;
         last_types_ = typed.types;
+        last_inference_types_ = typed.inference_types;
       }
     }
     at::Tensor y = chunk != nullptr ? chunk->Attend(layer_, p.q, p.k, p.v.contiguous(), types, options_)
@@ -181,6 +183,7 @@ class BlockImpl : public torch::nn::Module {
 
   // Types [B, H_kv, T] int8 of the most recent forward (NAtS layers); undefined for dense layers.
   const at::Tensor& last_types() const { return last_types_; }
+  const at::Tensor& last_inference_types() const { return last_inference_types_; }
 
   // Statistics of the most recent forward's types (NAtS layers); dense layers keep every token.
   LayerStats stats() const {
@@ -252,6 +255,7 @@ class BlockImpl : public torch::nn::Module {
   Scorer scorer_{nullptr};
   AttentionOptions options_;
   at::Tensor last_types_;  // [B, H_kv, T] int8 of the last forward, for statistics
+  at::Tensor last_inference_types_;  // the same forward's types as inference would pick them (no noise)
   at::Tensor type_override_;  // [B or 1, H_kv, N] int8 by absolute position; tests and benchmarks only
 };
 
@@ -418,6 +422,12 @@ double TransformerImpl::FlopsPerToken() const {
   const auto& m = spec_.model;
   return 6.0 * static_cast<double>(NumParameters()) +
          6.0 * m.n_layer() * static_cast<double>(m.context_length()) * m.d_model();
+}
+
+std::vector<at::Tensor> TransformerImpl::LastLayerInferenceTypes() const {
+  std::vector<at::Tensor> types;
+  for (const Block& b : blocks_) types.push_back(b->last_inference_types());
+  return types;
 }
 
 std::vector<at::Tensor> TransformerImpl::LastLayerTypes() const {

@@ -93,6 +93,9 @@ class TransformerImpl : public torch::nn::Module {
   // Token types of the most recent forward, one entry per layer: [B, H_kv, T] int8 TokenType values for NAtS
   // layers (under sequence parallelism: this rank's chunk), undefined for dense layers.
   std::vector<at::Tensor> LastLayerTypes() const;
+  // The same forward's types as inference picks them from the scorer's logits (argmax + global bias, no Gumbel
+  // noise): what a KV cache would keep. Equal to LastLayerTypes() outside training.
+  std::vector<at::Tensor> LastLayerInferenceTypes() const;
 
   // A cache for `batch` sequences under `policy`, in the model's dtype and device.
   std::unique_ptr<KvCache> NewCache(const CachePolicyConfig& policy, int64_t batch) const;

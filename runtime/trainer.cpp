@@ -187,6 +187,7 @@ class TrainerState {
   // nats.target_kv_fraction (runtime/kv_controller.h); disabled when the target is 0: lambda stays
   // nats.lambda.
   std::unique_ptr<KvController> kv_controller;
+  double kv_measured = 0;  // what the controller saw at the last step (all ranks' mean)
   // train.objective = DISTILL: the parts of the last step's loss on this rank (runtime/distill_loss.h).
   double distill_mse = 0, distill_kl = 0;
 
@@ -354,9 +355,13 @@ class TrainerState {
   // chunk's own types cannot say what survives to the end of the whole window, so the sp group all-gathers
   // each layer's types (int8 [B, H_kv, chunk], small next to the KV exchange) and every rank measures whole
   // sequences. Without it this is exactly LayerStats::kv_fraction. Collective over the sp group when sp > 1.
-  absl::StatusOr<std::vector<double>> LayerKvFractions() {
+  // `inference`: of the types inference would pick (argmax, no Gumbel noise: what a cache keeps, which the
+  // controller holds at its target) instead of the sampled training types.
+  // `cache_mean`: the mean cache over positions (mask density; nats.target_kv_measure CACHE_MEAN) instead of
+  // the cache at the window's end.
+  absl::StatusOr<std::vector<double>> LayerKvFractions(bool inference = false, bool cache_mean = false) {
     std::vector<double> out;
-    for (const at::Tensor& types : model->LastLayerTypes()) {
+    for (const at::Tensor& types : inference ? model->LastLayerInferenceTypes() : model->LastLayerTypes()) {
       if (!types.defined()) continue;  // a dense layer
       at::Tensor whole = types;
       if (sequence_parallel) {
@@ -369,7 +374,8 @@ class TrainerState {
         }
         whole = at::cat(chunks, 0).permute({1, 2, 0}).to(at::kChar).contiguous();
       }
-      out.push_back(ComputeMaskStats(whole, cfg.nats().window()).kv_fraction.mean().item<double>());
+      const MaskStats stats = ComputeMaskStats(whole, cfg.nats().window());
+      out.push_back((cache_mean ? stats.density : stats.kv_fraction).mean().item<double>());
     }
     return out;
   }
@@ -982,17 +988,24 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     const double step_lambda = st.model->lambda();
     const bool log_step =
         (st.step + 1) % std::max(1, t.log_interval()) == 0 || st.step + 1 == total_steps || st.step + 1 == 1;
-    std::vector<double> layer_kv;  // this rank's, per NAtS layer
+    std::vector<double> layer_kv, layer_kv_inference;  // this rank's, per NAtS layer
     if (st.kv_controller->enabled() || log_step) {
       auto measured = st.LayerKvFractions();
       if (!measured.ok()) return measured.status();
       layer_kv = std::move(*measured);
+      auto inference = st.LayerKvFractions(
+          /*inference=*/true, st.cfg.nats().target_kv_measure() == config::NatsConfig::CACHE_MEAN);
+      if (!inference.ok()) return inference.status();
+      layer_kv_inference = std::move(*inference);
     }
-    if (st.kv_controller->enabled() && !layer_kv.empty()) {
+    if (st.kv_controller->enabled() && !layer_kv_inference.empty()) {
+      // The controller holds what a cache keeps: the inference types' KV fraction, not the sampled one (Gumbel
+      // noise makes the sampled types sparser than the argmax a cache uses).
       double mean = 0;
-      for (double v : layer_kv) mean += v / layer_kv.size();
+      for (double v : layer_kv_inference) mean += v / layer_kv_inference.size();
       auto measured = st.AverageOverRanks(mean);
       if (!measured.ok()) return measured.status();
+      st.kv_measured = *measured;
       st.model->SetLambda(st.kv_controller->Update(*measured));
     }
     ++st.step;
@@ -1011,7 +1024,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
       // NAtS layers: type fractions, mask density and KV fraction of this step's last micro-batch, averaged
       // over the ranks (equal row counts), so that the curve describes the same rows for any number of ranks.
       // The KV fraction is the one the controller measured (whole sequences also under sequence parallelism).
-      std::vector<double> frac_g, frac_l, frac_s, density, kv;
+      std::vector<double> frac_g, frac_l, frac_s, density, kv, kv_inference;
       std::vector<int> nats_layers;
       std::string nats_line;
       const std::vector<LayerStats> layer_stats = st.model->LastLayerStats();
@@ -1023,9 +1036,12 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
         frac_l.push_back(ls.frac_local);
         frac_s.push_back(ls.frac_sliding);
         density.push_back(ls.mask_density);
+        kv_inference.push_back(layer_kv_inference[kv.size()]);
         kv.push_back(layer_kv[kv.size()]);
       }
-      if (absl::Status s = st.AverageOverRanks({&frac_g, &frac_l, &frac_s, &density, &kv}); !s.ok()) return s;
+      if (absl::Status s = st.AverageOverRanks({&frac_g, &frac_l, &frac_s, &density, &kv, &kv_inference}); !s.ok()) {
+        return s;
+      }
       if (!kv.empty()) {
         auto mean = [](const std::vector<double>& v) {
           double sum = 0;
@@ -1037,8 +1053,11 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
                             mean(frac_l), mean(frac_s), mean(density), mean(kv), step_lambda);
         if (st.kv_controller->enabled()) {
           absl::StrAppend(&nats_line,
-                          absl::StrFormat(" (kv target %.3f, ema %.3f)", st.kv_controller->target(),
-                                          st.kv_controller->state().ema));
+                          absl::StrFormat(" (%s target %.3f, now %.3f, ema %.3f)",
+                                          st.cfg.nats().target_kv_measure() == config::NatsConfig::CACHE_MEAN
+                                              ? "cache-mean kv"
+                                              : "window-end kv",
+                                          st.kv_controller->target(), st.kv_measured, st.kv_controller->state().ema));
         }
       }
       // DISTILL: the two parts of the loss, averaged over the ranks like the loss.
@@ -1083,8 +1102,11 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
             .AddArray("frac_sliding", frac_s)
             .AddArray("mask_density", density)
             .AddArray("kv_fraction", kv)
+            .AddArray("kv_fraction_inference", kv_inference)
             .Add("lambda", step_lambda);
-        if (st.kv_controller->enabled()) line.Add("kv_ema", st.kv_controller->state().ema);
+        if (st.kv_controller->enabled()) {
+          line.Add("kv_controlled", st.kv_measured).Add("kv_ema", st.kv_controller->state().ema);
+        }
       }
       if (st.distill()) {
         line.Add("distill_mse", distill_parts[0]);
