@@ -72,9 +72,10 @@ def lines(path):
 def train_tokens(run):
     summary = json.load(open(f"{out}/{run}/summary.json"))
     return summary
-print("| KV target | policy | budget (entries/head) | KV fraction | held-out ppl (decode) | vs dense | passkey acc " +
-      " | ".join(f"L{L}" for L in sorted({r['length'] for r in lines(f'{out}/passkey_kv25.jsonl')})) + " |")
-print("|---|---|---|---|---|---|---|" + "---|" * len({r['length'] for r in lines(f'{out}/passkey_kv25.jsonl')}))
+all_lengths = sorted({r['length'] for r in lines(f'{out}/passkey_kv25.jsonl')})
+print("| KV target | policy | budget (entries/head) | KV entries/head (of dense) | KV fraction (eval) | "
+      "held-out ppl (decode) | vs dense | passkey (all) | " + " | ".join(f"passkey L{L}" for L in all_lengths) + " |")
+print("|---|---|---|---|---|---|---|---|" + "---|" * len(all_lengths))
 for kv, secs in (("25", t25), ("10", t10)):
     ppl = {r["policy"]: r for r in lines(f"{out}/ppl_kv{kv}.jsonl")}
     pk = lines(f"{out}/passkey_kv{kv}.jsonl")
@@ -89,7 +90,8 @@ for kv, secs in (("25", t25), ("10", t10)):
             sel = [p for p in rows if p["length"] == L]
             per_len.append(f"{sum(p['correct'] for p in sel) / max(1, sum(p['samples'] for p in sel)):.2f}")
         budget = r["budget"] if policy in ("streaming", "h2o") else "-"
-        print(f"| 0.{kv} | {policy} | {budget} | {r['kv_fraction']:.3f} | {r['ppl_decode']:.3f} | "
+        entries = f"{r['kv_entries']:.1f} ({r['kv_entries'] / ppl['dense']['kv_entries']:.3f})"
+        print(f"| 0.{kv} | {policy} | {budget} | {entries} | {r['kv_fraction']:.3f} | {r['ppl_decode']:.3f} | "
               f"{100 * (r['ppl_decode'] / dense - 1):+.1f}% | {overall:.2f} | " + " | ".join(per_len) + " |")
 print()
 for kv, secs in (("25", t25), ("10", t10)):
