@@ -129,6 +129,29 @@ void Finish(PerplexityResult* sum) {
   for (double& f : sum->layer_kv_fraction) f /= w;
 }
 
+// The common start of both tasks once their flags are checked: opens --json before the work (a wrong path fails
+// at once), sets the threads, loads the checkpoint with the --set overrides. Returns the exit code on failure.
+std::optional<int> OpenJsonAndLoad(const ParsedFlags& flags, const std::string& json_path, int64_t threads,
+                                   std::ofstream* json, std::optional<InferenceModel>* loaded) {
+  if (!json_path.empty()) {
+    json->open(json_path, std::ios::out | std::ios::trunc);
+    if (!*json) {
+      std::fprintf(stderr, "eval: --json %s: cannot open for writing\n", json_path.c_str());
+      return 1;
+    }
+  }
+  std::vector<std::string> overrides;
+  if (auto it = flags.values.find("set"); it != flags.values.end()) overrides = it->second;
+  at::set_num_threads(threads > 0 ? static_cast<int>(threads) : DefaultThreadsPerRank());
+  auto model = LoadModelForInference(flags.Get("checkpoint"), overrides);
+  if (!model.ok()) {
+    std::fprintf(stderr, "eval: %s\n", std::string(model.status().message()).c_str());
+    return 1;
+  }
+  loaded->emplace(std::move(*model));
+  return std::nullopt;
+}
+
 int PerplexityWithFlags(int argc, char** argv) {
   ParsedFlags parsed;
   if (auto exit_code = ParseCommandFlags(argc, argv,
@@ -172,23 +195,9 @@ int PerplexityWithFlags(int argc, char** argv) {
       return 2;
     }
   }
-  std::vector<std::string> overrides;
-  if (auto it = flags->values.find("set"); it != flags->values.end()) overrides = it->second;
-
-  std::ofstream json;  // opened before the work, so that a wrong path fails at once
-  if (!json_path.empty()) {
-    json.open(json_path, std::ios::out | std::ios::trunc);
-    if (!json) {
-      std::fprintf(stderr, "eval: --json %s: cannot open for writing\n", json_path.c_str());
-      return 1;
-    }
-  }
-  at::set_num_threads(threads > 0 ? static_cast<int>(threads) : DefaultThreadsPerRank());
-  auto loaded = LoadModelForInference(flags->Get("checkpoint"), overrides);
-  if (!loaded.ok()) {
-    std::fprintf(stderr, "eval: %s\n", std::string(loaded.status().message()).c_str());
-    return 1;
-  }
+  std::ofstream json;
+  std::optional<InferenceModel> loaded;
+  if (auto exit = OpenJsonAndLoad(*flags, json_path, threads, &json, &loaded)) return *exit;
   const std::string data_path = flags->Get("data", loaded->config.data().val_path());
   auto corpus = data::TokenCorpus::Open(data_path);
   if (!corpus.ok()) {
@@ -520,23 +529,9 @@ int PasskeyWithFlags(int argc, char** argv) {
     std::fprintf(stderr, "eval: --json needs a file name\n");
     return 2;
   }
-  std::vector<std::string> overrides;
-  if (auto it = flags.values.find("set"); it != flags.values.end()) overrides = it->second;
-  std::ofstream json;  // opened before the work, so that a wrong path fails at once
-  if (!json_path.empty()) {
-    json.open(json_path, std::ios::out | std::ios::trunc);
-    if (!json) {
-      std::fprintf(stderr, "eval: --json %s: cannot open for writing\n", json_path.c_str());
-      return 1;
-    }
-  }
-
-  at::set_num_threads(threads > 0 ? static_cast<int>(threads) : DefaultThreadsPerRank());
-  auto loaded = LoadModelForInference(flags.Get("checkpoint"), overrides);
-  if (!loaded.ok()) {
-    std::fprintf(stderr, "eval: %s\n", std::string(loaded.status().message()).c_str());
-    return 1;
-  }
+  std::ofstream json;
+  std::optional<InferenceModel> loaded;
+  if (auto exit = OpenJsonAndLoad(flags, json_path, threads, &json, &loaded)) return *exit;
   auto tokenizer = data::MakeTokenizer(loaded->config.data().tokenizer(), loaded->config.data().data_dir());
   if (!tokenizer.ok()) {
     std::fprintf(stderr, "eval: %s\n", std::string(tokenizer.status().message()).c_str());
