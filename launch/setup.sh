@@ -22,3 +22,7 @@ launch/fetch_tokenizer.sh "$CACHE"
 if [ ! -f data/books/train.tok ] || [ ! -f data/books/val.tok ]; then
   "$BUILD_DIR/bin/nats" prepare --cache_dir "$CACHE" --out_dir data/books --tokenizer gpt2
 fi
+# The byte-level shards of the same books (configs/*_byte, the post-training and passkey tests).
+if [ ! -f data/books_byte/train.tok ] || [ ! -f data/books_byte/val.tok ]; then
+  "$BUILD_DIR/bin/nats" prepare --cache_dir "$CACHE" --out_dir data/books_byte --tokenizer byte
+fi
