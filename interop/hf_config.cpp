@@ -63,7 +63,8 @@ class Fields {
     return absl::InvalidArgumentError(absl::StrCat(path_, ": \"", key, "\" is missing"));
   }
   absl::Status Wrong(const std::string& key, const std::string& want, const Json& got) const {
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": \"", key, "\" must be ", want, ", got ", got.dump()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path_, ": \"", key, "\" must be ", want, ", got ", got.dump()));
   }
   absl::Status Unsupported(const std::string& key, const std::string& why) const {
     return absl::InvalidArgumentError(absl::StrCat(path_, ": \"", key, "\" ", why));
@@ -74,8 +75,8 @@ class Fields {
   std::string path_;
 };
 
-#define NATS_ASSIGN(lhs, expr)           \
-  auto lhs##_or = (expr);                \
+#define NATS_ASSIGN(lhs, expr)                  \
+  auto lhs##_or = (expr);                       \
   if (!lhs##_or.ok()) return lhs##_or.status(); \
   auto lhs = *lhs##_or
 
@@ -106,15 +107,17 @@ absl::Status ParseGpt2(const Fields& f, HfModelConfig* out) {
   NATS_ASSIGN(tied, f.Bool("tie_word_embeddings", true));
   NATS_ASSIGN(scale_attn, f.Bool("scale_attn_weights", true));
   NATS_ASSIGN(by_layer, f.Bool("scale_attn_by_inverse_layer_idx", false));
-  if (!scale_attn) return f.Unsupported("scale_attn_weights", "= false is not supported (scores scaled by 1/sqrt(d))");
+  if (!scale_attn)
+    return f.Unsupported("scale_attn_weights", "= false is not supported (scores scaled by 1/sqrt(d))");
   if (by_layer) return f.Unsupported("scale_attn_by_inverse_layer_idx", "= true is not supported");
   if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") {
     m.set_mlp(config::ModelConfig::GELU_TANH);
   } else if (act == "gelu") {
     m.set_mlp(config::ModelConfig::GELU);
   } else {
-    return f.Unsupported("activation_function",
-                         absl::StrCat("= \"", act, "\" is not supported (gelu_new, gelu_pytorch_tanh, gelu)"));
+    return f.Unsupported(
+        "activation_function",
+        absl::StrCat("= \"", act, "\" is not supported (gelu_new, gelu_pytorch_tanh, gelu)"));
   }
   m.set_vocab_size(vocab);
   m.set_d_model(d);
@@ -158,7 +161,8 @@ absl::Status ParseRopeScaling(const Json& json, const std::string& path, config:
     out.set_high_freq_factor(high);
     out.set_original_context_length(original);
   } else {
-    return f.Unsupported("rope_type", absl::StrCat("= \"", type, "\" is not supported (default, linear, llama3)"));
+    return f.Unsupported("rope_type",
+                         absl::StrCat("= \"", type, "\" is not supported (default, linear, llama3)"));
   }
   return absl::OkStatus();
 }
@@ -178,17 +182,20 @@ absl::Status ParseLlama(const Json& json, const Fields& f, bool qkv_bias, HfMode
   NATS_ASSIGN(act, f.String("hidden_act", "silu"));
   NATS_ASSIGN(attention_bias, f.Bool("attention_bias", false));
   NATS_ASSIGN(mlp_bias, f.Bool("mlp_bias", false));
-  if (act != "silu") return f.Unsupported("hidden_act", absl::StrCat("= \"", act, "\" is not supported (silu)"));
+  if (act != "silu")
+    return f.Unsupported("hidden_act", absl::StrCat("= \"", act, "\" is not supported (silu)"));
   if (attention_bias) {
-    return f.Unsupported("attention_bias", "= true is not supported (biases on q/k/v and o_proj); Qwen2's q/k/v "
-                                           "biases are");
+    return f.Unsupported("attention_bias",
+                         "= true is not supported (biases on q/k/v and o_proj); Qwen2's q/k/v "
+                         "biases are");
   }
   if (mlp_bias) return f.Unsupported("mlp_bias", "= true is not supported");
   if (f.Present("head_dim")) {
     NATS_ASSIGN(head_dim, f.Int("head_dim"));
     if (heads <= 0 || head_dim * heads != d) {
-      return f.Unsupported("head_dim", absl::StrCat("= ", head_dim, " differs from hidden_size / num_attention_heads = ",
-                                                    d, " / ", heads, "; not supported"));
+      return f.Unsupported(
+          "head_dim", absl::StrCat("= ", head_dim, " differs from hidden_size / num_attention_heads = ", d,
+                                   " / ", heads, "; not supported"));
     }
   }
   m.set_vocab_size(vocab);
@@ -210,8 +217,9 @@ absl::Status ParseLlama(const Json& json, const Fields& f, bool qkv_bias, HfMode
   if (absl::Status s = ParseRopeScaling(json, f.path(), &m); !s.ok()) return s;
   if (json.contains("sliding_window") && json.at("sliding_window").is_number_integer() &&
       json.at("sliding_window").get<int64_t>() < max_positions) {
-    out->notes.push_back(absl::StrCat("sliding_window = ", json.at("sliding_window").get<int64_t>(),
-                                      " is not imported: attention is full causal (use a cache policy instead)"));
+    out->notes.push_back(
+        absl::StrCat("sliding_window = ", json.at("sliding_window").get<int64_t>(),
+                     " is not imported: attention is full causal (use a cache policy instead)"));
   }
   out->notes.push_back(
       "no tokenizer of this family is built in: data.tokenizer stays \"" + out->config.data().tokenizer() +
@@ -225,19 +233,22 @@ absl::Status ParseNatsExtension(const Json& json, const std::string& path, HfMod
   const Json& n = json.at("nats");
   if (!n.is_object() || !n.contains("config") || !n.at("config").is_string()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(path, ": \"nats\" must be an object with a \"config\" string (text-format nats and data "
-                           "sections, as `nats export` writes it)"));
+        absl::StrCat(path,
+                     ": \"nats\" must be an object with a \"config\" string (text-format nats and data "
+                     "sections, as `nats export` writes it)"));
   }
   config::Config extension;
   if (!google::protobuf::TextFormat::ParseFromString(n.at("config").get<std::string>(), &extension)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": \"nats\".\"config\" is not a valid text-format config"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": \"nats\".\"config\" is not a valid text-format config"));
   }
   if (extension.nats().ByteSizeLong() > 0) *out->config.mutable_nats() = extension.nats();
   out->config.mutable_model()->set_attention(extension.model().attention());
   if (extension.model().has_context_length()) {
     out->config.mutable_model()->set_context_length(extension.model().context_length());
   }
-  if (extension.data().has_tokenizer()) out->config.mutable_data()->set_tokenizer(extension.data().tokenizer());
+  if (extension.data().has_tokenizer())
+    out->config.mutable_data()->set_tokenizer(extension.data().tokenizer());
   out->notes.erase(std::remove_if(out->notes.begin(), out->notes.end(),
                                   [](const std::string& note) { return note.rfind("no tokenizer", 0) == 0; }),
                    out->notes.end());
@@ -265,34 +276,37 @@ absl::StatusOr<HfModelConfig> ParseHfConfig(const std::string& config_json, cons
   }
   Fields f(json, path);
   std::string architecture;
-  if (json.contains("architectures") && json.at("architectures").is_array() && !json.at("architectures").empty() &&
-      json.at("architectures")[0].is_string()) {
+  if (json.contains("architectures") && json.at("architectures").is_array() &&
+      !json.at("architectures").empty() && json.at("architectures")[0].is_string()) {
     architecture = json.at("architectures")[0].get<std::string>();
   }
   NATS_ASSIGN(model_type, f.String("model_type", ""));
   const ArchitectureInfo* info = nullptr;
   for (const ArchitectureInfo& a : kArchitectures) {
-    if ((!architecture.empty() && architecture == a.architecture) || (architecture.empty() && model_type == a.model_type)) {
+    if ((!architecture.empty() && architecture == a.architecture) ||
+        (architecture.empty() && model_type == a.model_type)) {
       info = &a;
     }
   }
   if (info == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": architecture \"", architecture.empty() ? model_type : architecture,
-        "\" is not supported; nats import reads ", SupportedArchitectures()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": architecture \"", architecture.empty() ? model_type : architecture,
+                     "\" is not supported; nats import reads ", SupportedArchitectures()));
   }
   HfModelConfig out;
-  // Set explicitly (not left at their defaults) so that a config imported from a third-party file and the same
-  // model imported again after `nats export` compare equal field by field.
+  // Set explicitly (not left at their defaults) so that a config imported from a third-party file and the
+  // same model imported again after `nats export` compare equal field by field.
   out.config.mutable_model()->set_attention(config::ModelConfig::DENSE);
   out.config.mutable_data()->set_tokenizer(out.config.data().tokenizer());
   out.family = info->family;
   out.architecture = info->architecture;
-  absl::Status s = info->family == HfFamily::kGpt2 ? ParseGpt2(f, &out) : ParseLlama(json, f, info->qkv_bias, &out);
+  absl::Status s =
+      info->family == HfFamily::kGpt2 ? ParseGpt2(f, &out) : ParseLlama(json, f, info->qkv_bias, &out);
   if (!s.ok()) return s;
   if (s = ParseNatsExtension(json, path, &out); !s.ok()) return s;
   if (s = ValidateConfig(out.config); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": the imported model is not valid here: ", s.message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": the imported model is not valid here: ", s.message()));
   }
   return out;
 }
@@ -304,7 +318,8 @@ absl::StatusOr<std::string> HfConfigJson(const config::Config& config, HfFamily 
     if (m.position() != config::ModelConfig::LEARNED || m.norm() != config::ModelConfig::LAYER_NORM ||
         m.mlp() == config::ModelConfig::SWIGLU || !m.bias() || ResolvedKvHeads(m) != m.n_head()) {
       return absl::InvalidArgumentError(
-          "the gpt2 layout needs learned positions, LayerNorm, a GELU MLP, biases and no GQA (model.position, "
+          "the gpt2 layout needs learned positions, LayerNorm, a GELU MLP, biases and no GQA "
+          "(model.position, "
           "model.norm, model.mlp, model.bias, model.n_kv_head)");
     }
     json["architectures"] = {"GPT2LMHeadModel"};
@@ -326,7 +341,8 @@ absl::StatusOr<std::string> HfConfigJson(const config::Config& config, HfFamily 
     if (m.position() != config::ModelConfig::ROPE || m.norm() != config::ModelConfig::RMS_NORM ||
         m.mlp() != config::ModelConfig::SWIGLU || m.bias()) {
       return absl::InvalidArgumentError(
-          "the llama layout needs RoPE, RMSNorm, SwiGLU and no biases except q/k/v (model.position, model.norm, "
+          "the llama layout needs RoPE, RMSNorm, SwiGLU and no biases except q/k/v (model.position, "
+          "model.norm, "
           "model.mlp, model.bias)");
     }
     json["architectures"] = {m.qkv_bias() ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};
@@ -369,9 +385,10 @@ absl::StatusOr<std::string> HfConfigJson(const config::Config& config, HfFamily 
   google::protobuf::TextFormat::Printer printer;
   printer.SetSingleLineMode(true);
   printer.PrintToString(extension, &text);
-  json["nats"] = {{"config", text},
-                  {"scorer_tensors", family == HfFamily::kGpt2 ? "transformer.h.{i}.attn.nats_scorer.weight"
-                                                               : "model.layers.{i}.self_attn.nats_scorer.weight"}};
+  json["nats"] = {
+      {"config", text},
+      {"scorer_tensors", family == HfFamily::kGpt2 ? "transformer.h.{i}.attn.nats_scorer.weight"
+                                                   : "model.layers.{i}.self_attn.nats_scorer.weight"}};
   return json.dump(2) + "\n";
 }
 

@@ -7,8 +7,8 @@
 //         scaling (linear, llama3), GQA, tied or untied head; Qwen2 adds q/k/v biases.
 // Anything these cannot express (another architecture, activation, RoPE scaling, attention biases on o_proj,
 // an explicit head_dim != hidden / heads) is refused with a message naming the field and what is supported.
-// Our own additions travel in an extra "nats" object of config.json (attention kind, NAtS settings, tokenizer),
-// which Hugging Face ignores; a model exported by us imports back to the same config.
+// Our own additions travel in an extra "nats" object of config.json (attention kind, NAtS settings,
+// tokenizer), which Hugging Face ignores; a model exported by us imports back to the same config.
 #pragma once
 
 #include <string>
@@ -26,7 +26,8 @@ struct HfModelConfig {
   std::string architecture;  // "GPT2LMHeadModel", "LlamaForCausalLM", ...
   // model, nats and data.tokenizer set from config.json; everything else at its default.
   config::Config config;
-  std::vector<std::string> notes;  // what the user should know (e.g. "no tokenizer recorded: data.tokenizer ...")
+  // What the user should know (e.g. that no tokenizer was recorded).
+  std::vector<std::string> notes;
 };
 
 // Architectures `nats import` accepts, for error messages.

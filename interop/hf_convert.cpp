@@ -37,8 +37,9 @@ absl::StatusOr<ImportResult> ImportHfModel(const std::string& hf_dir, const std:
                                            const ImportOptions& options) {
   std::error_code ec;
   if (!fs::is_directory(hf_dir, ec)) {
-    return absl::NotFoundError(absl::StrCat(hf_dir, ": not a directory (give the folder holding config.json and "
-                                                    "model.safetensors)"));
+    return absl::NotFoundError(absl::StrCat(hf_dir,
+                                            ": not a directory (give the folder holding config.json and "
+                                            "model.safetensors)"));
   }
   const std::string config_path = (fs::path(hf_dir) / "config.json").string();
   auto config_text = checkpoint::ReadFileToString(config_path);
@@ -74,15 +75,17 @@ absl::StatusOr<ImportResult> ImportHfModel(const std::string& hf_dir, const std:
       if (it == params.end()) {
         if (IsScorer(name)) continue;  // a NAtS export imported with model.attention=DENSE
         return absl::InvalidArgumentError(absl::StrCat(
-            "--set changed the model's shape (", DescribeModelConfigChange(hf->config, cfg), "): tensor ", name,
-            " of ", hf_dir, " has no parameter left; only model.context_length, model.attention, nats.* and data.* "
+            "--set changed the model's shape (", DescribeModelConfigChange(hf->config, cfg), "): tensor ",
+            name, " of ", hf_dir,
+            " has no parameter left; only model.context_length, model.attention, nats.* and data.* "
             "may change on import"));
       }
       if (it->second.sizes() != tensor.sizes()) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "--set changed the model's shape (", DescribeModelConfigChange(hf->config, cfg), "): parameter ", name,
-            " is ", c10::str(tensor.sizes()), " in ", hf_dir, " but ", c10::str(it->second.sizes()),
-            " in the model; only model.context_length, model.attention, nats.* and data.* may change on import"));
+            "--set changed the model's shape (", DescribeModelConfigChange(hf->config, cfg), "): parameter ",
+            name, " is ", c10::str(tensor.sizes()), " in ", hf_dir, " but ", c10::str(it->second.sizes()),
+            " in the model; only model.context_length, model.attention, nats.* and data.* may change on "
+            "import"));
       }
       it->second.copy_(tensor);
       filled.insert(name);
@@ -92,10 +95,11 @@ absl::StatusOr<ImportResult> ImportHfModel(const std::string& hf_dir, const std:
     result.parameters += tensor.numel();
     if (filled.count(name)) continue;
     if (!IsScorer(name)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--set changed the model's shape (", DescribeModelConfigChange(hf->config, cfg), "): parameter ", name,
-          " is not in ", hf_dir, "; only model.context_length, model.attention, nats.* and data.* may change on "
-          "import"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--set changed the model's shape (", DescribeModelConfigChange(hf->config, cfg),
+                       "): parameter ", name, " is not in ", hf_dir,
+                       "; only model.context_length, model.attention, nats.* and data.* may change on "
+                       "import"));
     }
     ++result.scorers_initialised;
   }
@@ -131,8 +135,8 @@ absl::StatusOr<ExportResult> ExportHfModel(const std::string& checkpoint_path, c
   auto config_json = HfConfigJson(cfg, result.family);
   if (!config_json.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(checkpoint_path, ": cannot export to the ",
-                                                   FamilyName(result.family), " layout: ",
-                                                   config_json.status().message()));
+                                                   FamilyName(result.family),
+                                                   " layout: ", config_json.status().message()));
   }
   NamedTensors ours;
   for (const auto& p : loaded->model->named_parameters()) ours.emplace_back(p.key(), p.value().detach());
@@ -154,8 +158,10 @@ absl::StatusOr<ExportResult> ExportHfModel(const std::string& checkpoint_path, c
     // Stale shards of an earlier export would otherwise be read through a stale index.
     for (const fs::path& p : existing) fs::remove(p, ec);
   }
-  const uint64_t shard = options.max_shard_bytes > 0 ? options.max_shard_bytes : std::numeric_limits<uint64_t>::max();
-  if (absl::Status s = WriteSafetensorsCheckpoint(hf_dir, *hf_tensors, {{"format", "pt"}}, shard); !s.ok()) return s;
+  const uint64_t shard =
+      options.max_shard_bytes > 0 ? options.max_shard_bytes : std::numeric_limits<uint64_t>::max();
+  if (absl::Status s = WriteSafetensorsCheckpoint(hf_dir, *hf_tensors, {{"format", "pt"}}, shard); !s.ok())
+    return s;
   if (absl::Status s = checkpoint::WriteFileDurably((fs::path(hf_dir) / "config.json").string(), *config_json,
                                                     "hf_config");
       !s.ok()) {

@@ -69,15 +69,17 @@ std::vector<Rule> Rules(const config::Config& config, HfFamily family) {
     const std::string h = absl::StrCat("h", l, "."), p = absl::StrCat("model.layers.", l, ".");
     add(h + "norm1.weight", p + "input_layernorm.weight");
     if (layer_norm) add(h + "norm1.bias", p + "input_layernorm.bias");
-    rules.push_back({h + "qkv.weight",
-                     {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"},
-                     Layout::kRows,
-                     {q_rows, kv_rows, kv_rows}});
+    rules.push_back(
+        {h + "qkv.weight",
+         {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"},
+         Layout::kRows,
+         {q_rows, kv_rows, kv_rows}});
     if (qkv_bias) {
-      rules.push_back({h + "qkv.bias",
-                       {p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias"},
-                       Layout::kRows,
-                       {q_rows, kv_rows, kv_rows}});
+      rules.push_back(
+          {h + "qkv.bias",
+           {p + "self_attn.q_proj.bias", p + "self_attn.k_proj.bias", p + "self_attn.v_proj.bias"},
+           Layout::kRows,
+           {q_rows, kv_rows, kv_rows}});
     }
     add(h + "proj.weight", p + "self_attn.o_proj.weight");
     if (bias) add(h + "proj.bias", p + "self_attn.o_proj.bias");
@@ -143,16 +145,17 @@ absl::StatusOr<NamedTensors> ImportWeights(const config::Config& config, HfFamil
         break;
       case Layout::kTranspose:
         if (parts[0].dim() != 2) {
-          return absl::InvalidArgumentError(absl::StrCat("\"", rule.hf[0], "\" must be a matrix, has shape ",
-                                                         c10::str(parts[0].sizes())));
+          return absl::InvalidArgumentError(
+              absl::StrCat("\"", rule.hf[0], "\" must be a matrix, has shape ", c10::str(parts[0].sizes())));
         }
         ours = parts[0].t().contiguous();
         break;
       case Layout::kRows:
         for (size_t i = 0; i < parts.size(); ++i) {
           if (parts[i].dim() < 1 || parts[i].size(0) != rule.part_rows[i]) {
-            return absl::InvalidArgumentError(absl::StrCat("\"", rule.hf[i], "\" has shape ", c10::str(parts[i].sizes()),
-                                                           "; the config asks for ", rule.part_rows[i], " rows"));
+            return absl::InvalidArgumentError(
+                absl::StrCat("\"", rule.hf[i], "\" has shape ", c10::str(parts[i].sizes()),
+                             "; the config asks for ", rule.part_rows[i], " rows"));
           }
         }
         ours = at::cat(parts, 0);
@@ -169,22 +172,24 @@ absl::StatusOr<NamedTensors> ImportWeights(const config::Config& config, HfFamil
   }
   if (!leftover.empty()) {
     if (leftover.size() > 8) leftover.resize(8), leftover.push_back("...");
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the Hugging Face weights hold tensors the ", FamilyName(family),
-        " layout of this config does not use: ", absl::StrJoin(leftover, ", "),
-        " (a feature we do not import, or a config.json of another model)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the Hugging Face weights hold tensors the ", FamilyName(family),
+                     " layout of this config does not use: ", absl::StrJoin(leftover, ", "),
+                     " (a feature we do not import, or a config.json of another model)"));
   }
   return out;
 }
 
-absl::StatusOr<NamedTensors> ExportWeights(const config::Config& config, HfFamily family, const NamedTensors& ours) {
+absl::StatusOr<NamedTensors> ExportWeights(const config::Config& config, HfFamily family,
+                                           const NamedTensors& ours) {
   std::map<std::string, at::Tensor> by_name(ours.begin(), ours.end());
   NamedTensors out;
   std::set<std::string> used;
   for (const Rule& rule : Rules(config, family)) {
     auto it = by_name.find(rule.ours);
     if (it == by_name.end()) {
-      return absl::InternalError(absl::StrCat("the model has no parameter \"", rule.ours, "\" for ", rule.hf[0]));
+      return absl::InternalError(
+          absl::StrCat("the model has no parameter \"", rule.ours, "\" for ", rule.hf[0]));
     }
     used.insert(rule.ours);
     const at::Tensor t = it->second.detach().to(at::kCPU).contiguous();
@@ -207,8 +212,8 @@ absl::StatusOr<NamedTensors> ExportWeights(const config::Config& config, HfFamil
   }
   for (const auto& [name, tensor] : ours) {
     if (!used.count(name)) {
-      return absl::InvalidArgumentError(absl::StrCat("parameter \"", name, "\" has no place in the ",
-                                                     FamilyName(family), " layout"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("parameter \"", name, "\" has no place in the ", FamilyName(family), " layout"));
     }
   }
   return out;

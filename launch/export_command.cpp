@@ -15,8 +15,10 @@ namespace {
 constexpr char kHelp[] =
     "usage: nats export --checkpoint DIR --to HF_DIR [--shard_mb N] [--overwrite]\n"
     "  --checkpoint DIR  a step directory or a run's checkpoint root (newest complete checkpoint)\n"
-    "  --to HF_DIR       writes config.json and model.safetensors (float32) there; NAtS scorers are the extra\n"
-    "                    tensors <layer>.nats_scorer.weight, and config.json's \"nats\" object holds the NAtS\n"
+    "  --to HF_DIR       writes config.json and model.safetensors (float32) there; NAtS scorers are the "
+    "extra\n"
+    "                    tensors <layer>.nats_scorer.weight, and config.json's \"nats\" object holds the "
+    "NAtS\n"
     "                    settings and tokenizer (docs/interop.md)\n"
     "  --shard_mb N      shards of at most N MB with model.safetensors.index.json (default: one file)\n"
     "  --overwrite       replace the model files already in HF_DIR\n";
@@ -25,7 +27,8 @@ constexpr char kHelp[] =
 
 int RunExport(int argc, char** argv) {
   ParsedFlags flags;
-  if (auto exit = ParseCommandFlags(argc, argv, {"checkpoint", "to", "shard_mb"}, {"overwrite"}, kHelp, &flags)) {
+  if (auto exit =
+          ParseCommandFlags(argc, argv, {"checkpoint", "to", "shard_mb"}, {"overwrite"}, kHelp, &flags)) {
     return *exit;
   }
   if (!flags.Has("checkpoint") || !flags.Has("to")) {
@@ -49,8 +52,8 @@ int RunExport(int argc, char** argv) {
     return 1;
   }
   std::printf("exported %s (%s family): %lld tensors, %.2f MB -> %s\n", result->architecture.c_str(),
-              interop::FamilyName(result->family), static_cast<long long>(result->tensors), result->bytes / 1e6,
-              flags.Get("to").c_str());
+              interop::FamilyName(result->family), static_cast<long long>(result->tensors),
+              result->bytes / 1e6, flags.Get("to").c_str());
   return 0;
 }
 

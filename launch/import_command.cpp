@@ -1,5 +1,6 @@
 // `nats import --from HF_DIR --out CKPT_DIR`: a Hugging Face GPT-2 / Llama-family model (config.json +
-// safetensors, single or sharded) as one of our checkpoints at step 0 (interop/hf_convert.h, docs/interop.md).
+// safetensors, single or sharded) as one of our checkpoints at step 0 (interop/hf_convert.h,
+// docs/interop.md).
 #include <cstdio>
 #include <string>
 
@@ -13,10 +14,12 @@ namespace {
 
 constexpr char kHelp[] =
     "usage: nats import --from HF_DIR --out CKPT_DIR [--set section.field=value ...] [--overwrite]\n"
-    "  --from HF_DIR   a Hugging Face model folder: config.json and model.safetensors, or model-*.safetensors\n"
+    "  --from HF_DIR   a Hugging Face model folder: config.json and model.safetensors, or "
+    "model-*.safetensors\n"
     "                  shards with model.safetensors.index.json. Architectures: GPT2LMHeadModel,\n"
     "                  LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM\n"
-    "  --out CKPT_DIR  the checkpoint root to write (step_00000000 inside); nats eval / generate / inspect /\n"
+    "  --out CKPT_DIR  the checkpoint root to write (step_00000000 inside); nats eval / generate / inspect "
+    "/\n"
     "                  export read it, and train.init_from starts post-training from it\n"
     "  --set A=B       change the imported config without changing a tensor's shape, e.g.\n"
     "                  --set model.context_length=512 --set model.attention=NATS (scorers start fresh)\n"
@@ -26,7 +29,8 @@ constexpr char kHelp[] =
 
 int RunImport(int argc, char** argv) {
   ParsedFlags flags;
-  if (auto exit = ParseCommandFlags(argc, argv, {"from", "out", "set"}, {"overwrite"}, kHelp, &flags)) return *exit;
+  if (auto exit = ParseCommandFlags(argc, argv, {"from", "out", "set"}, {"overwrite"}, kHelp, &flags))
+    return *exit;
   if (!flags.Has("from") || !flags.Has("out")) {
     std::fprintf(stderr, "nats import: --from and --out are required\n%s", kHelp);
     return 2;
@@ -41,8 +45,8 @@ int RunImport(int argc, char** argv) {
   }
   const auto& m = result->hf.config.model();
   std::printf("imported %s (%s family): %d layers, d %d, %d heads (%d kv), vocab %d, %s parameters\n",
-              result->hf.architecture.c_str(), interop::FamilyName(result->hf.family), m.n_layer(), m.d_model(),
-              m.n_head(), m.n_kv_head() > 0 ? m.n_kv_head() : m.n_head(), m.vocab_size(),
+              result->hf.architecture.c_str(), interop::FamilyName(result->hf.family), m.n_layer(),
+              m.d_model(), m.n_head(), m.n_kv_head() > 0 ? m.n_kv_head() : m.n_head(), m.vocab_size(),
               absl::StrFormat("%.2fM", result->parameters / 1e6).c_str());
   std::printf("  %lld tensors from %s", static_cast<long long>(result->tensors), flags.Get("from").c_str());
   if (result->scorers_initialised > 0) {

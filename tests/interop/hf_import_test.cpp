@@ -5,17 +5,16 @@
 //
 // Tolerance: our float32 forward against the float64 reference, |diff| <= 2e-4 + 2e-4 |ref| per logit (logits
 // are O(1-10); float32 accumulation over d <= 96 leaves ~1e-5).
-#include <gtest/gtest.h>
 #include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
-
-#include <unistd.h>
 
 #include "interop/hf_config.h"
 #include "interop/hf_convert.h"
@@ -40,7 +39,9 @@ std::string Fixtures() {
       ADD_FAILURE() << "fixture script failed: " << command;
       return std::string();
     }
-    std::atexit([] { fs::remove_all(fs::temp_directory_path() / ("nats_hf_fixtures_" + std::to_string(::getpid()))); });
+    std::atexit([] {
+      fs::remove_all(fs::temp_directory_path() / ("nats_hf_fixtures_" + std::to_string(::getpid())));
+    });
     return out.string();
   }();
   return dir;
@@ -50,9 +51,8 @@ class HfImportTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_FALSE(Fixtures().empty()) << "no fixtures";
-    tmp_ = fs::temp_directory_path() /
-           ("nats_hf_import_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    tmp_ = fs::temp_directory_path() / ("nats_hf_import_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(tmp_);
     fs::create_directories(tmp_);
   }
@@ -60,7 +60,8 @@ class HfImportTest : public ::testing::Test {
     if (!tmp_.empty()) fs::remove_all(tmp_);
   }
 
-  InferenceModel Import(const std::string& fixture, const std::string& out, const ImportOptions& options = {}) {
+  InferenceModel Import(const std::string& fixture, const std::string& out,
+                        const ImportOptions& options = {}) {
     auto imported = ImportHfModel(fs::path(Fixtures()) / fixture, (tmp_ / out).string(), options);
     EXPECT_TRUE(imported.ok()) << imported.status();
     auto loaded = LoadModelForInference((tmp_ / out).string());
@@ -76,8 +77,8 @@ void ExpectLogitsMatch(const at::Tensor& ours, const at::Tensor& reference, cons
   at::Tensor ref = reference.to(at::kDouble);
   at::Tensor diff = (ours.to(at::kDouble) - ref).abs();
   at::Tensor bound = 2e-4 + 2e-4 * ref.abs();
-  EXPECT_TRUE((diff <= bound).all().item<bool>())
-      << what << ": max |diff| " << diff.max().item<double>() << ", max |ref| " << ref.abs().max().item<double>();
+  EXPECT_TRUE((diff <= bound).all().item<bool>()) << what << ": max |diff| " << diff.max().item<double>()
+                                                  << ", max |ref| " << ref.abs().max().item<double>();
   // The reference is not trivially small (a test that compares zeros proves nothing).
   EXPECT_GT(ref.std().item<double>(), 0.1) << what;
 }
@@ -121,14 +122,16 @@ TEST_P(LogitsTest, ImportedModelGivesTheReferenceLogits) {
   dense.policy = CachePolicy::kDense;
   auto cache = m.model->NewCache(dense, ref.tokens.size(0));
   const int64_t prefix = 5;
-  std::vector<at::Tensor> rows = {m.model->Prefill(ref.tokens.narrow(1, 0, prefix), *cache, /*all_logits=*/true)};
+  std::vector<at::Tensor> rows = {
+      m.model->Prefill(ref.tokens.narrow(1, 0, prefix), *cache, /*all_logits=*/true)};
   for (int64_t t = prefix; t < ref.tokens.size(1); ++t) {
     rows.push_back(m.model->Decode(ref.tokens.narrow(1, t, 1), *cache, /*all_logits=*/true));
   }
   ExpectLogitsMatch(at::cat(rows, 1), ref.logits, fixture + " prefill + decode");
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, LogitsTest, ::testing::Values("gpt2", "llama", "llama_bf16", "llama_tied"));
+INSTANTIATE_TEST_SUITE_P(Families, LogitsTest,
+                         ::testing::Values("gpt2", "llama", "llama_bf16", "llama_tied"));
 
 class RoundTripTest : public HfImportTest, public ::testing::WithParamInterface<std::string> {};
 
@@ -165,7 +168,8 @@ TEST_P(RoundTripTest, ImportExportImportIsTheIdentity) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, RoundTripTest, ::testing::Values("gpt2", "llama", "llama_bf16", "llama_tied"));
+INSTANTIATE_TEST_SUITE_P(Families, RoundTripTest,
+                         ::testing::Values("gpt2", "llama", "llama_bf16", "llama_tied"));
 
 TEST_F(HfImportTest, NatsScorersTravelAsExtraTensors) {
   ImportOptions options;
