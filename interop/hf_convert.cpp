@@ -13,6 +13,7 @@
 #include "checkpoints/durable_file.h"
 #include "interop/hf_weights.h"
 #include "interop/safetensors.h"
+#include "nats/model_shape.h"
 #include "parallel/local_communicator.h"
 #include "runtime/checkpointing.h"
 #include "runtime/config.h"
@@ -22,8 +23,6 @@ namespace nats::interop {
 namespace fs = std::filesystem;
 
 namespace {
-
-bool IsScorer(const std::string& name) { return absl::StrContains(name, "scorer"); }
 
 // The model files of an export (what a new export replaces).
 bool IsModelFile(const std::string& file) {
@@ -73,7 +72,7 @@ absl::StatusOr<ImportResult> ImportHfModel(const std::string& hf_dir, const std:
     for (const auto& [name, tensor] : *imported) {
       auto it = params.find(name);
       if (it == params.end()) {
-        if (IsScorer(name)) continue;  // a NAtS export imported with model.attention=DENSE
+        if (IsScorerParameter(name)) continue;  // a NAtS export imported with model.attention=DENSE
         return absl::InvalidArgumentError(absl::StrCat(
             "--set changed the model's shape (", DescribeModelConfigChange(hf->config, cfg), "): tensor ",
             name, " of ", hf_dir,
@@ -94,7 +93,7 @@ absl::StatusOr<ImportResult> ImportHfModel(const std::string& hf_dir, const std:
   for (const auto& [name, tensor] : params) {
     result.parameters += tensor.numel();
     if (filled.count(name)) continue;
-    if (!IsScorer(name)) {
+    if (!IsScorerParameter(name)) {
       return absl::InvalidArgumentError(
           absl::StrCat("--set changed the model's shape (", DescribeModelConfigChange(hf->config, cfg),
                        "): parameter ", name, " is not in ", hf_dir,

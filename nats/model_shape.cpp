@@ -10,6 +10,8 @@ int ResolvedFfnWidth(const config::ModelConfig& m) {
   return 4 * m.d_model();
 }
 
+bool IsScorerParameter(const std::string& name) { return name.find("scorer") != std::string::npos; }
+
 int MaxLearnedPositions(const config::ModelConfig& m) {
   return m.max_position_embeddings() > 0 ? m.max_position_embeddings() : m.context_length();
 }

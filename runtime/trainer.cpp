@@ -78,9 +78,6 @@ double MeasureMatmulFlops() {
   return 2.0 * n * n * n * reps / SecondsSince(start);
 }
 
-// Post-training trains the scorers only (NATS_SPEC 8): every parameter of a layer's scorer has "scorer" in
-// its name (nats/transformer.cpp registers them as h<l>.scorer.*).
-bool IsScorerParameter(const std::string& name) { return name.find("scorer") != std::string::npos; }
 
 struct InitFromCounts {
   int64_t loaded = 0;       // model tensors read from the checkpoint
@@ -357,10 +354,13 @@ class TrainerState {
   // sequences. Without it this is exactly LayerStats::kv_fraction. Collective over the sp group when sp > 1.
   // `inference`: of the types inference would pick (argmax, no Gumbel noise: what a cache keeps, which the
   // controller holds at its target) instead of the sampled training types.
-  // `cache_mean`: the mean cache over positions (mask density; nats.target_kv_measure CACHE_MEAN) instead of
-  // the cache at the window's end.
-  absl::StatusOr<std::vector<double>> LayerKvFractions(bool inference = false, bool cache_mean = false) {
-    std::vector<double> out;
+  // Both measures of nats.target_kv_measure come from the one mask-statistics pass: the cache at the window's end
+  // (kv_fraction) and the mean cache over positions (mask density).
+  struct LayerKv {
+    std::vector<double> window_end, cache_mean;
+  };
+  absl::StatusOr<LayerKv> LayerKvFractions(bool inference = false) {
+    LayerKv out;
     for (const at::Tensor& types : inference ? model->LastLayerInferenceTypes() : model->LastLayerTypes()) {
       if (!types.defined()) continue;  // a dense layer
       at::Tensor whole = types;
@@ -375,7 +375,8 @@ class TrainerState {
         whole = at::cat(chunks, 0).permute({1, 2, 0}).to(at::kChar).contiguous();
       }
       const MaskStats stats = ComputeMaskStats(whole, cfg.nats().window());
-      out.push_back((cache_mean ? stats.density : stats.kv_fraction).mean().item<double>());
+      out.window_end.push_back(stats.kv_fraction.mean().item<double>());
+      out.cache_mean.push_back(stats.density.mean().item<double>());
     }
     return out;
   }
@@ -988,21 +989,28 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     const double step_lambda = st.model->lambda();
     const bool log_step =
         (st.step + 1) % std::max(1, t.log_interval()) == 0 || st.step + 1 == total_steps || st.step + 1 == 1;
-    std::vector<double> layer_kv, layer_kv_inference;  // this rank's, per NAtS layer
-    if (st.kv_controller->enabled() || log_step) {
+    // This rank's, per NAtS layer: the sampled types' window-end KV fraction (logged) and the inference types'
+    // (logged, and what the controller holds).
+    std::vector<double> layer_kv;
+    TrainerState::LayerKv layer_kv_inference;
+    if (log_step) {  // only logged
       auto measured = st.LayerKvFractions();
       if (!measured.ok()) return measured.status();
-      layer_kv = std::move(*measured);
-      auto inference = st.LayerKvFractions(
-          /*inference=*/true, st.cfg.nats().target_kv_measure() == config::NatsConfig::CACHE_MEAN);
+      layer_kv = std::move(measured->window_end);
+    }
+    if (st.kv_controller->enabled() || log_step) {
+      auto inference = st.LayerKvFractions(/*inference=*/true);
       if (!inference.ok()) return inference.status();
       layer_kv_inference = std::move(*inference);
     }
-    if (st.kv_controller->enabled() && !layer_kv_inference.empty()) {
+    const std::vector<double>& controlled = st.cfg.nats().target_kv_measure() == config::NatsConfig::CACHE_MEAN
+                                                ? layer_kv_inference.cache_mean
+                                                : layer_kv_inference.window_end;
+    if (st.kv_controller->enabled() && !controlled.empty()) {
       // The controller holds what a cache keeps: the inference types' KV fraction, not the sampled one (Gumbel
       // noise makes the sampled types sparser than the argmax a cache uses).
       double mean = 0;
-      for (double v : layer_kv_inference) mean += v / layer_kv_inference.size();
+      for (double v : controlled) mean += v / controlled.size();
       auto measured = st.AverageOverRanks(mean);
       if (!measured.ok()) return measured.status();
       st.kv_measured = *measured;
@@ -1036,7 +1044,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
         frac_l.push_back(ls.frac_local);
         frac_s.push_back(ls.frac_sliding);
         density.push_back(ls.mask_density);
-        kv_inference.push_back(layer_kv_inference[kv.size()]);
+        kv_inference.push_back(layer_kv_inference.window_end[kv.size()]);
         kv.push_back(layer_kv[kv.size()]);
       }
       if (absl::Status s = st.AverageOverRanks({&frac_g, &frac_l, &frac_s, &density, &kv, &kv_inference}); !s.ok()) {
