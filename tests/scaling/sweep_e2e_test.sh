@@ -54,7 +54,14 @@ cell_pid() {  # CELL: the pid of the trainer of that cell
 "$nats" sweep --grid "$work/grid.textproto" --out "$work/B" > b1.log 2>&1 &
 sweep=$!
 wait_for_checkpoint L2_C4e9
+# The cell has only 24 steps, so on a fast machine it could finish before the stop request reaches it. Freeze
+# its trainer, interrupt the sweep, wait until the sweep has forwarded the request, then let the trainer go on:
+# the request is then pending when it resumes, whatever the machine's speed.
+trainer=$(cell_pid L2_C4e9)
+[ -n "$trainer" ] && kill -STOP "$trainer" 2>/dev/null || true
 kill -TERM $sweep
+for _ in $(seq 100); do grep -q "stop requested" b1.log && break; sleep 0.1; done
+[ -n "$trainer" ] && kill -CONT "$trainer" 2>/dev/null || true
 rc=0; wait $sweep || rc=$?
 cat b1.log
 [ "$rc" = 143 ] || { echo "FAIL: a SIGTERMed sweep exits $rc, want 143"; exit 1; }
