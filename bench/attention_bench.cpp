@@ -1,18 +1,18 @@
-// bench/attention_bench: fused NAtS attention (nats/fused_attention.h) vs the reference NAtS attention and plain
-// dense LibTorch causal attention (DenseCausalAttention), H = 12, D = 64, B = 1, float32, 2 threads.
-// - Training: forward + backward through autograd (q, k, v and the one-hot types require grad, mode clipped), with
-//   a learned-looking type mix (3% global, 12% local, 85% sliding, W = 64); also the fused kernel on all-global
-//   types (= dense causal) to give GFLOP/s of its products.
+// bench/attention_bench: fused NAtS attention (nats/fused_attention.h) vs the reference NAtS attention and
+// plain dense LibTorch causal attention (DenseCausalAttention), H = 12, D = 64, B = 1, float32, 2 threads.
+// - Training: forward + backward through autograd (q, k, v and the one-hot types require grad, mode clipped),
+// with
+//   a learned-looking type mix (3% global, 12% local, 85% sliding, W = 64); also the fused kernel on
+//   all-global types (= dense causal) to give GFLOP/s of its products.
 // - Prefill (no grad): the fused sparse path vs dense attention at T = 1k..32k, same mix.
 // - A large sgemm measured in the same run is the yardstick for GFLOP/s.
-// Peak memory = growth of the process's peak RSS (VmHWM) over the RSS before the call (after malloc_trim); VmHWM
-// is reset before each measurement by writing "5" to /proc/self/clear_refs (Linux). It counts every allocation
-// (LibTorch's allocator and std::vector buffers alike). Runs that would not fit (estimated from the O(T^2)
-// tensors) are skipped and marked; dense prefill beyond that is timed one head at a time (x H), or else estimated
-// from the previous length (x 4) and marked as such.
-// Usage: attention_bench [--markdown=PATH] [--max_t=N] [--quick] [--fused_only]
-// Writes the tables to stdout and, with --markdown, into the "## Fused NAtS attention (bench/attention_bench)"
-// section of PATH (created if missing; other sections untouched).
+// Peak memory = growth of the process's peak RSS (VmHWM) over the RSS before the call (after malloc_trim);
+// VmHWM is reset before each measurement by writing "5" to /proc/self/clear_refs (Linux). It counts every
+// allocation (LibTorch's allocator and std::vector buffers alike). Runs that would not fit (estimated from
+// the O(T^2) tensors) are skipped and marked; dense prefill beyond that is timed one head at a time (x H), or
+// else estimated from the previous length (x 4) and marked as such. Usage: attention_bench [--markdown=PATH]
+// [--max_t=N] [--quick] [--fused_only] Writes the tables to stdout and, with --markdown, into the "## Fused
+// NAtS attention (bench/attention_bench)" section of PATH (created if missing; other sections untouched).
 #include <ATen/Parallel.h>
 #include <malloc.h>
 #include <torch/torch.h>
@@ -51,8 +51,8 @@ int64_t StatusKb(const char* key) {
   return -1;
 }
 
-// Returns freed heap pages to the OS first, so that the RSS before a call counts live memory only (glibc keeps
-// freed chunks below its dynamic mmap threshold, up to 32 MiB each, mapped).
+// Returns freed heap pages to the OS first, so that the RSS before a call counts live memory only (glibc
+// keeps freed chunks below its dynamic mmap threshold, up to 32 MiB each, mapped).
 void ResetPeakRss() {
   malloc_trim(0);
   std::ofstream out("/proc/self/clear_refs");
@@ -83,9 +83,10 @@ Measurement Measure(const std::function<void()>& fn, int reps) {
 at::Tensor LearnedTypes(int64_t t, int seed) {
   torch::manual_seed(seed);
   at::Tensor u = torch::rand({1, kHeads, t}, torch::kDouble);
-  at::Tensor types = torch::where(u < 0.03, torch::full({}, static_cast<int64_t>(TokenType::kGlobal)),
-                                  torch::where(u < 0.15, torch::full({}, static_cast<int64_t>(TokenType::kLocal)),
-                                               torch::full({}, static_cast<int64_t>(TokenType::kSliding))));
+  at::Tensor types =
+      torch::where(u < 0.03, torch::full({}, static_cast<int64_t>(TokenType::kGlobal)),
+                   torch::where(u < 0.15, torch::full({}, static_cast<int64_t>(TokenType::kLocal)),
+                                torch::full({}, static_cast<int64_t>(TokenType::kSliding))));
   types.select(-1, 0).fill_(static_cast<int64_t>(TokenType::kGlobal));
   return types.to(torch::kChar);
 }
@@ -228,27 +229,32 @@ int Main(int argc, char** argv) {
     const at::Tensor types = LearnedTypes(t, static_cast<int>(t));
     const at::Tensor all_global = torch::zeros({1, kHeads, t}, torch::kChar);
     const int reps = t <= 2048 ? 3 : 1;
-    const double t2 = static_cast<double>(t) * static_cast<double>(t) * kHeads * 4 / (1 << 30);  // GiB per [H,T,T]
-    TrainStep(x, types, AttentionImpl::kFused, false);  // warm-up
+    const double t2 =
+        static_cast<double>(t) * static_cast<double>(t) * kHeads * 4 / (1 << 30);  // GiB per [H,T,T]
+    TrainStep(x, types, AttentionImpl::kFused, false);                             // warm-up
     const Measurement fused = Measure([&] { TrainStep(x, types, AttentionImpl::kFused, false); }, reps);
-    const Measurement fused_dense = Measure([&] { TrainStep(x, all_global, AttentionImpl::kFused, false); }, reps);
+    const Measurement fused_dense =
+        Measure([&] { TrainStep(x, all_global, AttentionImpl::kFused, false); }, reps);
     Measurement reference, dense;
-    if (!fused_only && t2 * 14 < avail_gb) reference = Measure([&] { TrainStep(x, types, AttentionImpl::kReference, false); }, reps);
-    if (!fused_only && t2 * 5 < avail_gb) dense = Measure([&] { TrainStep(x, types, AttentionImpl::kFused, true); }, reps);
+    if (!fused_only && t2 * 14 < avail_gb)
+      reference = Measure([&] { TrainStep(x, types, AttentionImpl::kReference, false); }, reps);
+    if (!fused_only && t2 * 5 < avail_gb)
+      dense = Measure([&] { TrainStep(x, types, AttentionImpl::kFused, true); }, reps);
     // Products of a causal flash step: forward 2, backward 5 (S, dP, dV, dK, dQ), 2*D flops per pair each.
     const double pairs = 0.5 * static_cast<double>(t) * static_cast<double>(t + 1) * kHeads;
     const double gflops = 7 * 2.0 * kHeadDim * pairs / fused_dense.seconds / 1e9;
     train << "| " << t << " | " << Ms(fused) << " | " << Mb(fused) << " | " << Ms(reference) << " | "
           << Mb(reference) << " | " << Ms(dense) << " | " << Mb(dense) << " | "
-          << (dense.ran ? Fixed(fused.seconds / dense.seconds, 2) + "x" : "-") << " | " << Ms(fused_dense) << " | "
-          << Fixed(gflops, 1) << " |\n";
+          << (dense.ran ? Fixed(fused.seconds / dense.seconds, 2) + "x" : "-") << " | " << Ms(fused_dense)
+          << " | " << Fixed(gflops, 1) << " |\n";
     std::printf("train T=%lld done\n", static_cast<long long>(t));
     std::fflush(stdout);
   }
 
   std::ostringstream prefill;
   prefill << "Prefill (no grad), same mix, W = " << kWindow
-          << "; kept = visible causal pairs / all causal pairs. Dense rows marked * were timed one head at a time "
+          << "; kept = visible causal pairs / all causal pairs. Dense rows marked * were timed one head at a "
+             "time "
              "(x 12) to fit memory; (est.) = not run, 4x the previous length's time.\n\n"
           << "| T | kept | fused sparse ms | fused peak MB | dense ms | dense peak MB | speedup vs dense | "
              "fused all-global ms | all-global GFLOP/s | sparse vs fused all-global |\n"
@@ -292,9 +298,10 @@ int Main(int argc, char** argv) {
     const double pairs = 0.5 * static_cast<double>(t) * static_cast<double>(t + 1) * kHeads;
     const double gflops = 2 * 2.0 * kHeadDim * pairs / fused_dense.seconds / 1e9;
     prefill << "| " << t << " | " << Fixed(100 * VisibleFraction(types, t), 1) << "% | " << Ms(fused) << " | "
-            << Mb(fused) << " | " << Ms(dense) << mark << " | " << (estimated ? "-" : Mb(dense) + mark) << " | "
-            << (dense.ran ? Fixed(dense.seconds / fused.seconds, 1) + "x" : "-") << " | " << Ms(fused_dense) << " | "
-            << Fixed(gflops, 1) << " | " << Fixed(fused_dense.seconds / fused.seconds, 1) << "x |\n";
+            << Mb(fused) << " | " << Ms(dense) << mark << " | " << (estimated ? "-" : Mb(dense) + mark)
+            << " | " << (dense.ran ? Fixed(dense.seconds / fused.seconds, 1) + "x" : "-") << " | "
+            << Ms(fused_dense) << " | " << Fixed(gflops, 1) << " | "
+            << Fixed(fused_dense.seconds / fused.seconds, 1) << "x |\n";
     std::printf("prefill T=%lld done\n", static_cast<long long>(t));
     std::fflush(stdout);
   }
@@ -305,18 +312,23 @@ int Main(int argc, char** argv) {
   std::strftime(date, sizeof(date), "%Y-%m-%d", std::gmtime(&now));
   std::string cmdline = "attention_bench";
   for (int a = 1; a < argc; ++a) cmdline += std::string(" ") + argv[a];
-  body << "Command: `" << cmdline << "` (build: `cmake -S . -B build -G Ninja && ninja -C build attention_bench`). "
-       << "Date " << date << ". Machine: 2 cores (AVX-512), OpenBLAS (pthread), LibTorch " << TORCH_VERSION
-       << ", " << at::get_num_threads() << " threads. H = " << kHeads << ", D = " << kHeadDim
-       << ", B = 1, float32. Large sgemm in the same run: " << Fixed(sgemm, 1) << " GFLOP/s. "
-       << "Peak MB = growth of peak RSS (VmHWM, reset via /proc/self/clear_refs) over RSS before the call. "
-       << "Times are the best of 3 (1 at T >= 8k); `-` = not run (memory). 1-minute load average at start "
-       << load_start << ", at end " << LoadAverage() << " (2 cores: above ~2 other processes shared the CPUs).\n\n"
-       << train.str() << "\n" << prefill.str() << "\n"
-       << "Issue targets: fused training <= 1.2x dense at 1k and faster beyond (column fused / dense); peak memory "
-          "linear in T (fused peak MB doubles with T); prefill >= 3x faster than dense at 8k and >= 8x at 32k "
-          "(speedup vs dense; the last column compares with our own flash-style dense kernel instead of "
-          "LibTorch's matmul-softmax-matmul).\n";
+  body
+      << "Command: `" << cmdline
+      << "` (build: `cmake -S . -B build -G Ninja && ninja -C build attention_bench`). "
+      << "Date " << date << ". Machine: 2 cores (AVX-512), OpenBLAS (pthread), LibTorch " << TORCH_VERSION
+      << ", " << at::get_num_threads() << " threads. H = " << kHeads << ", D = " << kHeadDim
+      << ", B = 1, float32. Large sgemm in the same run: " << Fixed(sgemm, 1) << " GFLOP/s. "
+      << "Peak MB = growth of peak RSS (VmHWM, reset via /proc/self/clear_refs) over RSS before the call. "
+      << "Times are the best of 3 (1 at T >= 8k); `-` = not run (memory). 1-minute load average at start "
+      << load_start << ", at end " << LoadAverage()
+      << " (2 cores: above ~2 other processes shared the CPUs).\n\n"
+      << train.str() << "\n"
+      << prefill.str() << "\n"
+      << "Issue targets: fused training <= 1.2x dense at 1k and faster beyond (column fused / dense); peak "
+         "memory "
+         "linear in T (fused peak MB doubles with T); prefill >= 3x faster than dense at 8k and >= 8x at 32k "
+         "(speedup vs dense; the last column compares with our own flash-style dense kernel instead of "
+         "LibTorch's matmul-softmax-matmul).\n";
   std::printf("\n%s\n", body.str().c_str());
   if (!markdown.empty()) WriteSection(markdown, body.str());
   return 0;

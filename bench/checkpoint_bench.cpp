@@ -38,15 +38,25 @@ using nats::StateTensor;
 
 // GPT-2 124M (vocab padded to 50304, context 1024, 12 layers, d 768): 124,475,904 parameters.
 std::vector<std::pair<std::string, std::vector<int64_t>>> Gpt2Shapes(double scale) {
-  const int64_t d = 768, vocab = static_cast<int64_t>(50304 * scale), layers = std::max<int64_t>(1, 12 * scale);
-  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {{"wte", {vocab, d}}, {"wpe", {1024, d}}};
+  const int64_t d = 768, vocab = static_cast<int64_t>(50304 * scale),
+                layers = std::max<int64_t>(1, 12 * scale);
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {{"wte", {vocab, d}},
+                                                                      {"wpe", {1024, d}}};
   for (int64_t l = 0; l < layers; ++l) {
     const std::string h = absl::StrCat("h", l, ".");
-    for (auto& [n, s] : std::vector<std::pair<std::string, std::vector<int64_t>>>{
-             {"ln_1.weight", {d}}, {"ln_1.bias", {d}}, {"attn.c_attn.weight", {3 * d, d}}, {"attn.c_attn.bias", {3 * d}},
-             {"attn.c_proj.weight", {d, d}}, {"attn.c_proj.bias", {d}}, {"ln_2.weight", {d}}, {"ln_2.bias", {d}},
-             {"mlp.c_fc.weight", {4 * d, d}}, {"mlp.c_fc.bias", {4 * d}}, {"mlp.c_proj.weight", {d, 4 * d}},
-             {"mlp.c_proj.bias", {d}}}) {
+    for (auto& [n, s] :
+         std::vector<std::pair<std::string, std::vector<int64_t>>>{{"ln_1.weight", {d}},
+                                                                   {"ln_1.bias", {d}},
+                                                                   {"attn.c_attn.weight", {3 * d, d}},
+                                                                   {"attn.c_attn.bias", {3 * d}},
+                                                                   {"attn.c_proj.weight", {d, d}},
+                                                                   {"attn.c_proj.bias", {d}},
+                                                                   {"ln_2.weight", {d}},
+                                                                   {"ln_2.bias", {d}},
+                                                                   {"mlp.c_fc.weight", {4 * d, d}},
+                                                                   {"mlp.c_fc.bias", {4 * d}},
+                                                                   {"mlp.c_proj.weight", {d, 4 * d}},
+                                                                   {"mlp.c_proj.bias", {d}}}) {
       shapes.push_back({h + n, s});
     }
   }
@@ -127,8 +137,8 @@ int main(int argc, char** argv) {
   (void)comm.Barrier();
 
   // Targets are zero-filled (touched) like a trainer's live tensors, so loads do not pay first-touch
-  // page faults. The state as a ZeRO-1 trainer holds it: parameters whole on every rank, m and v sharded by flat
-  // ranges of each tensor (per-tensor sharding keeps this program simple; the bytes are the same).
+  // page faults. The state as a ZeRO-1 trainer holds it: parameters whole on every rank, m and v sharded by
+  // flat ranges of each tensor (per-tensor sharding keeps this program simple; the bytes are the same).
   std::vector<StateTensor> state, targets;
   uint64_t params = 0;
   int64_t seed = 0;
@@ -205,11 +215,12 @@ int main(int argc, char** argv) {
     const double dw = Median(disk_write), dr = Median(disk_read);
     const double disk_write_mbs = rank_bytes * size / dw / mb, disk_read_mbs = rank_bytes * size / dr / mb;
     auto row = [&](const char* what, double bytes, double seconds, double baseline) {
-      std::printf("| %-44s | %8.2f | %7.3f | %8.0f | %5.2f |\n", what, bytes / 1e9, seconds, bytes / seconds / mb,
-                  bytes / seconds / mb / baseline);
+      std::printf("| %-44s | %8.2f | %7.3f | %8.0f | %5.2f |\n", what, bytes / 1e9, seconds,
+                  bytes / seconds / mb, bytes / seconds / mb / baseline);
     };
-    std::printf("checkpoint_bench: %llu parameters (+ AdamW m, v) = %.2f GB fp32, %d rank(s), median of %d\n\n",
-                static_cast<unsigned long long>(params), total_bytes / 1e9, size, reps);
+    std::printf(
+        "checkpoint_bench: %llu parameters (+ AdamW m, v) = %.2f GB fp32, %d rank(s), median of %d\n\n",
+        static_cast<unsigned long long>(params), total_bytes / 1e9, size, reps);
     std::printf("| %-44s | %8s | %7s | %8s | %5s |\n", "operation (all ranks)", "GB", "s", "MB/s", "ratio");
     std::printf("|%s|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(10, '-').c_str(),
                 std::string(9, '-').c_str(), std::string(10, '-').c_str(), std::string(7, '-').c_str());
@@ -218,7 +229,9 @@ int main(int argc, char** argv) {
     row("disk: cold read one file per rank", rank_bytes * size, dr, disk_read_mbs);
     row("LoadCheckpoint, cold, CRC verified", load_bytes_per_rank * size, Median(load_verify), disk_read_mbs);
     row("LoadCheckpoint, cold, --no verify", load_bytes_per_rank * size, Median(load_plain), disk_read_mbs);
-    row(nats::checkpoint::Crc32cIsHardware() ? "CRC-32C (SSE4.2) in memory, one rank" : "CRC-32C (software) in memory, one rank", rank_bytes, crc_seconds, disk_write_mbs);
+    row(nats::checkpoint::Crc32cIsHardware() ? "CRC-32C (SSE4.2) in memory, one rank"
+                                             : "CRC-32C (software) in memory, one rank",
+        rank_bytes, crc_seconds, disk_write_mbs);
     std::printf("\nratio: MB/s over the disk baseline of the same direction (CRC row: over disk write)\n");
   }
   (void)comm.Barrier();

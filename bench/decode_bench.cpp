@@ -1,13 +1,14 @@
 // Decode-step latency and KV cache bytes of the NAtS cache vs a dense cache (docs/method.md sections 6 and 8:
 // "decode ~1.4x faster at long context", "~3% KV cache").
 //
-// Model: 4 layers, d_model 256, 4 heads (head_dim 64), vocab 512 (so the output layer does not hide attention),
-// NAtS in every layer, W = 64. For each context C the caches are built directly from random K/V with
-// LayerKvCache::Append (a model prefill of 32k tokens with the dense O(T^2) reference attention would not fit in
-// memory here); the NAtS types are injected with Transformer::SetTypeOverride: per (layer, head) i.i.d. 3% global,
-// 12% local, 85% sliding (the mix of a trained model in the paper's regime), position 0 global. Then one token at a
-// time goes through Transformer::Decode (the whole model step: embeddings, Q/K/V, cached attention, MLP, logits)
-// and, separately, through the attention of each layer alone (LayerKvCache::Attend).
+// Model: 4 layers, d_model 256, 4 heads (head_dim 64), vocab 512 (so the output layer does not hide
+// attention), NAtS in every layer, W = 64. For each context C the caches are built directly from random K/V
+// with LayerKvCache::Append (a model prefill of 32k tokens with the dense O(T^2) reference attention would
+// not fit in memory here); the NAtS types are injected with Transformer::SetTypeOverride: per (layer, head)
+// i.i.d. 3% global, 12% local, 85% sliding (the mix of a trained model in the paper's regime), position 0
+// global. Then one token at a time goes through Transformer::Decode (the whole model step: embeddings, Q/K/V,
+// cached attention, MLP, logits) and, separately, through the attention of each layer alone
+// (LayerKvCache::Attend).
 //
 // usage: decode_bench [--contexts 1024,4096,16384,32768] [--steps 20] [--threads 2]
 #include <torch/torch.h>
@@ -132,21 +133,26 @@ int main(int argc, char** argv) {
   std::vector<int64_t> contexts = {1024, 4096, 16384, 32768};
   int steps = 20, threads = 2;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--contexts")) contexts = ParseList(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--contexts"))
+      contexts = ParseList(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--steps"))
+      steps = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--threads"))
+      threads = std::atoi(argv[i + 1]);
     else {
       std::fprintf(stderr, "decode_bench: unknown flag %s\n", argv[i]);
       return 2;
     }
   }
   at::set_num_threads(threads);
-  std::printf("decode_bench: %d layers, d_model %d, %d heads (head_dim %d), W %d, fp32, %d threads; NAtS types "
-              "i.i.d. %.0f%% global / %.0f%% local / %.0f%% sliding; median of %d steps\n",
-              kLayers, kDModel, kHeads, kDModel / kHeads, kWindow, threads, 100 * kGlobal, 100 * kLocal,
-              100 * (1 - kGlobal - kLocal), steps);
-  std::printf("| context | cache | entries kept | bytes held | bytes allocated | bytes vs dense | decode step ms | "
-              "attention ms (4 layers) | step speed-up | attention speed-up |\n");
+  std::printf(
+      "decode_bench: %d layers, d_model %d, %d heads (head_dim %d), W %d, fp32, %d threads; NAtS types "
+      "i.i.d. %.0f%% global / %.0f%% local / %.0f%% sliding; median of %d steps\n",
+      kLayers, kDModel, kHeads, kDModel / kHeads, kWindow, threads, 100 * kGlobal, 100 * kLocal,
+      100 * (1 - kGlobal - kLocal), steps);
+  std::printf(
+      "| context | cache | entries kept | bytes held | bytes allocated | bytes vs dense | decode step ms | "
+      "attention ms (4 layers) | step speed-up | attention speed-up |\n");
   std::printf("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (int64_t context : contexts) {
     torch::manual_seed(1);
@@ -160,11 +166,12 @@ int main(int argc, char** argv) {
     const Result dense = Run(model, nats::CachePolicy::kDense, context, steps, types);
     const Result nats_r = Run(model, nats::CachePolicy::kNats, context, steps, types);
     for (const auto& [name, r] : {std::pair<const char*, const Result&>{"dense", dense}, {"NAtS", nats_r}}) {
-      std::printf("| %lld | %s | %lld / %lld | %.2f MiB | %.2f MiB | %.1f%% | %.3f | %.3f | %.2fx | %.2fx |\n",
-                  static_cast<long long>(context), name, static_cast<long long>(r.retained),
-                  static_cast<long long>(r.dense_entries), r.bytes / 1048576.0, r.allocated / 1048576.0,
-                  100.0 * r.bytes / r.dense_bytes, r.step_ms, r.attention_ms, dense.step_ms / r.step_ms,
-                  dense.attention_ms / r.attention_ms);
+      std::printf(
+          "| %lld | %s | %lld / %lld | %.2f MiB | %.2f MiB | %.1f%% | %.3f | %.3f | %.2fx | %.2fx |\n",
+          static_cast<long long>(context), name, static_cast<long long>(r.retained),
+          static_cast<long long>(r.dense_entries), r.bytes / 1048576.0, r.allocated / 1048576.0,
+          100.0 * r.bytes / r.dense_bytes, r.step_ms, r.attention_ms, dense.step_ms / r.step_ms,
+          dense.attention_ms / r.attention_ms);
     }
     std::fflush(stdout);
   }

@@ -1,13 +1,12 @@
 #include "checkpoints/blob_file.h"
 
+#include <c10/util/Exception.h>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-
-#include <c10/util/Exception.h>
 
 #include "absl/strings/str_cat.h"
 #include "checkpoints/crash_point.h"
@@ -40,16 +39,17 @@ absl::Status CheckBlobHeader(const char* header, const std::string& path, int ra
   BlobHeader h;
   std::memcpy(&h, header, sizeof(h));
   if (std::memcmp(h.magic, kMagic, sizeof(kMagic)) != 0) {
-    return absl::DataLossError(absl::StrCat(path, ": not a checkpoint blob (bad magic); the file is damaged"));
+    return absl::DataLossError(
+        absl::StrCat(path, ": not a checkpoint blob (bad magic); the file is damaged"));
   }
   if (h.version != kBlobFormatVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(path, ": blob format version ", h.version, ", this build reads ",
-                                                      kBlobFormatVersion));
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": blob format version ", h.version, ", this build reads ", kBlobFormatVersion));
   }
   if (h.rank != rank || h.step != step) {
-    return absl::DataLossError(absl::StrCat(path, ": the file was written by rank ", h.rank, " at step ", h.step,
-                                            " but the manifest expects rank ", rank, " at step ", step,
-                                            "; the directory mixes files of different saves"));
+    return absl::DataLossError(absl::StrCat(path, ": the file was written by rank ", h.rank, " at step ",
+                                            h.step, " but the manifest expects rank ", rank, " at step ",
+                                            step, "; the directory mixes files of different saves"));
   }
   return absl::OkStatus();
 }
@@ -61,7 +61,8 @@ BlobWriter::~BlobWriter() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-absl::StatusOr<std::unique_ptr<BlobWriter>> BlobWriter::Create(const std::string& dir, int rank, int64_t step) {
+absl::StatusOr<std::unique_ptr<BlobWriter>> BlobWriter::Create(const std::string& dir, int rank,
+                                                               int64_t step) {
   const std::string name = BlobFileName(rank);
   const std::string path = absl::StrCat(dir, "/", name);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

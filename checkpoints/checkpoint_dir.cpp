@@ -126,7 +126,8 @@ absl::Status CommitStagingDir(const std::string& root, int64_t step) {
 }
 
 absl::Status WriteLatest(const std::string& root, int64_t step) {
-  return WriteFileDurably(absl::StrCat(root, "/", kLatestFileName), absl::StrCat(StepDirName(step), "\n"), "latest");
+  return WriteFileDurably(absl::StrCat(root, "/", kLatestFileName), absl::StrCat(StepDirName(step), "\n"),
+                          "latest");
 }
 
 absl::StatusOr<int64_t> ReadLatest(const std::string& root) {
@@ -135,8 +136,10 @@ absl::StatusOr<int64_t> ReadLatest(const std::string& root) {
   if (!text.ok()) return text.status();
   const int64_t step = ParseStepDirName(absl::StripAsciiWhitespace(*text));
   if (step < 0) {
-    return absl::DataLossError(absl::StrCat(path, ": expected one line \"step_<N>\"; delete the file to resume from "
-                                            "the newest complete checkpoint"));
+    return absl::DataLossError(
+        absl::StrCat(path,
+                     ": expected one line \"step_<N>\"; delete the file to resume from "
+                     "the newest complete checkpoint"));
   }
   return step;
 }
@@ -146,7 +149,8 @@ absl::StatusOr<Manifest> ReadManifest(const std::string& step_dir) {
   absl::StatusOr<std::string> bytes = ReadFileToString(path);
   if (!bytes.ok()) {
     if (absl::IsNotFound(bytes.status())) {
-      return absl::NotFoundError(absl::StrCat(step_dir, " is not a complete checkpoint (no ", kManifestFileName,
+      return absl::NotFoundError(absl::StrCat(step_dir, " is not a complete checkpoint (no ",
+                                              kManifestFileName,
                                               "): the save was interrupted; use an older step"));
     }
     return bytes.status();
@@ -155,9 +159,9 @@ absl::StatusOr<Manifest> ReadManifest(const std::string& step_dir) {
   if (!decoded.ok()) return decoded.status();
   Manifest& manifest = *decoded;
   if (manifest.format_version() != kFormatVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(path, ": checkpoint format version ", manifest.format_version(),
-                                                      ", this build reads version ", kFormatVersion,
-                                                      "; use the nats build that wrote it"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": checkpoint format version ", manifest.format_version(),
+                     ", this build reads version ", kFormatVersion, "; use the nats build that wrote it"));
   }
   return manifest;
 }
@@ -195,8 +199,8 @@ absl::StatusOr<std::string> ResolveCheckpointPath(const std::string& path) {
   while (p.size() > 1 && p.back() == '/') p.pop_back();
   if (Exists(absl::StrCat(p, "/", kManifestFileName))) {
     if (absl::EndsWith(p, kStagingSuffix)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(p, " is an interrupted save (the commit rename never happened); use a step_<N> directory"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          p, " is an interrupted save (the commit rename never happened); use a step_<N> directory"));
     }
     return p;
   }

@@ -55,7 +55,8 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(const s
   if (!manifest.ok()) return manifest.status();
   std::unique_ptr<CheckpointReader> reader(new CheckpointReader(step_dir, *std::move(manifest)));
   for (const BlobFile& blob : reader->manifest_.blobs()) reader->blobs_[blob.file()] = &blob;
-  for (int i = 0; i < reader->manifest_.tensors_size(); ++i) reader->index_[reader->manifest_.tensors(i).name()] = i;
+  for (int i = 0; i < reader->manifest_.tensors_size(); ++i)
+    reader->index_[reader->manifest_.tensors(i).name()] = i;
   if (absl::Status s = reader->ValidateManifest(); !s.ok()) return s;
   return reader;
 }
@@ -65,13 +66,15 @@ absl::Status CheckpointReader::ValidateManifest() const {
   auto damaged = [&](const std::string& what) {
     return absl::DataLossError(absl::StrCat(where, what, "; the manifest is damaged, use an older step"));
   };
-  if (static_cast<int>(blobs_.size()) != manifest_.blobs_size()) return damaged("a blob file is listed twice");
+  if (static_cast<int>(blobs_.size()) != manifest_.blobs_size())
+    return damaged("a blob file is listed twice");
   for (const BlobFile& blob : manifest_.blobs()) {
     if (blob.file().empty() || blob.file().find('/') != std::string::npos || blob.file()[0] == '.') {
       return damaged(absl::StrCat("blob name \"", blob.file(), "\" is not a plain file name"));
     }
   }
-  if (static_cast<int>(index_.size()) != manifest_.tensors_size()) return damaged("a tensor name is listed twice");
+  if (static_cast<int>(index_.size()) != manifest_.tensors_size())
+    return damaged("a tensor name is listed twice");
   for (const TensorEntry& t : manifest_.tensors()) {
     const int64_t element = ElementSize(t.dtype());
     if (element == 0) return damaged(absl::StrCat("tensor ", t.name(), " has an unknown dtype ", t.dtype()));
@@ -85,12 +88,14 @@ absl::Status CheckpointReader::ValidateManifest() const {
     uint64_t next = 0;
     for (const ShardSlice& s : t.slices()) {
       if (s.global_offset() != next) {
-        return damaged(absl::StrCat("tensor ", t.name(), ": slices leave a gap or overlap at element ", next));
+        return damaged(
+            absl::StrCat("tensor ", t.name(), ": slices leave a gap or overlap at element ", next));
       }
       // numel <= the tensor's remaining elements first, so that neither product nor sum below can wrap.
       if (s.numel() == 0 || s.numel() > static_cast<uint64_t>(numel) - next ||
           s.bytes() != s.numel() * static_cast<uint64_t>(element)) {
-        return damaged(absl::StrCat("tensor ", t.name(), ": a slice's byte count does not match its elements"));
+        return damaged(
+            absl::StrCat("tensor ", t.name(), ": a slice's byte count does not match its elements"));
       }
       auto blob = blobs_.find(s.file());
       if (blob == blobs_.end()) {
@@ -99,8 +104,8 @@ absl::Status CheckpointReader::ValidateManifest() const {
       if (s.file_offset() < static_cast<uint64_t>(kBlobHeaderBytes) ||
           s.file_offset() % kBlobAlignment != 0 || s.bytes() > blob->second->bytes() ||
           s.file_offset() > blob->second->bytes() - s.bytes()) {
-        return damaged(absl::StrCat("tensor ", t.name(), ": slice at byte ", s.file_offset(), " lies outside ",
-                                    s.file()));
+        return damaged(absl::StrCat("tensor ", t.name(), ": slice at byte ", s.file_offset(),
+                                    " lies outside ", s.file()));
       }
       next += s.numel();
     }
@@ -121,19 +126,20 @@ absl::Status CheckpointReader::CheckCompatible(const std::string& name, c10::Sca
   const TensorEntry* t = Find(name);
   if (t == nullptr) {
     return absl::NotFoundError(absl::StrCat("tensor ", name, " is not in checkpoint ", dir_, " (it has ",
-                                            manifest_.tensors_size(), " tensors)",
-                                            hint.empty() ? "" : "; ", hint));
+                                            manifest_.tensors_size(), " tensors)", hint.empty() ? "" : "; ",
+                                            hint));
   }
   const std::string suffix = hint.empty() ? "; was the model config changed?" : absl::StrCat("; ", hint);
   if (ToScalarType(t->dtype()) != dtype) {
     auto want = ToDType(dtype);
-    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, ": checkpoint dtype ", DTypeName(t->dtype()),
-                                                   " but the destination is ",
-                                                   want.ok() ? DTypeName(*want) : c10::toString(dtype), suffix));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor ", name, ": checkpoint dtype ", DTypeName(t->dtype()), " but the destination is ",
+        want.ok() ? DTypeName(*want) : c10::toString(dtype), suffix));
   }
   if (ShapeOf(*t) != shape) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, ": checkpoint shape ", ShapeString(ShapeOf(*t)),
-                                                   " but the model has ", ShapeString(shape), suffix));
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, ": checkpoint shape ",
+                                                   ShapeString(ShapeOf(*t)), " but the model has ",
+                                                   ShapeString(shape), suffix));
   }
   return absl::OkStatus();
 }
@@ -159,7 +165,8 @@ absl::StatusOr<int> CheckpointReader::BlobFd(const std::string& file) {
     ::close(fd);
     return absl::DataLossError(absl::StrCat(
         path, static_cast<uint64_t>(st.st_size) < blob.bytes() ? " is truncated (" : " has the wrong size (",
-        st.st_size, " bytes, the manifest expects ", blob.bytes(), "); the checkpoint is damaged, use an older step"));
+        st.st_size, " bytes, the manifest expects ", blob.bytes(),
+        "); the checkpoint is damaged, use an older step"));
   }
   char header[kBlobHeaderBytes];
   if (::pread(fd, header, sizeof(header), 0) != static_cast<ssize_t>(sizeof(header))) {
@@ -174,9 +181,10 @@ absl::StatusOr<int> CheckpointReader::BlobFd(const std::string& file) {
   return fd;
 }
 
-absl::Status CheckpointReader::ReadSliceBytes(const TensorEntry& tensor, const ShardSlice& slice, uint64_t skip,
-                                              uint64_t bytes, void* dst, bool verify) {
-  TORCH_INTERNAL_ASSERT(!verify || (skip == 0 && bytes == slice.bytes()), "a verified read covers the whole slice");
+absl::Status CheckpointReader::ReadSliceBytes(const TensorEntry& tensor, const ShardSlice& slice,
+                                              uint64_t skip, uint64_t bytes, void* dst, bool verify) {
+  TORCH_INTERNAL_ASSERT(!verify || (skip == 0 && bytes == slice.bytes()),
+                        "a verified read covers the whole slice");
   absl::StatusOr<int> fd = BlobFd(slice.file());
   if (!fd.ok()) return WithTensor(tensor.name(), fd.status());
   const std::string path = absl::StrCat(dir_, "/", slice.file());
@@ -194,17 +202,18 @@ absl::Status CheckpointReader::ReadSliceBytes(const TensorEntry& tensor, const S
       return WithTensor(tensor.name(), ErrnoStatus("cannot read checkpoint blob", path, errno));
     }
     if (n == 0) {
-      return absl::DataLossError(absl::StrCat("tensor ", tensor.name(), ": ", path,
-                                              " ended early (truncated); the checkpoint is damaged, use an older step"));
+      return absl::DataLossError(
+          absl::StrCat("tensor ", tensor.name(), ": ", path,
+                       " ended early (truncated); the checkpoint is damaged, use an older step"));
     }
     if (verify) crc = Crc32c(crc, p + done, static_cast<size_t>(n));
     done += static_cast<uint64_t>(n);
   }
   if (verify && crc != slice.crc32c()) {
     return absl::DataLossError(absl::StrCat(
-        "tensor ", tensor.name(), ": CRC mismatch in ", path, " at byte ", slice.file_offset(), " (", slice.bytes(),
-        " bytes, elements [", slice.global_offset(), ", ", slice.global_offset() + slice.numel(),
-        ")); the checkpoint is damaged, use an older step"));
+        "tensor ", tensor.name(), ": CRC mismatch in ", path, " at byte ", slice.file_offset(), " (",
+        slice.bytes(), " bytes, elements [", slice.global_offset(), ", ",
+        slice.global_offset() + slice.numel(), ")); the checkpoint is damaged, use an older step"));
   }
   return absl::OkStatus();
 }
@@ -218,15 +227,16 @@ absl::Status CheckpointReader::Read(const std::string& name, int64_t global_offs
   }
   const c10::ScalarType dtype = ToScalarType(t->dtype());
   if (out.scalar_type() != dtype) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, ": checkpoint dtype ", DTypeName(t->dtype()),
-                                                   " but the destination is ", c10::toString(out.scalar_type())));
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, ": checkpoint dtype ",
+                                                   DTypeName(t->dtype()), " but the destination is ",
+                                                   c10::toString(out.scalar_type())));
   }
   const int64_t n = out.numel();
   const int64_t total = NumelOf(*t);
   if (global_offset < 0 || global_offset + n > total) {
-    return absl::OutOfRangeError(absl::StrCat("tensor ", name, ": elements [", global_offset, ", ", global_offset + n,
-                                              ") requested but the checkpoint tensor has ", total, " (shape ",
-                                              ShapeString(ShapeOf(*t)), ")"));
+    return absl::OutOfRangeError(absl::StrCat("tensor ", name, ": elements [", global_offset, ", ",
+                                              global_offset + n, ") requested but the checkpoint tensor has ",
+                                              total, " (shape ", ShapeString(ShapeOf(*t)), ")"));
   }
   if (n == 0) return absl::OkStatus();
   const bool direct = out.device().is_cpu() && out.is_contiguous();
@@ -236,9 +246,9 @@ absl::Status CheckpointReader::Read(const std::string& name, int64_t global_offs
   const uint64_t a = static_cast<uint64_t>(global_offset), b = a + static_cast<uint64_t>(n);
 
   // First slice that ends after `a` (slices are sorted and contiguous, validated at Open).
-  auto first = std::upper_bound(t->slices().begin(), t->slices().end(), a, [](uint64_t x, const ShardSlice& s) {
-    return x < s.global_offset() + s.numel();
-  });
+  auto first =
+      std::upper_bound(t->slices().begin(), t->slices().end(), a,
+                       [](uint64_t x, const ShardSlice& s) { return x < s.global_offset() + s.numel(); });
   std::unique_ptr<char[]> scratch;
   uint64_t scratch_bytes = 0;
   for (auto it = first; it != t->slices().end() && it->global_offset() < b; ++it) {
@@ -249,7 +259,8 @@ absl::Status CheckpointReader::Read(const std::string& name, int64_t global_offs
     if (!verify_crc || (lo == s0 && hi == s1)) {
       // Without verification only the overlap is read; a slice wholly inside the request goes straight
       // into the destination either way.
-      if (absl::Status st = ReadSliceBytes(*t, s, (lo - s0) * element, (hi - lo) * element, dst, verify_crc && lo == s0 && hi == s1);
+      if (absl::Status st = ReadSliceBytes(*t, s, (lo - s0) * element, (hi - lo) * element, dst,
+                                           verify_crc && lo == s0 && hi == s1);
           !st.ok()) {
         return st;
       }
@@ -262,7 +273,8 @@ absl::Status CheckpointReader::Read(const std::string& name, int64_t global_offs
       scratch.reset(new char[s.bytes()]);
       scratch_bytes = s.bytes();
     }
-    if (absl::Status st = ReadSliceBytes(*t, s, 0, s.bytes(), scratch.get(), /*verify=*/true); !st.ok()) return st;
+    if (absl::Status st = ReadSliceBytes(*t, s, 0, s.bytes(), scratch.get(), /*verify=*/true); !st.ok())
+      return st;
     std::memcpy(dst, scratch.get() + (lo - s0) * element, (hi - lo) * element);
   }
   if (!direct) out.copy_(staging.view(out.sizes()));

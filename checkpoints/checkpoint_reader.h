@@ -58,12 +58,12 @@ class CheckpointReader {
   // The open descriptor of blob `file` (opened, size- and header-checked on first use).
   absl::StatusOr<int> BlobFd(const std::string& file);
   // Reads slice bytes [skip, skip + bytes) into `dst`; with `verify` the whole slice must be requested.
-  absl::Status ReadSliceBytes(const TensorEntry& tensor, const ShardSlice& slice, uint64_t skip, uint64_t bytes,
-                              void* dst, bool verify);
+  absl::Status ReadSliceBytes(const TensorEntry& tensor, const ShardSlice& slice, uint64_t skip,
+                              uint64_t bytes, void* dst, bool verify);
 
   std::string dir_;
   Manifest manifest_;
-  std::map<std::string, int> index_;           // tensor name -> position in manifest_.tensors
+  std::map<std::string, int> index_;  // tensor name -> position in manifest_.tensors
   std::map<std::string, const BlobFile*> blobs_;
   std::map<std::string, int> fds_;
 };

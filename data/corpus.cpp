@@ -17,17 +17,19 @@
 namespace nats::data {
 namespace {
 
-// PG-19 style split: whole books. Validation = Tom Sawyer (fiction by the author of Huck Finn, so in-distribution
-// but unseen) + Opticks (expository 18th-century prose), so validation loss measures both registers. All six
-// Austen novels train: one author's style split across the two sides would blur what validation measures.
+// PG-19 style split: whole books. Validation = Tom Sawyer (fiction by the author of Huck Finn, so
+// in-distribution but unseen) + Opticks (expository 18th-century prose), so validation loss measures both
+// registers. All six Austen novels train: one author's style split across the two sides would blur what
+// validation measures.
 constexpr BookSpec kDemoBooks[] = {
     {"mobydick", "Moby Dick", Split::kTrain, {}},
     {"poe", "The Works of Edgar Allan Poe, vols. 1-5", Split::kTrain, {}},
     {"huckfinn", "Adventures of Huckleberry Finn", Split::kTrain, {}},
     {"sherlock", "The Adventures of Sherlock Holmes", Split::kTrain, {}},
-    // Why KJV loses its `Ge1:1 ` prefixes: the reference costs ~5 GPT-2 tokens on each of its 31k lines (12.4% of
-    // the book's tokens, measured) and is fully predictable from the line before; it would teach bookkeeping
-    // rather than language and flatter the loss. Verse-per-line layout is kept, a blank line marks a new book.
+    // Why KJV loses its `Ge1:1 ` prefixes: the reference costs ~5 GPT-2 tokens on each of its 31k lines
+    // (12.4% of the book's tokens, measured) and is fully predictable from the line before; it would teach
+    // bookkeeping rather than language and flatter the loss. Verse-per-line layout is kept, a blank line
+    // marks a new book.
     {"kjv", "The Bible, King James Version", Split::kTrain, {/*strip_verse_references=*/true}},
     {"emma", "Emma", Split::kTrain, {}, "EMMA"},
     {"mansfieldpark", "Mansfield Park", Split::kTrain, {}, "MANSFIELD PARK"},
@@ -40,13 +42,13 @@ constexpr BookSpec kDemoBooks[] = {
 };
 
 // CP1252 0x80-0x9F; 0 marks the five undefined bytes (they map to U+0080+n like Latin-1).
-constexpr char16_t kCp1252High[32] = {
-    0x20AC, 0,      0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160,
-    0x2039, 0x0152, 0,      0x017D, 0,      0,      0x2018, 0x2019, 0x201C, 0x201D, 0x2022,
-    0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0,      0x017E, 0x0178};
+constexpr char16_t kCp1252High[32] = {0x20AC, 0,      0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021,
+                                      0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0,      0x017D, 0,
+                                      0,      0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014,
+                                      0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0,      0x017E, 0x0178};
 
-// Debian's Abseil has its own absl::string_view (ABSL_OPTION_USE_STD_STRING_VIEW=0), which std::string_view does
-// not convert to; these few ASCII helpers work on std::string_view directly.
+// Debian's Abseil has its own absl::string_view (ABSL_OPTION_USE_STD_STRING_VIEW=0), which std::string_view
+// does not convert to; these few ASCII helpers work on std::string_view directly.
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 bool IsUpper(char c) { return c >= 'A' && c <= 'Z'; }
@@ -117,7 +119,8 @@ bool IsModernMarker(std::string_view line, std::string_view word) {
   std::string_view s = StripLeadingSpace(line);
   if (!ConsumePrefix(&s, "***")) return false;
   s = StripLeadingSpace(s);
-  return StartsWithIgnoreCase(s, word) && StartsWithIgnoreCase(StripLeadingSpace(s.substr(word.size())), "OF ");
+  return StartsWithIgnoreCase(s, word) &&
+         StartsWithIgnoreCase(StripLeadingSpace(s.substr(word.size())), "OF ");
 }
 
 bool IsOldHeaderStart(std::string_view line) {
@@ -131,14 +134,16 @@ bool IsOldHeaderEnd(std::string_view line) {
 
 bool IsOldFooter(std::string_view line) {
   std::string_view s = StripLeadingSpace(line);
-  return StartsWithIgnoreCase(s, "End of the Project Gutenberg") || StartsWithIgnoreCase(s, "End of Project Gutenberg");
+  return StartsWithIgnoreCase(s, "End of the Project Gutenberg") ||
+         StartsWithIgnoreCase(s, "End of Project Gutenberg");
 }
 
-// Old headers are 280-360 lines long in the Poe volumes; a bound keeps a stray "The Project Gutenberg Etext of"
-// line in the middle of a book from swallowing text up to some distant small-print marker.
+// Old headers are 280-360 lines long in the Poe volumes; a bound keeps a stray "The Project Gutenberg Etext
+// of" line in the middle of a book from swallowing text up to some distant small-print marker.
 constexpr size_t kMaxOldHeaderLines = 600;
 
-// Parses a KJV verse reference `[1-3]?[A-Z][A-Za-z]*[0-9]+:[0-9]+ `; returns its length (0 if none) and the book.
+// Parses a KJV verse reference `[1-3]?[A-Z][A-Za-z]*[0-9]+:[0-9]+ `; returns its length (0 if none) and the
+// book.
 size_t VerseReferenceLength(std::string_view line, std::string_view* book) {
   size_t i = 0;
   auto is_digit = [&](size_t k) { return k < line.size() && IsDigit(line[k]); };
@@ -170,7 +175,7 @@ std::string RawBookPath(const std::string& data_dir, const BookSpec& book) {
 }
 
 absl::StatusOr<std::vector<std::vector<std::string>>> DecodeRCharacterVectors(std::string_view bytes,
-                                                                             const std::string& path) {
+                                                                              const std::string& path) {
   auto corrupt = [&](const std::string& what) {
     return absl::DataLossError(absl::StrCat(path, ": not an R database of character vectors (", what,
                                             "); re-fetch it with `launch/fetch_corpus.sh`"));
@@ -186,7 +191,8 @@ absl::StatusOr<std::vector<std::vector<std::string>>> DecodeRCharacterVectors(st
     if (bytes.size() - pos < 4) return corrupt("truncated record header");
     const uint32_t size = be32(bytes, pos);
     // zlib cannot expand more than ~1032x; a larger claim is corruption, not a reason to allocate gigabytes.
-    if (size / 1032 > bytes.size() - pos) return corrupt(absl::StrCat("implausible record size at byte ", pos));
+    if (size / 1032 > bytes.size() - pos)
+      return corrupt(absl::StrCat("implausible record size at byte ", pos));
     std::string record(size, '\0');
     uLongf out_len = size;
     uLong in_len = bytes.size() - pos - 4;
@@ -195,7 +201,8 @@ absl::StatusOr<std::vector<std::vector<std::string>>> DecodeRCharacterVectors(st
     if (rc != Z_OK || out_len != size) return corrupt(absl::StrCat("bad zlib stream at byte ", pos));
     pos += 4 + in_len;
 
-    // XDR serialisation: "X\n", format version, R version, minimal R version, [native encoding], then the SEXP.
+    // XDR serialisation: "X\n", format version, R version, minimal R version, [native encoding], then the
+    // SEXP.
     size_t p = 0;
     auto read_int = [&](int32_t* v) {
       if (record.size() - p < 4) return false;
@@ -290,9 +297,7 @@ std::string Cp1252ToUtf8(std::string_view bytes) {
   return out;
 }
 
-std::string ToUtf8(std::string_view raw) {
-  return IsValidUtf8(raw) ? std::string(raw) : Cp1252ToUtf8(raw);
-}
+std::string ToUtf8(std::string_view raw) { return IsValidUtf8(raw) ? std::string(raw) : Cp1252ToUtf8(raw); }
 
 std::string NormalizeNewlines(std::string_view text) {
   ConsumePrefix(&text, "\xEF\xBB\xBF");
@@ -395,8 +400,8 @@ absl::StatusOr<std::string> LoadCleanBook(const std::string& data_dir, const Boo
   std::ostringstream buffer;
   buffer << in.rdbuf();
   if (in.bad()) {
-    return absl::DataLossError(absl::StrCat(path, ": read error; re-fetch it with `launch/fetch_corpus.sh ",
-                                            data_dir, "`"));
+    return absl::DataLossError(
+        absl::StrCat(path, ": read error; re-fetch it with `launch/fetch_corpus.sh ", data_dir, "`"));
   }
   std::string raw = buffer.str();
   if (!book.austen_record.empty()) {

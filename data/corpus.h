@@ -2,10 +2,10 @@
 //
 // The demo corpus: thirteen whole public-domain books fetched by launch/fetch_corpus.sh into
 // <data_dir>/books/raw/ (seven .txt files, and austen.rdb holding six novels; see
-// shared/reference/data-sources.md), and the cleaning that turns each raw book into plain UTF-8 text with LF line
-// ends and without Project Gutenberg boilerplate.
-// The split is by whole book, PG-19 style: no validation text is ever seen in training, not even a paragraph.
-// Every function here is a pure function of its input (LoadCleanBook also reads one file).
+// shared/reference/data-sources.md), and the cleaning that turns each raw book into plain UTF-8 text with LF
+// line ends and without Project Gutenberg boilerplate. The split is by whole book, PG-19 style: no validation
+// text is ever seen in training, not even a paragraph. Every function here is a pure function of its input
+// (LoadCleanBook also reads one file).
 #pragma once
 
 #include <string>
@@ -41,19 +41,20 @@ absl::Span<const BookSpec> DemoBooks();
 std::string RawBookPath(const std::string& data_dir, const BookSpec& book);
 
 // The character vectors of an R lazy-load database (.rdb), the form r-cran-janeaustenr ships its novels in:
-// a sequence of records [uint32 big-endian uncompressed size][zlib stream], each an XDR-serialised (format 2 or 3)
-// character vector (STRSXP) of lines. NA strings come back empty. DataLoss naming `path` for anything else.
+// a sequence of records [uint32 big-endian uncompressed size][zlib stream], each an XDR-serialised (format 2
+// or 3) character vector (STRSXP) of lines. NA strings come back empty. DataLoss naming `path` for anything
+// else.
 absl::StatusOr<std::vector<std::vector<std::string>>> DecodeRCharacterVectors(std::string_view bytes,
-                                                                             const std::string& path);
+                                                                              const std::string& path);
 
 // --- Cleaning steps (public so that tests can hold each one to synthetic input). ---
 
 bool IsValidUtf8(std::string_view text);
 
-// Windows-1252 -> UTF-8. Windows-1252 rather than plain Latin-1 because the one non-UTF-8 book (Poe) is CP1252:
-// it uses 0x86/0x87 for the dagger signs of "The Gold-Bug" cipher and 0x9C for the "oe" ligature, which Latin-1
-// would turn into invisible C1 control characters. For bytes 0xA0-0xFF the two encodings agree. The five bytes
-// CP1252 leaves undefined map to the same-numbered code point (as the WHATWG decoder does).
+// Windows-1252 -> UTF-8. Windows-1252 rather than plain Latin-1 because the one non-UTF-8 book (Poe) is
+// CP1252: it uses 0x86/0x87 for the dagger signs of "The Gold-Bug" cipher and 0x9C for the "oe" ligature,
+// which Latin-1 would turn into invisible C1 control characters. For bytes 0xA0-0xFF the two encodings agree.
+// The five bytes CP1252 leaves undefined map to the same-numbered code point (as the WHATWG decoder does).
 std::string Cp1252ToUtf8(std::string_view bytes);
 
 // Text as UTF-8: unchanged when it is valid UTF-8, otherwise decoded as CP1252 (no book mixes the two).
@@ -71,8 +72,8 @@ std::string NormalizeNewlines(std::string_view text);
 // Text without markers comes back unchanged.
 std::string StripGutenbergBoilerplate(std::string_view text);
 
-// KJV: removes the reference prefix (`Ge1:1 `, `1Cor13:4 `, `SSol1:1 `) of each verse line and puts a blank line
-// where the book changes. Lines without a prefix are kept as they are.
+// KJV: removes the reference prefix (`Ge1:1 `, `1Cor13:4 `, `SSol1:1 `) of each verse line and puts a blank
+// line where the book changes. Lines without a prefix are kept as they are.
 std::string StripVerseReferences(std::string_view text);
 
 // All of the above in order, then leading/trailing blank lines trimmed and exactly one final newline.

@@ -7,11 +7,10 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <system_error>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -61,11 +60,13 @@ absl::StatusOr<InputFormat> ParseInputFormat(const std::string& name) {
   if (name == "text") return InputFormat::kText;
   if (name == "jsonl") return InputFormat::kJsonl;
   return absl::InvalidArgumentError(
-      absl::StrCat("--format ", name, " is not one of text, jsonl, auto (auto: jsonl for *.jsonl/*.ndjson/*.json, "
+      absl::StrCat("--format ", name,
+                   " is not one of text, jsonl, auto (auto: jsonl for *.jsonl/*.ndjson/*.json, "
                    "text otherwise)"));
 }
 
-absl::StatusOr<std::vector<InputFile>> ExpandInputs(const std::vector<std::string>& inputs, InputFormat format) {
+absl::StatusOr<std::vector<InputFile>> ExpandInputs(const std::vector<std::string>& inputs,
+                                                    InputFormat format) {
   std::vector<InputFile> files;
   std::set<std::string> seen;
   auto add = [&](const std::string& path) {
@@ -81,9 +82,10 @@ absl::StatusOr<std::vector<InputFile>> ExpandInputs(const std::vector<std::strin
     if (IsGlobPattern(input)) {
       found = GlobRegularFiles(input);
     } else if (fs::is_directory(input, ec)) {
-      for (auto it = fs::recursive_directory_iterator(input, ec); !ec && it != fs::recursive_directory_iterator();
-           it.increment(ec)) {
-        if (it->is_regular_file(ec) && Wanted(it->path().string(), format)) found.push_back(it->path().string());
+      for (auto it = fs::recursive_directory_iterator(input, ec);
+           !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        if (it->is_regular_file(ec) && Wanted(it->path().string(), format))
+          found.push_back(it->path().string());
       }
       if (ec)
         return absl::PermissionDeniedError(
@@ -94,11 +96,11 @@ absl::StatusOr<std::vector<InputFile>> ExpandInputs(const std::vector<std::strin
       return absl::NotFoundError(absl::StrCat("--input ", input, ": no such file or directory"));
     }
     if (found.empty()) {
-      return absl::NotFoundError(absl::StrCat(
-          "--input ", input, ": matches no input files",
-          fs::is_directory(input, ec) ? " (directories contribute *.txt/*.text/*.md for text and "
-                                        "*.jsonl/*.ndjson/*.json for jsonl, each also .gz)"
-                                      : ""));
+      return absl::NotFoundError(absl::StrCat("--input ", input, ": matches no input files",
+                                              fs::is_directory(input, ec)
+                                                  ? " (directories contribute *.txt/*.text/*.md for text and "
+                                                    "*.jsonl/*.ndjson/*.json for jsonl, each also .gz)"
+                                                  : ""));
     }
     std::sort(found.begin(), found.end());
     for (const std::string& path : found) add(path);
@@ -129,7 +131,8 @@ class DocumentReader::GzFile {
       const char* message = gzerror(file_, &code);
       out->resize(old);
       return absl::DataLossError(absl::StrCat(path_, ": read failed (", message,
-                                              code == Z_DATA_ERROR ? "; the gzip stream is corrupt" : "", ")"));
+                                              code == Z_DATA_ERROR ? "; the gzip stream is corrupt" : "",
+                                              ")"));
     }
     out->resize(old + static_cast<size_t>(n));
     if (n == 0) {
@@ -171,7 +174,8 @@ absl::Status DocumentReader::Fill() {
 absl::StatusOr<bool> DocumentReader::Next(RawDocument* out) {
   while (true) {
     if (file_ != nullptr) {
-      absl::StatusOr<bool> got = files_[current_].format == InputFormat::kJsonl ? NextLine(out) : NextText(out);
+      absl::StatusOr<bool> got =
+          files_[current_].format == InputFormat::kJsonl ? NextLine(out) : NextText(out);
       if (!got.ok() || *got) return got;
       finished_bytes_ += files_[current_].size_bytes;
       file_.reset();
@@ -201,7 +205,8 @@ absl::StatusOr<bool> DocumentReader::NextText(RawDocument* out) {
   const std::string_view rest = std::string_view(buffer_).substr(pos_);
   size_t take = rest.size();
   if (!eof_ || take > kMaxPieceBytes) {
-    const size_t cut = take > kPieceBytes ? LastSafeCut(rest.substr(kPieceBytes, kMaxPieceBytes - kPieceBytes)) : 0;
+    const size_t cut =
+        take > kPieceBytes ? LastSafeCut(rest.substr(kPieceBytes, kMaxPieceBytes - kPieceBytes)) : 0;
     take = cut > 0 ? kPieceBytes + cut : std::min(take, kMaxPieceBytes);
   }
   if (take == 0 && piece_pending_) return false;  // the end of a document already sent
@@ -221,8 +226,9 @@ absl::StatusOr<bool> DocumentReader::NextLine(RawDocument* out) {
     const size_t nl = buffer_.find('\n', pos_);
     if (nl == std::string::npos && !eof_) {
       if (buffer_.size() - pos_ > kMaxLineBytes) {
-        return absl::InvalidArgumentError(absl::StrCat(files_[current_].path, ":", line_ + 1, ": line longer than ",
-                                                       kMaxLineBytes >> 20, " MiB; is this really JSON lines?"));
+        return absl::InvalidArgumentError(absl::StrCat(files_[current_].path, ":", line_ + 1,
+                                                       ": line longer than ", kMaxLineBytes >> 20,
+                                                       " MiB; is this really JSON lines?"));
       }
       if (absl::Status s = Fill(); !s.ok()) return s;
       continue;
@@ -274,12 +280,13 @@ absl::StatusOr<std::string> ExtractJsonText(std::string_view line, const std::st
           absl::StrCat("field \"", walked, "\" is missing (its parent is not an object)"));
     }
     const auto it = node->find(std::string(key));
-    if (it == node->end()) return absl::InvalidArgumentError(absl::StrCat("field \"", walked, "\" is missing"));
+    if (it == node->end())
+      return absl::InvalidArgumentError(absl::StrCat("field \"", walked, "\" is missing"));
     node = &*it;
   }
   if (!node->is_string()) {
-    return absl::InvalidArgumentError(absl::StrCat("field \"", field_path, "\" is ", node->type_name(),
-                                                   ", not a string"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("field \"", field_path, "\" is ", node->type_name(), ", not a string"));
   }
   return node->get<std::string>();
 }

@@ -1,7 +1,7 @@
 // data/document_source.h
 //
-// The input side of `nats prepare --input`: which files a user's paths name, and the documents in them, read as
-// a stream with bounded memory.
+// The input side of `nats prepare --input`: which files a user's paths name, and the documents in them, read
+// as a stream with bounded memory.
 //
 // Formats:
 //   text   each file is one document (a 20 GB file is fine: it comes in pieces, below)
@@ -9,10 +9,10 @@
 //          into nested objects ("text", "meta.body")
 // Files ending in .gz are decompressed on the fly (zlib); any other file is read as it is.
 //
-// Pieces. A text document longer than kPieceBytes arrives as several pieces. A piece ends only where a '\n' is
-// followed by a printable ASCII byte that is not a space: no pre-tokenizer piece of GPT-2's pattern (or of the
-// byte tokenizer) spans such a point, because a token that contains '\n' is all whitespace, so tokenizing the
-// pieces one by one gives exactly the ids of the whole document. A document without such a point in
+// Pieces. A text document longer than kPieceBytes arrives as several pieces. A piece ends only where a '\n'
+// is followed by a printable ASCII byte that is not a space: no pre-tokenizer piece of GPT-2's pattern (or of
+// the byte tokenizer) spans such a point, because a token that contains '\n' is all whitespace, so tokenizing
+// the pieces one by one gives exactly the ids of the whole document. A document without such a point in
 // kMaxPieceBytes is cut there anyway (the ids near the cut may then differ from a whole-document encode; the
 // bytes never do). JSONL documents are never cut (a line must fit in kMaxLineBytes).
 #pragma once
@@ -38,22 +38,23 @@ inline constexpr size_t kMaxLineBytes = size_t{256} << 20;  // longest JSONL lin
 
 struct InputFile {
   std::string path;
-  InputFormat format;    // kText or kJsonl (kAuto resolved by the extension)
+  InputFormat format;   // kText or kJsonl (kAuto resolved by the extension)
   uint64_t size_bytes;  // on disk (compressed size for .gz): the progress bar's denominator
 };
 
-// The files the inputs name, in order: each input is a file (taken whatever its name), a directory (every file
-// below it with an extension of the format: .txt .text .md for text, .jsonl .ndjson .json for jsonl, each also
-// with .gz; sorted by path), or a glob(3) pattern (sorted). A file named twice is read once. NotFound naming the
-// input when it matches nothing.
-absl::StatusOr<std::vector<InputFile>> ExpandInputs(const std::vector<std::string>& inputs, InputFormat format);
+// The files the inputs name, in order: each input is a file (taken whatever its name), a directory (every
+// file below it with an extension of the format: .txt .text .md for text, .jsonl .ndjson .json for jsonl,
+// each also with .gz; sorted by path), or a glob(3) pattern (sorted). A file named twice is read once.
+// NotFound naming the input when it matches nothing.
+absl::StatusOr<std::vector<InputFile>> ExpandInputs(const std::vector<std::string>& inputs,
+                                                    InputFormat format);
 
 // One raw unit of work: a text piece or a JSONL line, not yet parsed.
 struct RawDocument {
   std::string bytes;
-  int file_index = 0;           // into the ExpandInputs list
-  uint64_t line = 0;            // JSONL: 1-based line number; text: 0
-  bool continues = false;       // text: a later piece of the previous document
+  int file_index = 0;      // into the ExpandInputs list
+  uint64_t line = 0;       // JSONL: 1-based line number; text: 0
+  bool continues = false;  // text: a later piece of the previous document
   bool jsonl = false;
 };
 
@@ -94,8 +95,8 @@ class DocumentReader {
 // non-space ASCII, or 0 if none. (p == size is never returned: the byte after it is unknown.)
 size_t LastSafeCut(std::string_view text);
 
-// The JSON string at a dotted path in one JSONL line. InvalidArgument (caller adds file:line) for malformed JSON,
-// a missing field (naming the first missing key) or a value that is not a string.
+// The JSON string at a dotted path in one JSONL line. InvalidArgument (caller adds file:line) for malformed
+// JSON, a missing field (naming the first missing key) or a value that is not a string.
 absl::StatusOr<std::string> ExtractJsonText(std::string_view line, const std::string& field_path);
 
 }  // namespace nats::data

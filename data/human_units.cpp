@@ -15,7 +15,8 @@ std::string FormatBytes(double bytes, int decimals) {
     bytes /= 1000;
     ++u;
   }
-  return u == 0 ? absl::StrFormat("%.0f %s", bytes, units[u]) : absl::StrFormat("%.*f %s", decimals, bytes, units[u]);
+  return u == 0 ? absl::StrFormat("%.0f %s", bytes, units[u])
+                : absl::StrFormat("%.*f %s", decimals, bytes, units[u]);
 }
 
 std::string FormatDuration(double seconds) {

@@ -42,8 +42,8 @@ uint64_t WindowPermutation::Feistel(uint64_t x) const {
 
 uint64_t WindowPermutation::operator()(uint64_t i) const {
   CheckOrDie(i < n_, "WindowPermutation index out of range");
-  // Cycle walking: Feistel permutes [0, 2^bits); following its cycle from i until it re-enters [0, n) yields a
-  // permutation of [0, n).
+  // Cycle walking: Feistel permutes [0, 2^bits); following its cycle from i until it re-enters [0, n) yields
+  // a permutation of [0, n).
   uint64_t y = Feistel(i);
   while (y >= n_) y = Feistel(y);
   return y;
@@ -59,13 +59,13 @@ absl::StatusOr<std::vector<int32_t>> EvalWindows(const TokenCorpus& corpus, int6
   uint64_t windows = NumWindows(corpus.num_tokens(), seq_len);
   if (windows == 0) {
     return absl::InvalidArgumentError(absl::StrCat(corpus.path(), ": ", corpus.num_tokens(),
-                                                   " tokens, fewer than model.context_length + 1 = ", seq_len + 1,
-                                                   "; use a shorter model.context_length"));
+                                                   " tokens, fewer than model.context_length + 1 = ",
+                                                   seq_len + 1, "; use a shorter model.context_length"));
   }
   if (first > windows || count > windows - first) {
-    return absl::OutOfRangeError(absl::StrCat(corpus.path(), ": evaluation windows [", first, ", ", first + count,
-                                              ") pass the last of its ", windows, " windows of ", seq_len + 1,
-                                              " tokens; lower train.eval_windows"));
+    return absl::OutOfRangeError(absl::StrCat(
+        corpus.path(), ": evaluation windows [", first, ", ", first + count, ") pass the last of its ",
+        windows, " windows of ", seq_len + 1, " tokens; lower train.eval_windows"));
   }
   const uint64_t row = static_cast<uint64_t>(seq_len) + 1;
   std::vector<int32_t> out(count * row);
@@ -75,7 +75,8 @@ absl::StatusOr<std::vector<int32_t>> EvalWindows(const TokenCorpus& corpus, int6
   return out;
 }
 
-absl::StatusOr<Loader> Loader::Create(std::shared_ptr<const TokenCorpus> corpus, const LoaderOptions& options) {
+absl::StatusOr<Loader> Loader::Create(std::shared_ptr<const TokenCorpus> corpus,
+                                      const LoaderOptions& options) {
   CheckOrDie(corpus != nullptr, "Loader::Create without a corpus");
   if (options.seq_len < 1) {
     return absl::InvalidArgumentError(
@@ -92,7 +93,8 @@ absl::StatusOr<Loader> Loader::Create(std::shared_ptr<const TokenCorpus> corpus,
         absl::StrCat("train.batch_size must be at least 1 (got ", options.global_batch, ")"));
   }
   if (options.dp_size < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("parallel.dp must be at least 1 (got ", options.dp_size, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("parallel.dp must be at least 1 (got ", options.dp_size, ")"));
   }
   if (options.global_batch % options.dp_size != 0) {
     return absl::InvalidArgumentError(absl::StrCat("train.batch_size (", options.global_batch,

@@ -19,7 +19,8 @@ inline uint64_t Mix64(uint64_t x) {
 }
 
 // A stable 64-bit hash of a byte string (the same on every platform and run, unlike std::hash / absl::Hash):
-// each little-endian 8-byte word, then the tail and the length, folded through Mix64. ~2 GB/s. Not cryptography.
+// each little-endian 8-byte word, then the tail and the length, folded through Mix64. ~2 GB/s. Not
+// cryptography.
 inline uint64_t Hash64(std::string_view bytes, uint64_t seed = 0) {
   uint64_t h = Mix64(seed ^ 0x6A09E667F3BCC908ull);
   size_t i = 0;

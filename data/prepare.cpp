@@ -55,8 +55,8 @@ absl::StatusOr<PrepareSummary> PrepareCorpusWithSummary(const PrepareOptions& op
     }
   }
   if (!missing.empty()) {
-    return absl::NotFoundError(absl::StrCat("missing raw books: ", missing, "; fetch them with `launch/fetch_corpus.sh ",
-                                            options.data_dir, "`"));
+    return absl::NotFoundError(absl::StrCat(
+        "missing raw books: ", missing, "; fetch them with `launch/fetch_corpus.sh ", options.data_dir, "`"));
   }
 
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = MakeTokenizer(options.tokenizer, options.data_dir);
@@ -96,11 +96,12 @@ absl::StatusOr<PrepareSummary> PrepareCorpusWithSummary(const PrepareOptions& op
       if (books[i].split != split) continue;
       absl::Status st = writer->AddDocument(tokenized[i].tokens);
       if (!st.ok()) return st;
-      summary.books.push_back({std::string(books[i].name), std::string(SplitName(split)), tokenized[i].clean_bytes,
-                               tokenized[i].tokens.size()});
+      summary.books.push_back({std::string(books[i].name), std::string(SplitName(split)),
+                               tokenized[i].clean_bytes, tokenized[i].tokens.size()});
       if (options.log != nullptr) {
-        std::fprintf(options.log, "  %-5s %-16s %10llu bytes %10llu tokens\n", std::string(SplitName(split)).c_str(),
-                     std::string(books[i].name).c_str(), static_cast<unsigned long long>(tokenized[i].clean_bytes),
+        std::fprintf(options.log, "  %-5s %-16s %10llu bytes %10llu tokens\n",
+                     std::string(SplitName(split)).c_str(), std::string(books[i].name).c_str(),
+                     static_cast<unsigned long long>(tokenized[i].clean_bytes),
                      static_cast<unsigned long long>(tokenized[i].tokens.size()));
       }
     }
@@ -115,11 +116,14 @@ absl::StatusOr<PrepareSummary> PrepareCorpusWithSummary(const PrepareOptions& op
                  "val %llu tokens -> %s/val.tok, %.1f s\n",
                  summary.books.size(), (*tokenizer)->name().c_str(), (*tokenizer)->vocab_size(),
                  static_cast<unsigned long long>(summary.train_tokens), options.out_dir.c_str(),
-                 static_cast<unsigned long long>(summary.val_tokens), options.out_dir.c_str(), summary.seconds);
+                 static_cast<unsigned long long>(summary.val_tokens), options.out_dir.c_str(),
+                 summary.seconds);
   }
   return summary;
 }
 
-absl::Status PrepareCorpus(const PrepareOptions& options) { return PrepareCorpusWithSummary(options).status(); }
+absl::Status PrepareCorpus(const PrepareOptions& options) {
+  return PrepareCorpusWithSummary(options).status();
+}
 
 }  // namespace nats::data

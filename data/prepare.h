@@ -1,10 +1,10 @@
 // data/prepare.h
 //
-// `nats prepare`: the demo books (data/corpus.h) -> <out_dir>/train.tok and <out_dir>/val.tok (data/token_shard.h).
-// A document is one whole book, cleaned and tokenized, preceded by the tokenizer's end-of-text id (as GPT-2 and
-// llm.c do), so eot separates books and a window that crosses a book boundary sees the boundary. Whole books go
-// to one split (PG-19 style). The output is a pure function of the raw books and the tokenizer: rerunning gives
-// byte-identical shards.
+// `nats prepare`: the demo books (data/corpus.h) -> <out_dir>/train.tok and <out_dir>/val.tok
+// (data/token_shard.h). A document is one whole book, cleaned and tokenized, preceded by the tokenizer's
+// end-of-text id (as GPT-2 and llm.c do), so eot separates books and a window that crosses a book boundary
+// sees the boundary. Whole books go to one split (PG-19 style). The output is a pure function of the raw
+// books and the tokenizer: rerunning gives byte-identical shards.
 #pragma once
 
 #include <cstdint>
@@ -18,7 +18,7 @@
 namespace nats::data {
 
 struct PrepareOptions {
-  std::string data_dir;                // holds books/raw/ (launch/fetch_corpus.sh) and tokenizer/; empty: the cache
+  std::string data_dir;  // holds books/raw/ (launch/fetch_corpus.sh) and tokenizer/; empty: the cache
   std::string out_dir = "data/books";  // receives train.tok and val.tok
   std::string tokenizer = "gpt2";      // "gpt2" | "byte" (data.tokenizer)
   FILE* log = stdout;                  // per-book lines and the summary; nullptr: silent

@@ -1,4 +1,5 @@
-// data/prepare_corpus.cpp: the ordered reader -> tokenizer threads -> writer pipeline of `nats prepare --input`.
+// data/prepare_corpus.cpp: the ordered reader -> tokenizer threads -> writer pipeline of `nats prepare
+// --input`.
 #include "data/prepare_corpus.h"
 
 #include <unistd.h>
@@ -11,11 +12,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <system_error>
 #include <thread>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -60,8 +60,8 @@ bool GoesToValidation(std::string_view text, double val_fraction) {
   return u < val_fraction;
 }
 
-Processed ProcessDocument(const RawDocument& raw, const Tokenizer& tokenizer, const CorpusPrepareOptions& options,
-                          const std::vector<InputFile>& files) {
+Processed ProcessDocument(const RawDocument& raw, const Tokenizer& tokenizer,
+                          const CorpusPrepareOptions& options, const std::vector<InputFile>& files) {
   Processed out;
   out.continues = raw.continues;
   std::string extracted;
@@ -94,7 +94,8 @@ Processed ProcessDocument(const RawDocument& raw, const Tokenizer& tokenizer, co
 // The three stages and the bounded window between them. The writer is the calling thread.
 class Pipeline {
  public:
-  Pipeline(DocumentReader* reader, const Tokenizer* tokenizer, const CorpusPrepareOptions* options, int threads)
+  Pipeline(DocumentReader* reader, const Tokenizer* tokenizer, const CorpusPrepareOptions* options,
+           int threads)
       : reader_(reader), tokenizer_(tokenizer), options_(options), max_in_flight_(2 * threads + 2) {
     reader_thread_ = std::thread([this] { ReadAll(); });
     for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
@@ -222,7 +223,10 @@ std::string HumanCount(double n) {
 class Progress {
  public:
   Progress(FILE* out, uint64_t total_bytes)
-      : out_(out), tty_(out != nullptr && ::isatty(::fileno(out))), total_(total_bytes), start_(Clock::now()),
+      : out_(out),
+        tty_(out != nullptr && ::isatty(::fileno(out))),
+        total_(total_bytes),
+        start_(Clock::now()),
         last_(start_) {}
 
   void Update(uint64_t bytes, uint64_t tokens, uint64_t documents, bool force = false) {
@@ -234,10 +238,12 @@ class Progress {
     const double elapsed = std::max(1e-9, std::chrono::duration<double>(now - start_).count());
     const double rate = bytes / elapsed;
     std::string line = absl::StrFormat("prepare %s / %s", FormatBytes(bytes, 2), FormatBytes(total_, 2));
-    if (total_ > 0) absl::StrAppendFormat(&line, " %3.0f%%", 100.0 * std::min<uint64_t>(bytes, total_) / total_);
+    if (total_ > 0)
+      absl::StrAppendFormat(&line, " %3.0f%%", 100.0 * std::min<uint64_t>(bytes, total_) / total_);
     absl::StrAppendFormat(&line, " | %s/s | %s tokens | %s docs", FormatBytes(rate, 2), HumanCount(tokens),
                           HumanCount(documents));
-    if (total_ > bytes && rate > 0) absl::StrAppend(&line, " | ETA ", FormatDuration((total_ - bytes) / rate));
+    if (total_ > bytes && rate > 0)
+      absl::StrAppend(&line, " | ETA ", FormatDuration((total_ - bytes) / rate));
     if (tty_) {
       std::fprintf(out_, "\r%-100s", line.c_str());
     } else {
@@ -262,15 +268,18 @@ absl::Status PrepareOutputDirectory(const CorpusPrepareOptions& options) {
   const fs::path out(options.out_dir);
   bool holds_corpus = fs::exists(out / "index.json", ec);
   for (const char* split : {"train", "val"}) {
-    for (auto it = fs::directory_iterator(out / split, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    for (auto it = fs::directory_iterator(out / split, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec)) {
       if (it->path().extension() == ".tok") holds_corpus = true;
     }
     ec.clear();
   }
   if (holds_corpus && !options.overwrite) {
-    return absl::AlreadyExistsError(absl::StrCat(options.out_dir, " already holds a prepared corpus (index.json or "
-                                                 "train/, val/ shards); pass --overwrite to replace it or choose "
-                                                 "another --out"));
+    return absl::AlreadyExistsError(
+        absl::StrCat(options.out_dir,
+                     " already holds a prepared corpus (index.json or "
+                     "train/, val/ shards); pass --overwrite to replace it or choose "
+                     "another --out"));
   }
   if (holds_corpus) {
     fs::remove(out / "index.json", ec);
@@ -307,7 +316,9 @@ nlohmann::json SplitJson(const SplitSummary& split, const std::string& out_dir) 
                       {"documents", s.documents},
                       {"crc32", s.checksum}});
   }
-  return {{"documents", split.documents}, {"tokens", split.tokens}, {"text_bytes", split.text_bytes},
+  return {{"documents", split.documents},
+          {"tokens", split.tokens},
+          {"text_bytes", split.text_bytes},
           {"shards", shards}};
 }
 
@@ -315,7 +326,8 @@ absl::Status WriteIndex(const CorpusPrepareOptions& options, const CorpusPrepare
                         const Tokenizer& tokenizer, const std::vector<InputFile>& files) {
   nlohmann::json inputs = nlohmann::json::array();
   for (const InputFile& f : files) {
-    inputs.push_back({{"path", f.path}, {"format", f.format == InputFormat::kJsonl ? "jsonl" : "text"},
+    inputs.push_back({{"path", f.path},
+                      {"format", f.format == InputFormat::kJsonl ? "jsonl" : "text"},
                       {"bytes", f.size_bytes}});
   }
   nlohmann::json index = {
@@ -357,13 +369,15 @@ absl::StatusOr<CorpusPrepareSummary> PrepareUserCorpus(const CorpusPrepareOption
   if (options.inputs.empty()) return absl::InvalidArgumentError("no --input given");
   if (options.out_dir.empty()) return absl::InvalidArgumentError("--out DIR is required with --input");
   if (!(options.val_fraction >= 0 && options.val_fraction < 1)) {
-    return absl::InvalidArgumentError(absl::StrCat("--val_fraction ", options.val_fraction, " is not in [0, 1)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--val_fraction ", options.val_fraction, " is not in [0, 1)"));
   }
   if (options.shard_tokens < 1) return absl::InvalidArgumentError("--shard_tokens must be at least 1");
 
   absl::StatusOr<std::vector<InputFile>> files = ExpandInputs(options.inputs, options.format);
   if (!files.ok()) return files.status();
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = MakeTokenizer(options.tokenizer, options.tokenizer_dir);
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
+      MakeTokenizer(options.tokenizer, options.tokenizer_dir);
   if (!tokenizer.ok()) return tokenizer.status();
   if (absl::Status s = PrepareOutputDirectory(options); !s.ok()) return s;
 
@@ -388,7 +402,7 @@ absl::StatusOr<CorpusPrepareSummary> PrepareUserCorpus(const CorpusPrepareOption
   Progress progress(options.progress, summary.input_bytes);
   {
     Pipeline pipeline(&reader, &tok, &options, summary.threads);
-    bool in_val = false;  // the split of the document the next continued piece belongs to
+    bool in_val = false;   // the split of the document the next continued piece belongs to
     bool skipping = true;  // the current document was skipped (empty or bad): drop its later pieces too
     for (uint64_t seq = 0;; ++seq) {
       absl::StatusOr<std::unique_ptr<ProcessedBatch>> batch = pipeline.Take(seq);
@@ -398,8 +412,9 @@ absl::StatusOr<CorpusPrepareSummary> PrepareUserCorpus(const CorpusPrepareOption
         if (doc.kind == Processed::Kind::kBadLine) {
           if (!options.skip_bad_lines) {
             return fail(absl::InvalidArgumentError(absl::StrCat(
-                doc.error, "; fix the line, name the text field with --text_field, or pass --skip_bad_lines to "
-                           "skip such lines (they are counted)")));
+                doc.error,
+                "; fix the line, name the text field with --text_field, or pass --skip_bad_lines to "
+                "skip such lines (they are counted)")));
           }
           if (summary.bad_lines++ == 0) summary.first_bad_line = doc.error;
           continue;
@@ -450,15 +465,17 @@ std::string FormatPrepareSummary(const CorpusPrepareOptions& options, const Corp
   };
   const double text_bytes = static_cast<double>(s.train.text_bytes + s.val.text_bytes);
   std::string out = absl::StrFormat(
-      "prepared %zu file%s (%s on disk, %s of text) with tokenizer %s in %.1f s: %s/s of text on %d thread%s\n",
-      s.files, s.files == 1 ? "" : "s", FormatBytes(s.input_bytes, 2), FormatBytes(text_bytes, 2), options.tokenizer,
-      s.seconds, FormatBytes(text_bytes / std::max(1e-9, s.seconds), 2), s.threads, s.threads == 1 ? "" : "s");
+      "prepared %zu file%s (%s on disk, %s of text) with tokenizer %s in %.1f s: %s/s of text on %d "
+      "thread%s\n",
+      s.files, s.files == 1 ? "" : "s", FormatBytes(s.input_bytes, 2), FormatBytes(text_bytes, 2),
+      options.tokenizer, s.seconds, FormatBytes(text_bytes / std::max(1e-9, s.seconds), 2), s.threads,
+      s.threads == 1 ? "" : "s");
   out += split_line("train", s.train, options.out_dir + "/train");
   out += split_line("val", s.val, options.out_dir + "/val");
   if (s.empty_documents > 0) absl::StrAppend(&out, "  skipped ", s.empty_documents, " empty documents\n");
   if (s.bad_lines > 0) {
-    absl::StrAppend(&out, "  skipped ", s.bad_lines, " bad lines (--skip_bad_lines); the first: ", s.first_bad_line,
-                    "\n");
+    absl::StrAppend(&out, "  skipped ", s.bad_lines,
+                    " bad lines (--skip_bad_lines); the first: ", s.first_bad_line, "\n");
   }
   if (s.invalid_utf8_documents > 0) {
     absl::StrAppend(&out, "  ", s.invalid_utf8_documents,
@@ -468,9 +485,10 @@ std::string FormatPrepareSummary(const CorpusPrepareOptions& options, const Corp
     absl::StrAppend(&out, "  warning: no document went to validation; raise --val_fraction (now ",
                     options.val_fraction, ")\n");
   }
-  absl::StrAppend(&out, "  index: ", options.out_dir, "/index.json\n", "train on it with: --set data.train_path=",
-                  options.out_dir, "/train --set data.val_path=", options.out_dir, "/val --set data.tokenizer=",
-                  options.tokenizer, "\n");
+  absl::StrAppend(&out, "  index: ", options.out_dir, "/index.json\n",
+                  "train on it with: --set data.train_path=", options.out_dir,
+                  "/train --set data.val_path=", options.out_dir,
+                  "/val --set data.tokenizer=", options.tokenizer, "\n");
   return out;
 }
 

@@ -10,7 +10,9 @@ namespace nats::data {
 
 ShardSetWriter::ShardSetWriter(std::string dir, int64_t vocab_size, TokenizerIdentity tokenizer,
                                uint64_t max_tokens)
-    : dir_(std::move(dir)), vocab_size_(vocab_size), tokenizer_(std::move(tokenizer)),
+    : dir_(std::move(dir)),
+      vocab_size_(vocab_size),
+      tokenizer_(std::move(tokenizer)),
       max_tokens_(std::max<uint64_t>(1, max_tokens)) {}
 
 absl::Status ShardSetWriter::Append(absl::Span<const int32_t> tokens) {
@@ -49,8 +51,6 @@ absl::Status ShardSetWriter::FinishShard() {
   return s;
 }
 
-absl::Status ShardSetWriter::Finish() {
-  return current_.has_value() ? FinishShard() : absl::OkStatus();
-}
+absl::Status ShardSetWriter::Finish() { return current_.has_value() ? FinishShard() : absl::OkStatus(); }
 
 }  // namespace nats::data

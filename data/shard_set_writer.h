@@ -1,10 +1,11 @@
 // data/shard_set_writer.h
 //
 // Writes one split of a prepared corpus as numbered shards <dir>/000000.tok, 000001.tok, ... of at most
-// `max_tokens` tokens each (data/token_shard.h), which data/token_corpus.h reads back as one stream. A document
-// that does not fit in the current shard continues at the start of the next one, so every shard but the last
-// holds exactly max_tokens tokens. Shards are created only when there are tokens for them: a split that receives
-// nothing writes no file. Each shard appears at its path only once complete (TokenShardWriter's rename).
+// `max_tokens` tokens each (data/token_shard.h), which data/token_corpus.h reads back as one stream. A
+// document that does not fit in the current shard continues at the start of the next one, so every shard but
+// the last holds exactly max_tokens tokens. Shards are created only when there are tokens for them: a split
+// that receives nothing writes no file. Each shard appears at its path only once complete (TokenShardWriter's
+// rename).
 #pragma once
 
 #include <cstdint>

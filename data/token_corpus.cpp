@@ -20,7 +20,8 @@ namespace {
 std::string FileName(const std::string& path) { return std::filesystem::path(path).filename().string(); }
 
 std::string Describe(const TokenizerIdentity& t) {
-  return t.known() ? absl::StrFormat("%s (vocabulary hash %016x)", t.name, t.vocab_hash) : "an unknown tokenizer";
+  return t.known() ? absl::StrFormat("%s (vocabulary hash %016x)", t.name, t.vocab_hash)
+                   : "an unknown tokenizer";
 }
 
 }  // namespace
@@ -39,11 +40,12 @@ absl::StatusOr<std::vector<std::string>> ExpandShardSpec(const std::string& spec
     files.push_back(spec);  // a single shard; TokenShard::Open reports it if missing
   }
   if (files.empty() && std::filesystem::exists(std::filesystem::path(spec) / "index.json", ec)) {
-    return absl::NotFoundError(absl::StrCat(spec, " is a prepared corpus, not a split: name ", spec, "/train or ",
-                                            spec, "/val (data.train_path / data.val_path)"));
+    return absl::NotFoundError(absl::StrCat(spec, " is a prepared corpus, not a split: name ", spec,
+                                            "/train or ", spec, "/val (data.train_path / data.val_path)"));
   }
   if (files.empty()) {
-    return absl::NotFoundError(absl::StrCat(spec, ": no token shards (*.tok) match; write them with `nats prepare "
+    return absl::NotFoundError(absl::StrCat(spec,
+                                            ": no token shards (*.tok) match; write them with `nats prepare "
                                             "--input ... --out DIR` and name DIR/train, DIR/val or a glob"));
   }
   // By file name, so 000009.tok precedes 000010.tok whatever order the directory lists them in.
@@ -75,10 +77,11 @@ absl::StatusOr<TokenCorpus> TokenCorpus::FromShards(std::string spec, std::vecto
   corpus.tokenizer_ = shards[0].tokenizer();
   for (const TokenShard& shard : shards) {
     if (shard.vocab_size() != corpus.vocab_size_ || shard.tokenizer() != corpus.tokenizer_) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          corpus.spec_, ": shards from different tokenizers: ", shards[0].path(), " has vocabulary ",
-          corpus.vocab_size_, " from ", Describe(corpus.tokenizer_), ", ", shard.path(), " has vocabulary ",
-          shard.vocab_size(), " from ", Describe(shard.tokenizer()), "; keep one tokenizer's shards per split"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(corpus.spec_, ": shards from different tokenizers: ", shards[0].path(),
+                       " has vocabulary ", corpus.vocab_size_, " from ", Describe(corpus.tokenizer_), ", ",
+                       shard.path(), " has vocabulary ", shard.vocab_size(), " from ",
+                       Describe(shard.tokenizer()), "; keep one tokenizer's shards per split"));
     }
     corpus.starts_.push_back(corpus.starts_.back() + shard.num_tokens());
   }
@@ -123,16 +126,19 @@ uint64_t TokenCorpus::Fingerprint() const {
 absl::Status CheckCorpusFitsModel(const TokenCorpus& corpus, const std::string& field,
                                   const TokenizerIdentity& expected, int64_t model_vocab_size) {
   if (corpus.tokenizer().known() && corpus.tokenizer() != expected) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        field, " = ", corpus.path(), ": these tokens come from ", Describe(corpus.tokenizer()),
-        " but the model reads ", Describe(expected), " (data.tokenizer); prepare the corpus again with `nats prepare "
-        "--tokenizer ", expected.name, "` or set data.tokenizer (and model.vocab_size) to match the shards"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(field, " = ", corpus.path(), ": these tokens come from ", Describe(corpus.tokenizer()),
+                     " but the model reads ", Describe(expected),
+                     " (data.tokenizer); prepare the corpus again with `nats prepare "
+                     "--tokenizer ",
+                     expected.name, "` or set data.tokenizer (and model.vocab_size) to match the shards"));
   }
   if (corpus.vocab_size() > model_vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " = ", corpus.path(), ": token shards have vocabulary ",
-                                                   corpus.vocab_size(), " but model.vocab_size = ", model_vocab_size,
-                                                   "; raise model.vocab_size or prepare the data with the matching "
-                                                   "tokenizer"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " = ", corpus.path(), ": token shards have vocabulary ", corpus.vocab_size(),
+                     " but model.vocab_size = ", model_vocab_size,
+                     "; raise model.vocab_size or prepare the data with the matching "
+                     "tokenizer"));
   }
   return absl::OkStatus();
 }

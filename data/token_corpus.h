@@ -3,8 +3,8 @@
 // A token stream made of one or more shards (data/token_shard.h), read as their concatenation in order: what
 // data.train_path and data.val_path name. Every shard starts with a document, and `nats prepare` puts the
 // end-of-text id at the start of every document, so a window that crosses a shard boundary sees a document
-// boundary, exactly as one inside a shard does. The loader's cursor (consumed samples) indexes windows of this
-// concatenation, so resume is exact across shard boundaries with no per-shard state.
+// boundary, exactly as one inside a shard does. The loader's cursor (consumed samples) indexes windows of
+// this concatenation, so resume is exact across shard boundaries with no per-shard state.
 //
 // A path spec is one of:
 //   - a shard file                                   data/books/train.tok
@@ -27,8 +27,8 @@ namespace nats::data {
 
 class TokenCorpus {
  public:
-  // NotFound naming the spec when it matches no shard; the shard's error when one does not open; InvalidArgument
-  // naming both files when two shards disagree on vocabulary or tokenizer.
+  // NotFound naming the spec when it matches no shard; the shard's error when one does not open;
+  // InvalidArgument naming both files when two shards disagree on vocabulary or tokenizer.
   static absl::StatusOr<TokenCorpus> Open(const std::string& spec,
                                           TokenShard::OpenOptions options = TokenShard::OpenOptions());
   // A corpus of already opened shards (in the given order); `spec` names it in messages. Same checks as Open.
@@ -50,8 +50,8 @@ class TokenCorpus {
   // (checked; abort on violation: a caller bug).
   void Read(uint64_t begin, uint64_t count, int32_t* out) const;
 
-  // A 64-bit fingerprint of the shard list: each shard's file name (without directory), token count and payload
-  // checksum, in order. Equal fingerprints mean the same token stream (up to CRC collisions).
+  // A 64-bit fingerprint of the shard list: each shard's file name (without directory), token count and
+  // payload checksum, in order. Equal fingerprints mean the same token stream (up to CRC collisions).
   uint64_t Fingerprint() const;
 
  private:
@@ -67,9 +67,10 @@ class TokenCorpus {
 // The shard files a spec names, sorted by file name; NotFound naming the spec when there are none.
 absl::StatusOr<std::vector<std::string>> ExpandShardSpec(const std::string& spec);
 
-// FailedPrecondition naming the corpus, both tokenizers and the fix when the corpus was written by a tokenizer
-// other than `expected` (a corpus of unknown tokenizer, i.e. version-1 shards, passes), or InvalidArgument when
-// its vocabulary is larger than `model_vocab_size`. `field` names the config field that chose the corpus.
+// FailedPrecondition naming the corpus, both tokenizers and the fix when the corpus was written by a
+// tokenizer other than `expected` (a corpus of unknown tokenizer, i.e. version-1 shards, passes), or
+// InvalidArgument when its vocabulary is larger than `model_vocab_size`. `field` names the config field that
+// chose the corpus.
 absl::Status CheckCorpusFitsModel(const TokenCorpus& corpus, const std::string& field,
                                   const TokenizerIdentity& expected, int64_t model_vocab_size);
 

@@ -20,7 +20,8 @@ namespace nats::data {
 namespace {
 
 // Tokens and offsets are stored little-endian and read in place from the mapping.
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "token shards are read in place: little-endian hosts only");
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "token shards are read in place: little-endian hosts only");
 static_assert(sizeof(size_t) == 8, "64-bit hosts only: shards may exceed 4 GiB");
 
 // Header field offsets (see token_shard.h).
@@ -123,14 +124,15 @@ absl::StatusOr<TokenShardWriter> TokenShardWriter::Create(const std::string& pat
         absl::StrCat(path, ": vocab size ", vocab_size, " is out of range (1 .. 2^31)"));
   }
   if (tokenizer.name.size() >= kTokenizerNameCapacity || tokenizer.name.find('\0') != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": tokenizer name \"", tokenizer.name, "\" is longer than ",
-                                                   kTokenizerNameCapacity - 1, " bytes or holds a NUL"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": tokenizer name \"", tokenizer.name,
+                                                   "\" is longer than ", kTokenizerNameCapacity - 1,
+                                                   " bytes or holds a NUL"));
   }
   std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
-    return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot create (", ErrnoText(),
-                                                    "); check that the output directory exists and is writable"));
+    return absl::PermissionDeniedError(absl::StrCat(
+        tmp, ": cannot create (", ErrnoText(), "); check that the output directory exists and is writable"));
   }
   TokenShardWriter writer(path, tmp, fd, vocab_size, tokenizer);
   // Placeholder header; the real one is written by Finish once the counts and checksum are known.
@@ -146,8 +148,8 @@ absl::Status TokenShardWriter::WriteAll(const void* data, size_t size) {
     ssize_t n = ::write(fd_, p, size);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return absl::DataLossError(absl::StrCat(tmp_path_, ": write failed (", ErrnoText(), "); free disk space and ",
-                                              "re-run `nats prepare`"));
+      return absl::DataLossError(absl::StrCat(tmp_path_, ": write failed (", ErrnoText(),
+                                              "); free disk space and ", "re-run `nats prepare`"));
     }
     p += n;
     size -= static_cast<size_t>(n);
@@ -257,7 +259,8 @@ absl::Status TokenShardWriter::Finish() {
 }
 
 absl::Status WriteTokenShard(const std::string& path, int64_t vocab_size,
-                             const std::vector<std::vector<int32_t>>& documents, const TokenizerIdentity& tokenizer) {
+                             const std::vector<std::vector<int32_t>>& documents,
+                             const TokenizerIdentity& tokenizer) {
   absl::StatusOr<TokenShardWriter> writer = TokenShardWriter::Create(path, vocab_size, tokenizer);
   if (!writer.ok()) return writer.status();
   for (const auto& doc : documents) {
@@ -317,13 +320,15 @@ absl::StatusOr<TokenShard> TokenShard::Open(const std::string& path, OpenOptions
   const auto size = static_cast<uint64_t>(st.st_size);
   if (size < kTokenShardHeaderSizeV1) {
     ::close(fd);
-    return absl::DataLossError(absl::StrCat(path, ": truncated token shard (", size, " bytes, a header alone is ",
-                                            kTokenShardHeaderSizeV1, ")", kRecreate));
+    return absl::DataLossError(absl::StrCat(path, ": truncated token shard (", size,
+                                            " bytes, a header alone is ", kTokenShardHeaderSizeV1, ")",
+                                            kRecreate));
   }
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);  // the mapping keeps the file alive
   if (map == MAP_FAILED) {
-    return absl::ResourceExhaustedError(absl::StrCat(path, ": mmap of ", size, " bytes failed (", ErrnoText(), ")"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat(path, ": mmap of ", size, " bytes failed (", ErrnoText(), ")"));
   }
   TokenShard shard;
   shard.path_ = path;
@@ -337,17 +342,18 @@ absl::StatusOr<TokenShard> TokenShard::Open(const std::string& path, OpenOptions
   const uint32_t version = GetU32(h + kOffVersion);
   if (version != 1 && version != kTokenShardVersion) {
     return absl::FailedPreconditionError(absl::StrCat(path, ": token shard format version ", version,
-                                                      ", this build reads versions 1 and ", kTokenShardVersion,
-                                                      kRecreate));
+                                                      ", this build reads versions 1 and ",
+                                                      kTokenShardVersion, kRecreate));
   }
   const uint32_t expected_header = version == 1 ? kTokenShardHeaderSizeV1 : kTokenShardHeaderSize;
   if (size < expected_header) {
-    return absl::DataLossError(absl::StrCat(path, ": truncated token shard (", size, " bytes, the header alone is ",
-                                            expected_header, ")", kRecreate));
+    return absl::DataLossError(absl::StrCat(path, ": truncated token shard (", size,
+                                            " bytes, the header alone is ", expected_header, ")", kRecreate));
   }
   const size_t crc_at = HeaderCrcOffset(expected_header);
   if (GetU32(h + crc_at) != Crc32(static_cast<uint32_t>(crc32(0, nullptr, 0)), h, crc_at)) {
-    return absl::DataLossError(absl::StrCat(path, ": token shard header is corrupt (bad header checksum)", kRecreate));
+    return absl::DataLossError(
+        absl::StrCat(path, ": token shard header is corrupt (bad header checksum)", kRecreate));
   }
   shard.version_ = static_cast<int>(version);
   if (version >= 2) {
@@ -363,25 +369,27 @@ absl::StatusOr<TokenShard> TokenShard::Open(const std::string& path, OpenOptions
   shard.checksum_ = GetU32(h + kOffPayloadCrc);
   if (header_size != expected_header || shard.vocab_size_ <= 0 ||
       shard.width_ != TokenWidthForVocab(shard.vocab_size_)) {
-    return absl::DataLossError(absl::StrCat(path, ": inconsistent token shard header (header size ", header_size,
-                                            ", vocab ", shard.vocab_size_, ", token width ", shard.width_, ")",
-                                            kRecreate));
+    return absl::DataLossError(absl::StrCat(path, ": inconsistent token shard header (header size ",
+                                            header_size, ", vocab ", shard.vocab_size_, ", token width ",
+                                            shard.width_, ")", kRecreate));
   }
   // Compare counts against the file size before multiplying, so a corrupt count cannot overflow.
   bool fits = shard.num_tokens_ <= size / shard.width_ && shard.num_docs_ <= size / 8;
   uint64_t offsets_begin = fits ? AlignUp8(header_size + shard.num_tokens_ * shard.width_) : 0;
   uint64_t expected = fits ? offsets_begin + shard.num_docs_ * 8 : 0;
   if (!fits || expected > size) {
-    return absl::DataLossError(absl::StrCat(path, ": truncated token shard (", size, " bytes; the header promises ",
-                                            shard.num_tokens_, " tokens and ", shard.num_docs_, " documents",
-                                            fits ? absl::StrCat(" = ", expected, " bytes") : "", ")", kRecreate));
+    return absl::DataLossError(
+        absl::StrCat(path, ": truncated token shard (", size, " bytes; the header promises ",
+                     shard.num_tokens_, " tokens and ", shard.num_docs_, " documents",
+                     fits ? absl::StrCat(" = ", expected, " bytes") : "", ")", kRecreate));
   }
   if (expected < size) {
     return absl::DataLossError(absl::StrCat(path, ": token shard has ", size - expected,
                                             " trailing bytes after its document offsets", kRecreate));
   }
   shard.tokens_ = h + header_size;
-  shard.doc_starts_ = reinterpret_cast<const uint64_t*>(h + offsets_begin);  // 8-aligned: mmap is page-aligned
+  shard.doc_starts_ =
+      reinterpret_cast<const uint64_t*>(h + offsets_begin);  // 8-aligned: mmap is page-aligned
 
   for (uint64_t d = 0; d < shard.num_docs_; ++d) {
     uint64_t s = shard.doc_starts_[d];

@@ -4,20 +4,21 @@
 // data/token_corpus.h reads several as one stream).
 //
 // Layout, all integers little-endian (H = header size: 128 in version 2, 64 in version 1):
-//   [0, H)             header: magic "NATSTOK\0", format version, header size, vocab size, token width in bytes
-//                      (2 = uint16 when every id fits, i.e. vocab_size <= 65536; else 4 = uint32), token count,
-//                      document count, CRC32 of the token and offset bytes; version 2 adds the tokenizer's name
-//                      and a 64-bit hash of its vocabulary (so a model refuses a shard from another tokenizer);
-//                      the last 4 header bytes are the CRC32 of the header before them
+//   [0, H)             header: magic "NATSTOK\0", format version, header size, vocab size, token width in
+//   bytes
+//                      (2 = uint16 when every id fits, i.e. vocab_size <= 65536; else 4 = uint32), token
+//                      count, document count, CRC32 of the token and offset bytes; version 2 adds the
+//                      tokenizer's name and a 64-bit hash of its vocabulary (so a model refuses a shard from
+//                      another tokenizer); the last 4 header bytes are the CRC32 of the header before them
 //   [H, H + n*w)       tokens
 //   padding to 8 bytes
 //   then               document start offsets, uint64 token indices, strictly increasing, the first is 0
 // Counts and offsets are 64-bit throughout: no 2 GiB (or 4 G-token) limit.
 //
-// Writing goes to `<path>.tmp.<pid>`, is fsync'ed, then renamed over `path`: a reader sees the old shard or the
-// complete new one, never a half-written file. Reading memory-maps the file; Open validates everything it can
-// cheaply (magic, version, sizes, offsets) and, by default, the checksum of the payload (one pass, ~1 GB/s).
-// Every user-facing error is an absl::Status naming the file and saying how to re-create it.
+// Writing goes to `<path>.tmp.<pid>`, is fsync'ed, then renamed over `path`: a reader sees the old shard or
+// the complete new one, never a half-written file. Reading memory-maps the file; Open validates everything it
+// can cheaply (magic, version, sizes, offsets) and, by default, the checksum of the payload (one pass, ~1
+// GB/s). Every user-facing error is an absl::Status naming the file and saying how to re-create it.
 #pragma once
 
 #include <cstdint>
@@ -35,8 +36,7 @@ inline constexpr char kTokenShardMagic[8] = {'N', 'A', 'T', 'S', 'T', 'O', 'K', 
 inline constexpr uint32_t kTokenShardVersion = 2;       // written; version 1 is still read
 inline constexpr uint32_t kTokenShardHeaderSize = 128;  // of version 2
 inline constexpr uint32_t kTokenShardHeaderSizeV1 = 64;
-inline constexpr size_t kTokenizerNameCapacity = 32;    // bytes, NUL-padded
-
+inline constexpr size_t kTokenizerNameCapacity = 32;  // bytes, NUL-padded
 
 // Bytes per stored token for a vocabulary: 2 when every id (< vocab_size) fits in uint16, else 4.
 int TokenWidthForVocab(int64_t vocab_size);
@@ -67,7 +67,8 @@ class TokenShardWriter {
  private:
   absl::Status CheckIds(absl::Span<const int32_t> tokens) const;
   absl::Status AppendTokens(absl::Span<const int32_t> tokens);
-  TokenShardWriter(std::string path, std::string tmp_path, int fd, int64_t vocab_size, TokenizerIdentity tokenizer);
+  TokenShardWriter(std::string path, std::string tmp_path, int fd, int64_t vocab_size,
+                   TokenizerIdentity tokenizer);
   absl::Status WriteAll(const void* data, size_t size);
 
   std::string path_;
@@ -91,7 +92,8 @@ absl::Status WriteTokenShard(const std::string& path, int64_t vocab_size,
 class TokenShard {
  public:
   struct OpenOptions {
-    // Checksum the whole payload on open. Off only where the caller has just verified it (costs one read pass).
+    // Checksum the whole payload on open. Off only where the caller has just verified it (costs one read
+    // pass).
     bool verify_checksum = true;
   };
   static absl::StatusOr<TokenShard> Open(const std::string& path, OpenOptions options);

@@ -33,7 +33,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> MakeTokenizer(std::string_view name, 
 }
 
 absl::StatusOr<TokenizerIdentity> TokenizerIdentityOf(std::string_view name) {
-  if (name == "gpt2") return TokenizerIdentity{"gpt2", VocabularyHashFromSha256Hex(Gpt2Tokenizer::kRanksSha256)};
+  if (name == "gpt2")
+    return TokenizerIdentity{"gpt2", VocabularyHashFromSha256Hex(Gpt2Tokenizer::kRanksSha256)};
   if (name == "byte") return ByteTokenizer().identity();
   return MakeTokenizer(name, "").status();
 }

@@ -57,8 +57,8 @@ uint64_t VocabularyHashFromSha256Hex(std::string_view hex_digest);
 // not the expected one.
 absl::StatusOr<std::unique_ptr<Tokenizer>> MakeTokenizer(std::string_view name, const std::string& data_dir);
 
-// The identity MakeTokenizer(name, ...) would have, without loading any file (to check a shard against a model
-// config). InvalidArgumentError for an unknown name, as MakeTokenizer.
+// The identity MakeTokenizer(name, ...) would have, without loading any file (to check a shard against a
+// model config). InvalidArgumentError for an unknown name, as MakeTokenizer.
 absl::StatusOr<TokenizerIdentity> TokenizerIdentityOf(std::string_view name);
 
 }  // namespace nats::data

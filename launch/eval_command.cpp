@@ -60,10 +60,12 @@ constexpr char kHelp[] =
     "  --policy P        cache policies for decode, comma-separated: nats, dense, streaming, h2o (default\n"
     "                    nats; all = nats,dense,streaming,h2o)\n"
     "  --budget N        entries per KV head for streaming (default 68) and h2o (default 128)\n"
-    "  --budget match    streaming and h2o at the NAtS cache size: the budget whose cache holds on average as\n"
+    "  --budget match    streaming and h2o at the NAtS cache size: the budget whose cache holds on average "
+    "as\n"
     "                    many entries per KV head as this checkpoint's NAtS cache (measured over the same\n"
     "                    decode steps); the default with --policy all\n"
-    "  --json FILE       also write one JSON object per policy (one line each) to FILE; stdout keeps the table\n"
+    "  --json FILE       also write one JSON object per policy (one line each) to FILE; stdout keeps the "
+    "table\n"
     "  --prefill N       decode mode: tokens of each window given to the prefill (default 1)\n"
     "  --set A=B         override a config field that keeps the model's shape (repeatable)\n"
     "  --threads N       intra-op threads (default: all cores)\n"
@@ -92,7 +94,9 @@ struct Row {
 };
 
 // "98.0 KiB": cache sizes in the table (the JSON keeps the bytes).
-std::string FormatKib(int64_t bytes) { return absl::StrFormat("%.1f KiB", static_cast<double>(bytes) / 1024.0); }
+std::string FormatKib(int64_t bytes) {
+  return absl::StrFormat("%.1f KiB", static_cast<double>(bytes) / 1024.0);
+}
 
 bool ParseInt(const ParsedFlags& flags, const std::string& name, int64_t fallback, int64_t* out) {
   const std::string v = flags.Get(name, std::to_string(fallback));
@@ -129,8 +133,9 @@ void Finish(PerplexityResult* sum) {
   for (double& f : sum->layer_kv_fraction) f /= w;
 }
 
-// The common start of both tasks once their flags are checked: opens --json before the work (a wrong path fails
-// at once), sets the threads, loads the checkpoint with the --set overrides. Returns the exit code on failure.
+// The common start of both tasks once their flags are checked: opens --json before the work (a wrong path
+// fails at once), sets the threads, loads the checkpoint with the --set overrides. Returns the exit code on
+// failure.
 std::optional<int> OpenJsonAndLoad(const ParsedFlags& flags, const std::string& json_path, int64_t threads,
                                    std::ofstream* json, std::optional<InferenceModel>* loaded) {
   if (!json_path.empty()) {
@@ -270,7 +275,8 @@ int PerplexityWithFlags(int argc, char** argv) {
     Finish(&sum);
     return sum;
   };
-  // --budget match: the NAtS cache's mean entries per KV head, measured once (by the nats row when there is one).
+  // --budget match: the NAtS cache's mean entries per KV head, measured once (by the nats row when there is
+  // one).
   std::optional<PerplexityResult> nats_decode;
   double nats_seconds = 0;
   int64_t matched_budget = 0;
@@ -290,8 +296,10 @@ int PerplexityWithFlags(int argc, char** argv) {
     pc.policy = *policy;
     const bool evicting = *policy == CachePolicy::kStreaming || *policy == CachePolicy::kH2O;
     if (matched_budget > 0) {
-      // The smallest budget a policy accepts when the NAtS cache is smaller still (StreamingLLM keeps its sinks).
-      pc.budget = std::max<int64_t>(matched_budget, *policy == CachePolicy::kStreaming ? pc.sink_tokens + 1 : 2);
+      // The smallest budget a policy accepts when the NAtS cache is smaller still (StreamingLLM keeps its
+      // sinks).
+      pc.budget =
+          std::max<int64_t>(matched_budget, *policy == CachePolicy::kStreaming ? pc.sink_tokens + 1 : 2);
       row.budget_rule = "match";
     } else if (budget > 0) {
       pc.budget = budget;
@@ -323,7 +331,8 @@ int PerplexityWithFlags(int argc, char** argv) {
   }
 
   std::printf(
-      "| policy | budget | ppl (forward) | ppl (decode) | KV fraction | KV entries / head | peak cache (of dense) "
+      "| policy | budget | ppl (forward) | ppl (decode) | KV fraction | KV entries / head | peak cache (of "
+      "dense) "
       "| decode tok/s |\n");
   std::printf("|---|---|---|---|---|---|---|---|\n");
   int exit_code = 0;
@@ -333,14 +342,14 @@ int PerplexityWithFlags(int argc, char** argv) {
                                    ? static_cast<double>(d.peak_cache_bytes) / d.dense_cache_bytes
                                    : std::nan("");
     const double tokens_per_s = r.decode_seconds > 0 ? d.predicted / r.decode_seconds : std::nan("");
-    std::printf("| %s | %s | %s | %s | %.4f | %s | %s | %s |\n", r.policy.c_str(),
-                r.budget ? absl::StrCat(r.budget, r.budget_rule == "match" ? " (match)" : "").c_str() : "-",
-                r.has_forward ? absl::StrFormat("%.3f", r.forward.perplexity).c_str() : "-",
-                r.has_decode ? absl::StrFormat("%.3f", r.decode.perplexity).c_str() : "-", d.kv_fraction,
-                r.has_decode ? absl::StrFormat("%.1f", d.kv_entries).c_str() : "-",
-                r.has_decode ? absl::StrFormat("%s (%.3f)", FormatKib(d.peak_cache_bytes), cache_ratio).c_str()
-                             : "-",
-                r.has_decode ? absl::StrFormat("%.0f", tokens_per_s).c_str() : "-");
+    std::printf(
+        "| %s | %s | %s | %s | %.4f | %s | %s | %s |\n", r.policy.c_str(),
+        r.budget ? absl::StrCat(r.budget, r.budget_rule == "match" ? " (match)" : "").c_str() : "-",
+        r.has_forward ? absl::StrFormat("%.3f", r.forward.perplexity).c_str() : "-",
+        r.has_decode ? absl::StrFormat("%.3f", r.decode.perplexity).c_str() : "-", d.kv_fraction,
+        r.has_decode ? absl::StrFormat("%.1f", d.kv_entries).c_str() : "-",
+        r.has_decode ? absl::StrFormat("%s (%.3f)", FormatKib(d.peak_cache_bytes), cache_ratio).c_str() : "-",
+        r.has_decode ? absl::StrFormat("%.0f", tokens_per_s).c_str() : "-");
     JsonLine line;
     line.Add("kind", "eval")
         .Add("checkpoint", loaded->step_dir)
@@ -365,12 +374,14 @@ int PerplexityWithFlags(int argc, char** argv) {
           .Add("decode_seconds", r.decode_seconds)
           .Add("decode_tokens_per_s", tokens_per_s)
           .Add("threads", at::get_num_threads());
-      // The StreamingLLM / H2O budget at this cache's size (what --budget match uses), for runs of other models.
-      if (r.policy == "nats") line.Add("matching_budget", BudgetForMeanEntries(r.decode.kv_entries, seq + 1, prefill));
+      // The StreamingLLM / H2O budget at this cache's size (what --budget match uses), for runs of other
+      // models.
+      if (r.policy == "nats")
+        line.Add("matching_budget", BudgetForMeanEntries(r.decode.kv_entries, seq + 1, prefill));
     }
     if (json.is_open()) json << line.str() << "\n";
-    // The NAtS cache is exact (docs/method.md 6): decoding must give the model's own forward loss. (Other policies
-    // change what the model sees, so they differ from it by design.)
+    // The NAtS cache is exact (docs/method.md 6): decoding must give the model's own forward loss. (Other
+    // policies change what the model sees, so they differ from it by design.)
     if (r.has_forward && r.has_decode && r.policy == "nats" &&
         std::abs(r.forward.loss - r.decode.loss) > 1e-3) {
       std::fprintf(stderr, "eval: %s decode loss %.6f differs from the forward loss %.6f\n", r.policy.c_str(),
@@ -380,7 +391,8 @@ int PerplexityWithFlags(int argc, char** argv) {
   }
   if (nats_decode) {
     std::printf(
-        "budget (match): streaming and h2o get %lld entries per KV head, so that over the decode steps they hold on "
+        "budget (match): streaming and h2o get %lld entries per KV head, so that over the decode steps they "
+        "hold on "
         "average as many entries as the NAtS cache does (%.1f per KV head, all layers)\n",
         static_cast<long long>(matched_budget), nats_decode->kv_entries);
   }

@@ -3,6 +3,8 @@
 // saved config; then reads every slice and checks its CRC (skip with --no_verify). Exit code 0 when the
 // checkpoint is complete and intact, 1 when it is damaged or unreadable (each problem is named), 2 for
 // usage errors.
+#include <google/protobuf/text_format.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -10,8 +12,6 @@
 #include <set>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/text_format.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -57,7 +57,8 @@ void PrintSummary(const std::string& root, const std::string& step_dir, const ch
   if (m.has_consumed_tokens()) std::printf(", %lld tokens", static_cast<long long>(m.consumed_tokens()));
   std::printf("\n");
   if (m.has_elapsed_seconds()) std::printf("elapsed     %.1f s of training\n", m.elapsed_seconds());
-  std::printf("world       %d ranks (dp %d, sp %d, zero stage %d)\n", m.world_size(), m.dp(), m.sp(), m.zero_stage());
+  std::printf("world       %d ranks (dp %d, sp %d, zero stage %d)\n", m.world_size(), m.dp(), m.sp(),
+              m.zero_stage());
   uint64_t blob_bytes = 0;
   std::vector<std::string> blobs;
   for (const auto& b : m.blobs()) {
@@ -105,14 +106,15 @@ void PrintSummary(const std::string& root, const std::string& step_dir, const ch
     std::printf("  %-*s  %-8s  %-16s  %10s  %d (%s)\n", static_cast<int>(width), t.name().c_str(),
                 checkpoint::DTypeName(t.dtype()).c_str(),
                 checkpoint::ShapeString(at::IntArrayRef(t.shape().data(), t.shape_size())).c_str(),
-                data::FormatBytes(static_cast<double>(bytes)).c_str(), t.slices_size(), RankList(ranks).c_str());
+                data::FormatBytes(static_cast<double>(bytes)).c_str(), t.slices_size(),
+                RankList(ranks).c_str());
     if (list_slices) {
       for (const auto& s : t.slices()) {
         std::printf("      [%llu, %llu) rank %d %s @%llu %llu bytes crc32c %08x\n",
                     static_cast<unsigned long long>(s.global_offset()),
-                    static_cast<unsigned long long>(s.global_offset() + s.numel()), s.rank(), s.file().c_str(),
-                    static_cast<unsigned long long>(s.file_offset()), static_cast<unsigned long long>(s.bytes()),
-                    s.crc32c());
+                    static_cast<unsigned long long>(s.global_offset() + s.numel()), s.rank(),
+                    s.file().c_str(), static_cast<unsigned long long>(s.file_offset()),
+                    static_cast<unsigned long long>(s.bytes()), s.crc32c());
       }
     }
   }
@@ -146,7 +148,8 @@ int RunInspect(int argc, char** argv) {
     std::fprintf(stderr, "nats inspect: %s\n", std::string(step_dir.status().message()).c_str());
     return 1;
   }
-  absl::StatusOr<std::unique_ptr<checkpoint::CheckpointReader>> reader = checkpoint::CheckpointReader::Open(*step_dir);
+  absl::StatusOr<std::unique_ptr<checkpoint::CheckpointReader>> reader =
+      checkpoint::CheckpointReader::Open(*step_dir);
   if (!reader.ok()) {
     std::fprintf(stderr, "nats inspect: %s\n", std::string(reader.status().message()).c_str());
     return 1;
@@ -189,7 +192,8 @@ int RunInspect(int argc, char** argv) {
   if (bad > 0) {
     std::printf("verify      FAILED: %d damaged or unreadable slices (details above)\n", bad);
     std::fflush(stdout);
-    std::fprintf(stderr, "nats inspect: %s is damaged; resume from another step (nats inspect <root> lists them)\n",
+    std::fprintf(stderr,
+                 "nats inspect: %s is damaged; resume from another step (nats inspect <root> lists them)\n",
                  step_dir->c_str());
     return 1;
   }

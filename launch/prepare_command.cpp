@@ -23,17 +23,22 @@ constexpr char kHelp[] =
     "       nats prepare [--tokenizer gpt2|byte] [--out_dir data/books]      (the bundled demo books)\n"
     "\n"
     "Your corpus (--input):\n"
-    "  --input P         a file, a directory (every *.txt/*.text/*.md or *.jsonl/*.ndjson/*.json below it, also\n"
-    "                    .gz) or a glob; repeat for more. Files are read in the order given (directories sorted)\n"
-    "  --format F        text: one document per file; jsonl: one document per line (the --text_field string);\n"
+    "  --input P         a file, a directory (every *.txt/*.text/*.md or *.jsonl/*.ndjson/*.json below it, "
+    "also\n"
+    "                    .gz) or a glob; repeat for more. Files are read in the order given (directories "
+    "sorted)\n"
+    "  --format F        text: one document per file; jsonl: one document per line (the --text_field "
+    "string);\n"
     "                    auto (default): jsonl for *.jsonl/*.ndjson/*.json(.gz), text otherwise\n"
     "  --text_field K    JSONL field holding the text; a dotted path reaches into objects (meta.body)\n"
-    "  --out DIR         writes DIR/train/NNNNNN.tok, DIR/val/NNNNNN.tok and DIR/index.json; train on it with\n"
+    "  --out DIR         writes DIR/train/NNNNNN.tok, DIR/val/NNNNNN.tok and DIR/index.json; train on it "
+    "with\n"
     "                    --set data.train_path=DIR/train --set data.val_path=DIR/val\n"
     "  --val_fraction X  whole documents to validation by a hash of their text (default 0.01)\n"
     "  --shard_tokens N  tokens per shard at most (default 100000000)\n"
     "  --threads N       tokenizer threads (default: every core); the output does not depend on it\n"
-    "  --skip_bad_lines  skip (and count) JSONL lines that are not JSON or lack the field, instead of stopping\n"
+    "  --skip_bad_lines  skip (and count) JSONL lines that are not JSON or lack the field, instead of "
+    "stopping\n"
     "  --overwrite       replace a corpus already prepared in DIR\n"
     "Both forms:\n"
     "  --tokenizer T     gpt2 (default; the vocabulary comes from launch/fetch_tokenizer.sh) or byte\n"
@@ -74,11 +79,12 @@ int PrepareInputs(const ParsedFlags& flags, const std::string& cache_dir) {
   if (flags.Has("val_fraction") && !absl::SimpleAtod(flags.Get("val_fraction"), &options.val_fraction)) {
     return UsageError("--val_fraction " + flags.Get("val_fraction") + " is not a number");
   }
-  if (flags.Has("shard_tokens") && (!absl::SimpleAtoi(flags.Get("shard_tokens"), &options.shard_tokens) ||
-                                    options.shard_tokens < 1)) {
+  if (flags.Has("shard_tokens") &&
+      (!absl::SimpleAtoi(flags.Get("shard_tokens"), &options.shard_tokens) || options.shard_tokens < 1)) {
     return UsageError("--shard_tokens " + flags.Get("shard_tokens") + " is not a positive integer");
   }
-  if (flags.Has("threads") && (!absl::SimpleAtoi(flags.Get("threads"), &options.threads) || options.threads < 0)) {
+  if (flags.Has("threads") &&
+      (!absl::SimpleAtoi(flags.Get("threads"), &options.threads) || options.threads < 0)) {
     return UsageError("--threads " + flags.Get("threads") + " is not a non-negative integer");
   }
   options.skip_bad_lines = flags.Has("skip_bad_lines");

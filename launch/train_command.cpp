@@ -9,10 +9,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -142,10 +141,11 @@ std::string StepsAndTime(const TrainSummary& summary) {
                          summary.seconds, summary.resumed_from_step, summary.steps);
 }
 
-// <run_dir>/summary.json: the finished run's result for programs (`nats sweep` reads it): full double precision,
-// so that a resumed run can be compared bit for bit with one that ran straight through. Written (atomically)
-// only when the run reached train.steps; the one of an earlier attempt is removed when a run starts, so a
-// stopped run leaves none. A failure to write it is reported, not fatal: the checkpoints hold the run.
+// <run_dir>/summary.json: the finished run's result for programs (`nats sweep` reads it): full double
+// precision, so that a resumed run can be compared bit for bit with one that ran straight through. Written
+// (atomically) only when the run reached train.steps; the one of an earlier attempt is removed when a run
+// starts, so a stopped run leaves none. A failure to write it is reported, not fatal: the checkpoints hold
+// the run.
 void WriteSummaryFile(const config::Config& cfg, const TrainSummary& summary) {
   namespace fs = std::filesystem;
   nlohmann::json json = {
@@ -172,8 +172,9 @@ void WriteSummaryFile(const config::Config& cfg, const TrainSummary& summary) {
 
 int TrainWithFlags(int argc, char** argv) {
   ParsedFlags parsed;
-  if (auto exit_code = ParseCommandFlags(argc, argv, {"config", "set", "resume_from"},
-                                         {"resume", "allow_config_change", "overwrite", "print_config"}, kHelp, &parsed))
+  if (auto exit_code =
+          ParseCommandFlags(argc, argv, {"config", "set", "resume_from"},
+                            {"resume", "allow_config_change", "overwrite", "print_config"}, kHelp, &parsed))
     return *exit_code;
   const ParsedFlags* flags = &parsed;
   if (!flags->Has("config")) {
@@ -240,8 +241,10 @@ int TrainWithFlags(int argc, char** argv) {
                               summary->last_train_loss)
                   .c_str());
   if (summary->skipped_steps > 0) {
-    std::printf("bad steps: %lld skipped, %lld rollback(s) (\"kind\":\"bad_step\" / \"rollback\" lines in metrics.jsonl)\n",
-                static_cast<long long>(summary->skipped_steps), static_cast<long long>(summary->rollbacks));
+    std::printf(
+        "bad steps: %lld skipped, %lld rollback(s) (\"kind\":\"bad_step\" / \"rollback\" lines in "
+        "metrics.jsonl)\n",
+        static_cast<long long>(summary->skipped_steps), static_cast<long long>(summary->rollbacks));
   }
   std::printf("%s\n", JsonLine()
                           .Add("kind", "summary")

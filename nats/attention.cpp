@@ -27,8 +27,8 @@ at::Tensor DenseCausalAttention(const at::Tensor& q, const at::Tensor& k, const 
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types,
                      const AttentionOptions& options) {
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attention expects [B, H, T, D] tensors");
-  TORCH_CHECK(q.size(1) % k.size(1) == 0, "n_head (", q.size(1), ") must be a multiple of n_kv_head (", k.size(1),
-              ")");
+  TORCH_CHECK(q.size(1) % k.size(1) == 0, "n_head (", q.size(1), ") must be a multiple of n_kv_head (",
+              k.size(1), ")");
   if (!types.defined()) return DenseCausalAttention(q, k, v);
   return NatsAttention(q, k, v, types, options);
 }

@@ -22,8 +22,8 @@ enum class MaskGradMode { kClipped = 0, kExact = 1, kUnmasked = 2 };
 enum class AttentionImpl { kReference = 0, kFused = 1 };
 
 struct AttentionOptions {
-  int64_t window = 16;       // W: sliding tokens are seen by queries j..j+W
-  double lambda = 0.0;       // sparsity regulariser strength (docs/method.md section 5.4)
+  int64_t window = 16;  // W: sliding tokens are seen by queries j..j+W
+  double lambda = 0.0;  // sparsity regulariser strength (docs/method.md section 5.4)
   MaskGradMode grad_mode = MaskGradMode::kClipped;
   AttentionImpl impl = AttentionImpl::kReference;
   // Rows before this one are not needed (a sequence-parallel prefix: zero queries, no output gradient). The
@@ -36,13 +36,13 @@ struct AttentionOptions {
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types,
                      const AttentionOptions& options);
 
-// Plain causal softmax attention, matmul-softmax-matmul (the dense baseline; GQA by repeating K/V). q may hold
-// only the LAST Tq of the Tk key positions (a sequence-parallel chunk after its received prefix).
+// Plain causal softmax attention, matmul-softmax-matmul (the dense baseline; GQA by repeating K/V). q may
+// hold only the LAST Tq of the Tk key positions (a sequence-parallel chunk after its received prefix).
 at::Tensor DenseCausalAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
 // NAtS attention; defined in nats_attention.cpp (reference) and the fused kernel file.
-at::Tensor NatsAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types,
-                         const AttentionOptions& options);
+at::Tensor NatsAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const at::Tensor& types, const AttentionOptions& options);
 
 // Attention for one contiguous chunk of a sequence whose earlier positions live on other ranks (sequence
 // parallelism; implemented by parallel::SequenceParallel, docs/method.md section 7). nats/ only sees this

@@ -17,7 +17,9 @@ void CheckTokens(const at::Tensor& tokens) {
 // Restores the training flag on scope exit (evaluation must not leave a training run in eval mode).
 class EvalModeScope {
  public:
-  explicit EvalModeScope(Transformer& model) : model_(model), was_training_(model->is_training()) { model_->eval(); }
+  explicit EvalModeScope(Transformer& model) : model_(model), was_training_(model->is_training()) {
+    model_->eval();
+  }
   ~EvalModeScope() { model_->train(was_training_); }
 
  private:
@@ -49,8 +51,8 @@ PerplexityResult PerplexityByForward(Transformer& model, const at::Tensor& token
   return r;
 }
 
-PerplexityResult PerplexityByDecode(Transformer& model, const at::Tensor& tokens, const CachePolicyConfig& policy,
-                                    int64_t prefill) {
+PerplexityResult PerplexityByDecode(Transformer& model, const at::Tensor& tokens,
+                                    const CachePolicyConfig& policy, int64_t prefill) {
   CheckTokens(tokens);
   const int64_t t = tokens.size(1);
   TORCH_CHECK(prefill >= 1 && prefill < t, "prefill length must be in [1, ", t - 1, "], got ", prefill);
@@ -100,7 +102,8 @@ int64_t BudgetForMeanEntries(double mean_entries, int64_t t, int64_t prefill) {
   TORCH_CHECK(prefill >= 1 && prefill < t, "prefill length must be in [1, ", t - 1, "], got ", prefill);
   int64_t best = 1;
   double best_error = INFINITY;
-  for (int64_t budget = 1; budget < t; ++budget) {  // t <= context length + 1: a scan is cheap and obviously right
+  for (int64_t budget = 1; budget < t;
+       ++budget) {  // t <= context length + 1: a scan is cheap and obviously right
     double sum = 0;
     for (int64_t n = prefill; n < t; ++n) sum += static_cast<double>(std::min(n, budget));
     const double error = std::abs(sum / static_cast<double>(t - prefill) - mean_entries);

@@ -33,21 +33,20 @@
 //   no locks; extra memory threads x |k|, i.e. O(T).
 //
 // Inner products: OpenBLAS sgemm_/dgemm_ called directly on tiles (resolved with dlsym from the BLAS that
-// LibTorch itself loaded; at::mm_out on from_blob tensors if the symbol is absent, e.g. a static MKL). Measured
-// here (machine shared with other builds, so +-15%) on 64x64x64 tiles: sgemm_ 60 GFLOP/s on one core, at::mm_out
-// 52-64 (no faster, and it needs two tensor wrappers per call); plain loops at -O2 are far slower. Tiles are
-// 64x64 so that m*n*k <= 64^3, OpenBLAS's single-thread threshold: 128x128x64 tiles ran at 71 GFLOP/s alone but
-// two concurrent calls from our two threads made only 37 in total (OpenBLAS starts its own threads above the
-// threshold). The tile working set (Q, K, V, dO tiles, S, dP: 6 x 16 KiB at D = 64) sits in L2.
-// Elementwise loops (exp, masks, column sums) are plain loops auto-vectorised with target clones
+// LibTorch itself loaded; at::mm_out on from_blob tensors if the symbol is absent, e.g. a static MKL).
+// Measured here (machine shared with other builds, so +-15%) on 64x64x64 tiles: sgemm_ 60 GFLOP/s on one
+// core, at::mm_out 52-64 (no faster, and it needs two tensor wrappers per call); plain loops at -O2 are far
+// slower. Tiles are 64x64 so that m*n*k <= 64^3, OpenBLAS's single-thread threshold: 128x128x64 tiles ran at
+// 71 GFLOP/s alone but two concurrent calls from our two threads made only 37 in total (OpenBLAS starts its
+// own threads above the threshold). The tile working set (Q, K, V, dO tiles, S, dP: 6 x 16 KiB at D = 64)
+// sits in L2. Elementwise loops (exp, masks, column sums) are plain loops auto-vectorised with target clones
 // (AVX-512 / AVX2 / baseline, chosen at load time) and a Cephes-style float exp (rel. error < 1e-7):
 // 0.4 ns per element vs 3.3 ns for the scalar std::exp loop the -O2 default build produces.
 #include "nats/fused_attention.h"
 
-#include <dlfcn.h>
-
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -79,10 +78,12 @@ constexpr int8_t kLocalType = static_cast<int8_t>(TokenType::kLocal);
 // ---------------------------------------------------------------------------------------------------------
 // Tile products, row-major: C[m x n] = op(A) op(B) + beta C. BLAS is column-major, so C^T = op(B)^T op(A)^T.
 
-using SgemmFn = void (*)(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
-                         const int*, const float*, const int*, const float*, float*, const int*);
+using SgemmFn = void (*)(const char*, const char*, const int*, const int*, const int*, const float*,
+                         const float*, const int*, const float*, const int*, const float*, float*,
+                         const int*);
 using DgemmFn = void (*)(const char*, const char*, const int*, const int*, const int*, const double*,
-                         const double*, const int*, const double*, const int*, const double*, double*, const int*);
+                         const double*, const int*, const double*, const int*, const double*, double*,
+                         const int*);
 
 SgemmFn Sgemm() {
   static const SgemmFn fn = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "sgemm_"));
@@ -130,9 +131,9 @@ void Product(const at::Tensor& a, const at::Tensor& b, T beta, T* c, int m, int 
   }
 }
 
-// C = A^T B^T: A [k x m], B [n x k]. S = Q K^T is computed in this form from a transposed Q tile: OpenBLAS 0.3.21
-// runs 64^3 tiles in the column-major (T, T) case at 67-69 GFLOP/s but in the (T, N) case of plain A B^T at 53-55
-// (measured here), and the Q tile is transposed once per task while every chunk reuses it.
+// C = A^T B^T: A [k x m], B [n x k]. S = Q K^T is computed in this form from a transposed Q tile: OpenBLAS
+// 0.3.21 runs 64^3 tiles in the column-major (T, T) case at 67-69 GFLOP/s but in the (T, N) case of plain A
+// B^T at 53-55 (measured here), and the Q tile is transposed once per task while every chunk reuses it.
 template <typename T>
 void GemmTT(int m, int n, int k, const T* a, int lda, const T* b, int ldb, T beta, T* c, int ldc) {
   if (m == 0 || n == 0) return;
@@ -254,11 +255,11 @@ struct TypeSums {
   T tail[kBlock];     // 1 for local keys after the chunk's last global (they feed R_i), else 0
 };
 
-// One backward row. In: s = raw QK^T row, dp = dO_i . v_j. Out: s = P (visible softmax), dp = dS = P (dP - Delta),
-// g = G_ij (per `mode`), sums += column sums of G when `sums`; returns sum_c tail_c G_ic.
+// One backward row. In: s = raw QK^T row, dp = dO_i . v_j. Out: s = P (visible softmax), dp = dS = P (dP -
+// Delta), g = G_ij (per `mode`), sums += column sums of G when `sums`; returns sum_c tail_c G_ic.
 template <typename T>
-inline T BackwardRowImpl(T* s, T* dp, T* g, const ChunkKeys& ck, int32_t i, T scale, T lse_m, T lse_f, T delta,
-                         int mode, int32_t window, TypeSums<T>* sums) {
+inline T BackwardRowImpl(T* s, T* dp, T* g, const ChunkKeys& ck, int32_t i, T scale, T lse_m, T lse_f,
+                         T delta, int mode, int32_t window, TypeSums<T>* sums) {
   const int n = ck.n;
   if (sums == nullptr) {
     for (int c = 0; c < n; ++c) {
@@ -300,22 +301,22 @@ inline T BackwardRowImpl(T* s, T* dp, T* g, const ChunkKeys& ck, int32_t i, T sc
 }
 
 // Multiversioned non-template entry points (target_clones does not apply to templates).
-#define NATS_ROW_KERNELS(T)                                                                                  \
-  NATS_MULTIVERSION void ScaleRowMax(T* row, const ChunkKeys& ck, int32_t i, T scale, T* mv, T* mc) {       \
-    ScaleRowMaxImpl<T>(row, ck, i, scale, mv, mc);                                                         \
-  }                                                                                                          \
-  NATS_MULTIVERSION T ExpRowVisible(T* row, const ChunkKeys& ck, int32_t i, T m) {                          \
-    return ExpRowVisibleImpl<T>(row, ck, i, m);                                                            \
-  }                                                                                                          \
-  NATS_MULTIVERSION T ExpRowCausalSum(const T* row, const ChunkKeys& ck, int32_t i, T m) {                  \
-    return ExpRowCausalSumImpl<T>(row, ck, i, m);                                                          \
-  }                                                                                                          \
-  NATS_MULTIVERSION T BackwardRow(T* s, T* dp, T* g, const ChunkKeys& ck, int32_t i, T scale, T lse_m,      \
-                                  T lse_f, T delta, int mode, int32_t window, TypeSums<T>* sums) {          \
-    return BackwardRowImpl<T>(s, dp, g, ck, i, scale, lse_m, lse_f, delta, mode, window, sums);             \
-  }                                                                                                          \
-  NATS_MULTIVERSION void Axpy(int n, T alpha, const T* x, T* y) {                                           \
-    for (int c = 0; c < n; ++c) y[c] += alpha * x[c];                                                       \
+#define NATS_ROW_KERNELS(T)                                                                            \
+  NATS_MULTIVERSION void ScaleRowMax(T* row, const ChunkKeys& ck, int32_t i, T scale, T* mv, T* mc) {  \
+    ScaleRowMaxImpl<T>(row, ck, i, scale, mv, mc);                                                     \
+  }                                                                                                    \
+  NATS_MULTIVERSION T ExpRowVisible(T* row, const ChunkKeys& ck, int32_t i, T m) {                     \
+    return ExpRowVisibleImpl<T>(row, ck, i, m);                                                        \
+  }                                                                                                    \
+  NATS_MULTIVERSION T ExpRowCausalSum(const T* row, const ChunkKeys& ck, int32_t i, T m) {             \
+    return ExpRowCausalSumImpl<T>(row, ck, i, m);                                                      \
+  }                                                                                                    \
+  NATS_MULTIVERSION T BackwardRow(T* s, T* dp, T* g, const ChunkKeys& ck, int32_t i, T scale, T lse_m, \
+                                  T lse_f, T delta, int mode, int32_t window, TypeSums<T>* sums) {     \
+    return BackwardRowImpl<T>(s, dp, g, ck, i, scale, lse_m, lse_f, delta, mode, window, sums);        \
+  }                                                                                                    \
+  NATS_MULTIVERSION void Axpy(int n, T alpha, const T* x, T* y) {                                      \
+    for (int c = 0; c < n; ++c) y[c] += alpha * x[c];                                                  \
   }
 NATS_ROW_KERNELS(float)
 NATS_ROW_KERNELS(double)
@@ -405,7 +406,8 @@ bool Contiguous(const ChunkKeys& ck) { return ck.n > 0 && ck.col[ck.n - 1] - ck.
 template <typename T>
 const T* GatherRows(const T* x, const int32_t* cols, int n, bool contiguous, int d, T* buffer) {
   if (contiguous) return x + static_cast<int64_t>(cols[0]) * d;
-  for (int c = 0; c < n; ++c) std::memcpy(buffer + c * d, x + static_cast<int64_t>(cols[c]) * d, sizeof(T) * d);
+  for (int c = 0; c < n; ++c)
+    std::memcpy(buffer + c * d, x + static_cast<int64_t>(cols[c]) * d, sizeof(T) * d);
   return buffer;
 }
 
@@ -415,25 +417,30 @@ struct Dims {
 
 Dims CheckShapes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types) {
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "NAtS attention expects [B, H, T, D] q, k, v");
-  TORCH_CHECK(k.sizes() == v.sizes(), "k and v must have the same shape, got ", k.sizes(), " and ", v.sizes());
+  TORCH_CHECK(k.sizes() == v.sizes(), "k and v must have the same shape, got ", k.sizes(), " and ",
+              v.sizes());
   Dims dims{q.size(0), q.size(1), k.size(1), 0, q.size(2), q.size(3)};
   TORCH_CHECK(k.size(0) == dims.b && k.size(2) == dims.t && k.size(3) == dims.d, "q ", q.sizes(), " and k ",
               k.sizes(), " disagree on batch, length or head size");
-  TORCH_CHECK(dims.h % dims.h_kv == 0, "n_head (", dims.h, ") must be a multiple of n_kv_head (", dims.h_kv, ")");
+  TORCH_CHECK(dims.h % dims.h_kv == 0, "n_head (", dims.h, ") must be a multiple of n_kv_head (", dims.h_kv,
+              ")");
   TORCH_CHECK(dims.t < (int64_t{1} << 30), "fused NAtS attention supports T < 2^30, got ", dims.t);
   dims.n_rep = dims.h / dims.h_kv;
-  TORCH_CHECK(types.dim() == 3 && types.size(0) == dims.b && types.size(1) == dims.h_kv && types.size(2) == dims.t,
-              "types must be [B, H_kv, T] = [", dims.b, ", ", dims.h_kv, ", ", dims.t, "], got ", types.sizes());
+  TORCH_CHECK(
+      types.dim() == 3 && types.size(0) == dims.b && types.size(1) == dims.h_kv && types.size(2) == dims.t,
+      "types must be [B, H_kv, T] = [", dims.b, ", ", dims.h_kv, ", ", dims.t, "], got ", types.sizes());
   return dims;
 }
 
-at::ScalarType ComputeType(const at::Tensor& q) { return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
+at::ScalarType ComputeType(const at::Tensor& q) {
+  return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
 
 // Runs fn(task, slot) for task in [0, n) on at::get_num_threads() threads; slot < NumSlots().
 // Slot s takes tasks s, s + slots, s + 2 slots, ... (tasks come largest first, so the round robin balances
-// well). A static assignment rather than a shared counter: each slot's dk/dv/type buffers then receive the same
-// tasks in the same order on every run, so gradients are bit-identical for a given thread count, which exact
-// resume (checkpoints) relies on.
+// well). A static assignment rather than a shared counter: each slot's dk/dv/type buffers then receive the
+// same tasks in the same order on every run, so gradients are bit-identical for a given thread count, which
+// exact resume (checkpoints) relies on.
 int NumSlots() { return std::max(1, at::get_num_threads()); }
 
 template <typename Fn>
@@ -459,9 +466,9 @@ TaskIndex Decode(int64_t task, const Dims& dims, int64_t n_blocks) {
 // Forward.
 
 template <typename T>
-void ForwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::vector<HeadMeta>& metas,
-                   const Dims& dims, int64_t window, bool all_causal, int64_t query_begin, at::Tensor& out, T* lse,
-                   T* lse_full) {
+void ForwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                   const std::vector<HeadMeta>& metas, const Dims& dims, int64_t window, bool all_causal,
+                   int64_t query_begin, at::Tensor& out, T* lse, T* lse_full) {
   const int d = static_cast<int>(dims.d);
   const int64_t t = dims.t;
   const int64_t n_blocks = (t + kBlock - 1) / kBlock;
@@ -506,7 +513,8 @@ void ForwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
         ScaleRowMax(row, ck, i, scale, &mv, &mc);
         if (all_causal && mc != NegInf<T>()) {
           const T mnew = std::max(mf[r], mc);
-          lf[r] = lf[r] * (mf[r] == NegInf<T>() ? T(0) : FastExp(mf[r] - mnew)) + ExpRowCausalSum(row, ck, i, mnew);
+          lf[r] = lf[r] * (mf[r] == NegInf<T>() ? T(0) : FastExp(mf[r] - mnew)) +
+                  ExpRowCausalSum(row, ck, i, mnew);
           mf[r] = mnew;
         }
         if (mv == NegInf<T>()) {  // nothing visible to this row in the chunk
@@ -565,7 +573,7 @@ FusedForwardResult ForwardTyped(const at::Tensor& q, const at::Tensor& k, const 
 
 template <typename T>
 struct SlotBuffers {
-  std::vector<T> dk, dv;                     // [B, H_kv, T, D]
+  std::vector<T> dk, dv;                               // [B, H_kv, T, D]
   std::vector<double> all, sliding, local, collected;  // [B, H_kv, T]
 };
 
@@ -579,9 +587,9 @@ struct Panel {
 
 template <typename T>
 void BackwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-                    const at::Tensor& dout, const T* lse, const T* lse_full, const std::vector<HeadMeta>& metas,
-                    const Dims& dims, const AttentionOptions& options, bool need_type_grad, at::Tensor& dq,
-                    std::vector<SlotBuffers<T>>& slots) {
+                    const at::Tensor& dout, const T* lse, const T* lse_full,
+                    const std::vector<HeadMeta>& metas, const Dims& dims, const AttentionOptions& options,
+                    bool need_type_grad, at::Tensor& dq, std::vector<SlotBuffers<T>>& slots) {
   const int d = static_cast<int>(dims.d);
   const int64_t t = dims.t;
   const int64_t n_blocks = (t + kBlock - 1) / kBlock;
@@ -694,11 +702,12 @@ void BackwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
         T* srow = s.data() + r * kBlock;
         T* dprow = dp.data() + r * kBlock;
         T* grow = g.data() + r * kBlock;
-        const T tail_dot = BackwardRow(srow, dprow, grow, ck, i, scale, lse_m[r], lse_f[r], delta[r], mode, window,
-                                       need_type_grad ? &sums : nullptr);
+        const T tail_dot = BackwardRow(srow, dprow, grow, ck, i, scale, lse_m[r], lse_f[r], delta[r], mode,
+                                       window, need_type_grad ? &sums : nullptr);
         if (!need_type_grad) continue;
         if (scan) {
-          // docs/method.md 5.3 collected term: C_j += R_i(j) for j < i <= f_j; R_i sums local G_ik since the last global.
+          // docs/method.md 5.3 collected term: C_j += R_i(j) for j < i <= f_j; R_i sums local G_ik since the
+          // last global.
           T run = running[r];
           for (int c = 0; c < nc; ++c) {
             if (ck.col[c] < i && i <= ck.next[c]) collected[c] += run;
@@ -750,9 +759,10 @@ void BackwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
 }
 
 template <typename T>
-FusedGradients BackwardTyped(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types,
-                             const FusedForwardResult& forward, const at::Tensor& dout,
-                             const AttentionOptions& options, bool need_type_grad, const Dims& dims) {
+FusedGradients BackwardTyped(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             const at::Tensor& types, const FusedForwardResult& forward,
+                             const at::Tensor& dout, const AttentionOptions& options, bool need_type_grad,
+                             const Dims& dims) {
   const at::ScalarType st = ComputeType(q);
   const at::Tensor qc = q.to(st).contiguous(), kc = k.to(st).contiguous(), vc = v.to(st).contiguous();
   const at::Tensor oc = forward.out.to(st).contiguous(), doc = dout.to(st).contiguous();
@@ -775,9 +785,10 @@ FusedGradients BackwardTyped(const at::Tensor& q, const at::Tensor& k, const at:
       }
     }
   });
-  at::Tensor dq = options.query_begin > 0 ? at::zeros(qc.sizes(), qc.options()) : at::empty(qc.sizes(), qc.options());
-  BackwardKernel<T>(qc, kc, vc, oc, doc, lse.data_ptr<T>(), full ? lse_full.data_ptr<T>() : nullptr, metas, dims,
-                    options, need_type_grad, dq, slots);
+  at::Tensor dq =
+      options.query_begin > 0 ? at::zeros(qc.sizes(), qc.options()) : at::empty(qc.sizes(), qc.options());
+  BackwardKernel<T>(qc, kc, vc, oc, doc, lse.data_ptr<T>(), full ? lse_full.data_ptr<T>() : nullptr, metas,
+                    dims, options, need_type_grad, dq, slots);
 
   FusedGradients grads;
   at::Tensor dk = at::empty(kc.sizes(), kc.options()), dv = at::empty(vc.sizes(), vc.options());
@@ -799,9 +810,11 @@ FusedGradients BackwardTyped(const at::Tensor& q, const at::Tensor& k, const at:
   grads.dk = dk.to(k.scalar_type());
   grads.dv = dv.to(v.scalar_type());
   if (need_type_grad) {
-    at::Tensor dtypes = at::zeros({dims.b, dims.h_kv, dims.t, kNumTokenTypes}, at::TensorOptions().dtype(at::kDouble));
+    at::Tensor dtypes =
+        at::zeros({dims.b, dims.h_kv, dims.t, kNumTokenTypes}, at::TensorOptions().dtype(at::kDouble));
     double* out = dtypes.data_ptr<double>();
-    // docs/method.md 5.4 regulariser: lambda * n_rep * (T - j) / T for global j, lambda * n_rep * (e_j - j) / T for local j.
+    // docs/method.md 5.4 regulariser: lambda * n_rep * (T - j) / T for global j, lambda * n_rep * (e_j - j) /
+    // T for local j.
     const double reg = options.lambda * static_cast<double>(dims.n_rep) / static_cast<double>(dims.t);
     for (int64_t hh = 0; hh < dims.b * dims.h_kv; ++hh) {
       const HeadMeta& meta = metas[hh];
@@ -834,8 +847,8 @@ FusedGradients BackwardTyped(const at::Tensor& q, const at::Tensor& k, const at:
 }  // namespace
 
 FusedForwardResult FusedNatsForward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                    const at::Tensor& types, int64_t window, bool keep_lse, bool keep_full_lse,
-                                    int64_t query_begin) {
+                                    const at::Tensor& types, int64_t window, bool keep_lse,
+                                    bool keep_full_lse, int64_t query_begin) {
   TORCH_CHECK(window >= 0, "NAtS window must be >= 0, got ", window);
   const Dims dims = CheckShapes(q, k, v, types);
   TORCH_CHECK(q.device().is_cpu(), "fused NAtS attention runs on CPU tensors; got ", q.device());
@@ -848,11 +861,13 @@ FusedForwardResult FusedNatsForward(const at::Tensor& q, const at::Tensor& k, co
 
 FusedGradients FusedNatsBackward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& types, const FusedForwardResult& forward,
-                                 const at::Tensor& dout, const AttentionOptions& options, bool need_type_grad) {
+                                 const at::Tensor& dout, const AttentionOptions& options,
+                                 bool need_type_grad) {
   TORCH_CHECK(options.window >= 0, "NAtS window must be >= 0, got ", options.window);
   const Dims dims = CheckShapes(q, k, v, types);
   TORCH_CHECK(dout.sizes() == q.sizes(), "dout ", dout.sizes(), " must match q ", q.sizes());
-  TORCH_CHECK(forward.out.defined() && forward.lse_masked.defined(), "backward needs the forward's out and lse");
+  TORCH_CHECK(forward.out.defined() && forward.lse_masked.defined(),
+              "backward needs the forward's out and lse");
   at::NoGradGuard no_grad;
   if (ComputeType(q) == at::kDouble) {
     return BackwardTyped<double>(q, k, v, types, forward, dout, options, need_type_grad, dims);
@@ -860,9 +875,10 @@ FusedGradients FusedNatsBackward(const at::Tensor& q, const at::Tensor& k, const
   return BackwardTyped<float>(q, k, v, types, forward, dout, options, need_type_grad, dims);
 }
 
-at::Tensor NatsSparsePrefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types,
-                             int64_t window, int64_t query_begin) {
-  return FusedNatsForward(q, k, v, types, window, /*keep_lse=*/false, /*keep_full_lse=*/false, query_begin).out;
+at::Tensor NatsSparsePrefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             const at::Tensor& types, int64_t window, int64_t query_begin) {
+  return FusedNatsForward(q, k, v, types, window, /*keep_lse=*/false, /*keep_full_lse=*/false, query_begin)
+      .out;
 }
 
 namespace {
@@ -872,9 +888,9 @@ using torch::autograd::variable_list;
 
 class FusedNatsAttentionFunction : public torch::autograd::Function<FusedNatsAttentionFunction> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            const at::Tensor& onehot, int64_t window, double lambda, int64_t grad_mode,
-                            int64_t query_begin) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, const at::Tensor& onehot, int64_t window, double lambda,
+                            int64_t grad_mode, int64_t query_begin) {
     const at::Tensor types = TypesFromOneHot(onehot);
     const auto mode = static_cast<MaskGradMode>(grad_mode);
     const bool full = mode == MaskGradMode::kUnmasked;  // Z^F is needed only by that mode's type gradient
@@ -909,11 +925,11 @@ class FusedNatsAttentionFunction : public torch::autograd::Function<FusedNatsAtt
 
 }  // namespace
 
-at::Tensor FusedNatsAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types,
-                              const AttentionOptions& options) {
+at::Tensor FusedNatsAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              const at::Tensor& types, const AttentionOptions& options) {
   TORCH_CHECK(options.window >= 0, "NAtS window must be >= 0, got ", options.window);
-  const bool needs_grad = at::GradMode::is_enabled() &&
-                          (q.requires_grad() || k.requires_grad() || v.requires_grad() || types.requires_grad());
+  const bool needs_grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() ||
+                                                         v.requires_grad() || types.requires_grad());
   if (!needs_grad) {
     // Inference: no lse to keep, no autograd node; only the keys each query sees are visited.
     return NatsSparsePrefill(q, k, v, TypesFromOneHot(types), options.window, options.query_begin);

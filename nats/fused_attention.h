@@ -28,14 +28,16 @@ namespace nats {
 struct FusedForwardResult {
   at::Tensor out;         // like q
   at::Tensor lse_masked;  // [B, H, T] compute dtype: log Z^M_i; undefined unless requested
-  at::Tensor lse_full;    // [B, H, T] compute dtype: log Z^F_i (causal, no NAtS mask); undefined unless requested
+  at::Tensor
+      lse_full;  // [B, H, T] compute dtype: log Z^F_i (causal, no NAtS mask); undefined unless requested
 };
 
-// docs/method.md 4. `keep_full_lse` makes the forward visit every causal key (needed by MaskGradMode::kUnmasked).
-// Query blocks ending at or before `query_begin` are skipped (zero output; AttentionOptions::query_begin).
+// docs/method.md 4. `keep_full_lse` makes the forward visit every causal key (needed by
+// MaskGradMode::kUnmasked). Query blocks ending at or before `query_begin` are skipped (zero output;
+// AttentionOptions::query_begin).
 FusedForwardResult FusedNatsForward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                    const at::Tensor& types, int64_t window, bool keep_lse, bool keep_full_lse,
-                                    int64_t query_begin = 0);
+                                    const at::Tensor& types, int64_t window, bool keep_lse,
+                                    bool keep_full_lse, int64_t query_begin = 0);
 
 struct FusedGradients {
   at::Tensor dq, dk, dv;  // like q, k, v
@@ -46,7 +48,8 @@ struct FusedGradients {
 // (and keep_full_lse = true for kUnmasked when `need_type_grad`).
 FusedGradients FusedNatsBackward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& types, const FusedForwardResult& forward,
-                                 const at::Tensor& dout, const AttentionOptions& options, bool need_type_grad);
+                                 const at::Tensor& dout, const AttentionOptions& options,
+                                 bool need_type_grad);
 
 // Inference prefill (no autograd): each query attends only to the keys it can see, cost ~ T x retained.
 // Same output as the training-mode forward with the same int types. Returns [B, H, T, D] like q.

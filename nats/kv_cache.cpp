@@ -26,14 +26,16 @@ struct StepDims {
   int64_t b, h, hkv, n_rep, x, d;
 };
 
-StepDims CheckStep(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const LayerCacheShape& shape) {
+StepDims CheckStep(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                   const LayerCacheShape& shape) {
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "cache attention expects [B, H, x, D] q, k, v");
   TORCH_CHECK(k.sizes() == v.sizes(), "k ", k.sizes(), " and v ", v.sizes(), " differ");
   StepDims d{q.size(0), q.size(1), k.size(1), 0, q.size(2), q.size(3)};
   TORCH_CHECK(d.b == shape.batch && d.hkv == shape.kv_heads && d.d == shape.head_dim && k.size(0) == d.b &&
                   k.size(2) == d.x && k.size(3) == d.d,
-              "cache step q ", q.sizes(), ", k ", k.sizes(), " does not match the cache shape [B=", shape.batch,
-              ", H_kv=", shape.kv_heads, ", D=", shape.head_dim, "]");
+              "cache step q ", q.sizes(), ", k ", k.sizes(),
+              " does not match the cache shape [B=", shape.batch, ", H_kv=", shape.kv_heads,
+              ", D=", shape.head_dim, "]");
   TORCH_CHECK(d.x >= 1, "a cache step needs at least one new token");
   TORCH_CHECK(d.h % d.hkv == 0, "n_head (", d.h, ") must be a multiple of n_kv_head (", d.hkv, ")");
   d.n_rep = d.h / d.hkv;
@@ -47,7 +49,8 @@ struct KeyBlock {
 };
 
 // Masked softmax attention of qf [B, H_kv, n_rep * x, D] (query heads grouped per KV head) over the blocks,
-// softmax taken jointly, so no K/V is ever concatenated (the cache is only read). Returns [B, H_kv, n_rep * x, D].
+// softmax taken jointly, so no K/V is ever concatenated (the cache is only read). Returns [B, H_kv, n_rep *
+// x, D].
 at::Tensor AttendBlocks(const at::Tensor& qf, const std::vector<KeyBlock>& blocks, int64_t n_rep, int64_t x) {
   const int64_t b = qf.size(0), hkv = qf.size(1), d = qf.size(3);
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
@@ -99,15 +102,16 @@ class NatsLayerCache final : public LayerKvCache {
 
   bool uses_types() const override { return !all_global_; }
 
-  at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types) override {
+  at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                    const at::Tensor& types) override {
     const StepDims dims = CheckStep(q, k, v, shape_);
     const int64_t x = dims.x, p = tokens_;
     at::Tensor types_new;  // [B, H_kv, x] int8
     if (all_global_) {
       types_new = at::zeros({dims.b, dims.hkv, x}, k.options().dtype(at::kChar));
     } else {
-      TORCH_CHECK(types.defined() && types.dim() == 3 && types.size(0) == dims.b && types.size(1) == dims.hkv &&
-                      types.size(2) == x,
+      TORCH_CHECK(types.defined() && types.dim() == 3 && types.size(0) == dims.b &&
+                      types.size(1) == dims.hkv && types.size(2) == x,
                   "NAtS cache step needs types [B, H_kv, x] = [", dims.b, ", ", dims.hkv, ", ", x, "], got ",
                   types.defined() ? types.sizes() : at::IntArrayRef{});
       types_new = types.to(at::kChar);
@@ -128,11 +132,12 @@ class NatsLayerCache final : public LayerKvCache {
   }
 
   void Append(const at::Tensor& k, const at::Tensor& v, const at::Tensor& types) override {
-    TORCH_CHECK(k.dim() == 4 && k.sizes() == v.sizes() && k.size(0) == shape_.batch && k.size(1) == shape_.kv_heads &&
-                    k.size(3) == shape_.head_dim,
+    TORCH_CHECK(k.dim() == 4 && k.sizes() == v.sizes() && k.size(0) == shape_.batch &&
+                    k.size(1) == shape_.kv_heads && k.size(3) == shape_.head_dim,
                 "Append expects k, v [B, H_kv, x, D] matching the cache, got ", k.sizes());
-    at::Tensor types_new = all_global_ ? at::zeros({shape_.batch, shape_.kv_heads, k.size(2)}, k.options().dtype(at::kChar))
-                                       : types.to(at::kChar);
+    at::Tensor types_new =
+        all_global_ ? at::zeros({shape_.batch, shape_.kv_heads, k.size(2)}, k.options().dtype(at::kChar))
+                    : types.to(at::kChar);
     TORCH_CHECK(types_new.sizes() == at::IntArrayRef({k.size(0), k.size(1), k.size(2)}), "Append types ",
                 types_new.sizes(), " do not match k ", k.sizes());
     Commit(k, v, types_new, types_new.to(at::kCPU).contiguous());
@@ -172,7 +177,9 @@ class NatsLayerCache final : public LayerKvCache {
   }
 
  private:
-  int64_t EntryBytes() const { return 2 * shape_.head_dim * static_cast<int64_t>(c10::elementSize(shape_.dtype)); }
+  int64_t EntryBytes() const {
+    return 2 * shape_.head_dim * static_cast<int64_t>(c10::elementSize(shape_.dtype));
+  }
 
   int64_t Bytes() const {
     int64_t entries = 0;
@@ -187,9 +194,10 @@ class NatsLayerCache final : public LayerKvCache {
     return m;
   }
 
-  // One step over cached entries: store (globals + locals), ring, and the step's own tokens (docs/method.md 6).
-  at::Tensor AttendStep(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types_new,
-                        const at::Tensor& types_host, const StepDims& dims) {
+  // One step over cached entries: store (globals + locals), ring, and the step's own tokens (docs/method.md
+  // 6).
+  at::Tensor AttendStep(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const at::Tensor& types_new, const at::Tensor& types_host, const StepDims& dims) {
     const int64_t x = dims.x, p = tokens_;
     const at::ScalarType ct = ComputeType(q.scalar_type());
     const at::TensorOptions lo = at::TensorOptions().dtype(at::kLong).device(q.device());
@@ -219,8 +227,8 @@ class NatsLayerCache final : public LayerKvCache {
         }
         at::Tensor r = at::arange(x, lo).view({1, 1, x, 1});
         at::Tensor is_global = slot.lt(HostLongs(n_g, q.device()).view({dims.b, dims.hkv, 1, 1}));
-        blk.visible = is_global.logical_or(
-            blk.visible.logical_and(r.le(HostLongs(first_global, q.device()).view({dims.b, dims.hkv, 1, 1}))));
+        blk.visible = is_global.logical_or(blk.visible.logical_and(
+            r.le(HostLongs(first_global, q.device()).view({dims.b, dims.hkv, 1, 1}))));
       }
       blocks.push_back(blk);
     }
@@ -230,13 +238,16 @@ class NatsLayerCache final : public LayerKvCache {
       if (x > 1) {
         // Ring entry j serves new row r iff (p + r) - j <= W. For x = 1 every filled slot holds j >= p - W.
         at::Tensor r = at::arange(x, lo).view({x, 1});
-        blk.visible = blk.visible.logical_and(ring_pos_.view({1, window_}).ge(r + (p - window_)).view({1, 1, x, window_}));
+        blk.visible = blk.visible.logical_and(
+            ring_pos_.view({1, window_}).ge(r + (p - window_)).view({1, 1, x, window_}));
       }
       blocks.push_back(blk);
     }
 
     KeyBlock own{k, v, {}};
-    if (x > 1) own.visible = all_global_ ? at::ones({x, x}, lo.dtype(at::kBool)).tril() : DenseMask(types_new, window_);
+    if (x > 1)
+      own.visible =
+          all_global_ ? at::ones({x, x}, lo.dtype(at::kBool)).tril() : DenseMask(types_new, window_);
     blocks.push_back(own);
 
     at::Tensor out = AttendBlocks(qf, blocks, dims.n_rep, x);
@@ -251,16 +262,19 @@ class NatsLayerCache final : public LayerKvCache {
       if (capacity_ > 0) fresh.narrow(2, 0, capacity_).copy_(old);
       return fresh;
     };
-    store_k_ = grow(store_k_, at::zeros({shape_.batch, shape_.kv_heads, cap, shape_.head_dim}, store_k_.options()));
+    store_k_ =
+        grow(store_k_, at::zeros({shape_.batch, shape_.kv_heads, cap, shape_.head_dim}, store_k_.options()));
     store_v_ = grow(store_v_, at::zeros_like(store_k_));
     store_pos_ = grow(store_pos_, at::full({shape_.batch, shape_.kv_heads, cap}, -1, store_pos_.options()));
     capacity_ = cap;
   }
 
-  // docs/method.md 6 commit of the step's tokens: store = old globals (+ old locals when the block has no global)
+  // docs/method.md 6 commit of the step's tokens: store = old globals (+ old locals when the block has no
+  // global)
   // + the block's globals + the block's locals after its last global; the ring takes the last min(x, W)
   // positions with valid = sliding.
-  void Commit(const at::Tensor& k, const at::Tensor& v, const at::Tensor& types_new, const at::Tensor& types_host) {
+  void Commit(const at::Tensor& k, const at::Tensor& v, const at::Tensor& types_new,
+              const at::Tensor& types_host) {
     const int64_t x = k.size(2), p = tokens_, hkv = shape_.kv_heads;
     auto ty = types_host.accessor<int8_t, 3>();
     std::vector<int64_t> bi, hi, si, ri;
@@ -328,7 +342,8 @@ class NatsLayerCache final : public LayerKvCache {
 };
 
 // ---------------------------------------------------------------------------------------------------------------
-// StreamingLLM / H2O: a fixed budget of entries per (b, h); an arriving token past the budget evicts one entry.
+// StreamingLLM / H2O: a fixed budget of entries per (b, h); an arriving token past the budget evicts one
+// entry.
 class EvictingLayerCache final : public LayerKvCache {
  public:
   EvictingLayerCache(const LayerCacheShape& shape, const CachePolicyConfig& policy)
@@ -346,7 +361,8 @@ class EvictingLayerCache final : public LayerKvCache {
 
   bool uses_types() const override { return false; }
 
-  at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor&) override {
+  at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                    const at::Tensor&) override {
     const StepDims dims = CheckStep(q, k, v, shape_);
     if (tokens_ == 0 && dims.x > 1) return Prefill(q, k, v, dims);
     if (dims.x > 1) {
@@ -363,7 +379,8 @@ class EvictingLayerCache final : public LayerKvCache {
     at::Tensor kk = store_k_.narrow(2, 0, count_).to(ct), vv = store_v_.narrow(2, 0, count_).to(ct);
     at::Tensor k_new = k.to(ct).view({dims.b, dims.hkv, 1, dims.d});
     at::Tensor v_new = v.to(ct).view({dims.b, dims.hkv, 1, dims.d});
-    at::Tensor logits = at::cat({at::matmul(qf, kk.transpose(-2, -1)), at::matmul(qf, k_new.transpose(-2, -1))}, -1);
+    at::Tensor logits =
+        at::cat({at::matmul(qf, kk.transpose(-2, -1)), at::matmul(qf, k_new.transpose(-2, -1))}, -1);
     at::Tensor prob = at::softmax(logits * scale, -1);  // [B, H_kv, n_rep, count + 1]
     at::Tensor out = at::matmul(prob.narrow(-1, 0, count_), vv) + prob.narrow(-1, count_, 1) * v_new;
     // H2O: attention received, summed over the query heads that share the KV head.
@@ -395,7 +412,9 @@ class EvictingLayerCache final : public LayerKvCache {
   }
 
  private:
-  int64_t EntryBytes() const { return 2 * shape_.head_dim * static_cast<int64_t>(c10::elementSize(shape_.dtype)); }
+  int64_t EntryBytes() const {
+    return 2 * shape_.head_dim * static_cast<int64_t>(c10::elementSize(shape_.dtype));
+  }
 
   // Full causal attention over the prompt (what these baselines do at prefill), then keep `budget` entries.
   at::Tensor Prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const StepDims& dims) {
@@ -403,7 +422,8 @@ class EvictingLayerCache final : public LayerKvCache {
     const at::ScalarType ct = ComputeType(q.scalar_type());
     const double scale = 1.0 / std::sqrt(static_cast<double>(dims.d));
     at::Tensor qf = q.to(ct).reshape({dims.b, dims.hkv, dims.n_rep * t, dims.d});
-    at::Tensor logits = at::matmul(qf, k.to(ct).transpose(-2, -1)).mul_(scale).view({dims.b, dims.hkv, dims.n_rep, t, t});
+    at::Tensor logits =
+        at::matmul(qf, k.to(ct).transpose(-2, -1)).mul_(scale).view({dims.b, dims.hkv, dims.n_rep, t, t});
     at::Tensor future = at::ones({t, t}, q.options().dtype(at::kBool)).triu(1);
     at::Tensor prob = at::softmax(logits.masked_fill(future, kNegInf), -1);
     at::Tensor out = at::matmul(prob.view({dims.b, dims.hkv, dims.n_rep * t, t}), v.to(ct));
@@ -413,7 +433,8 @@ class EvictingLayerCache final : public LayerKvCache {
     if (t <= budget_) {
       keep = at::arange(t, lo).expand({dims.b, dims.hkv, t});
     } else if (!h2o_) {
-      keep = at::cat({at::arange(sink_, lo), at::arange(t - recent_, t, lo)}).expand({dims.b, dims.hkv, budget_});
+      keep = at::cat({at::arange(sink_, lo), at::arange(t - recent_, t, lo)})
+                 .expand({dims.b, dims.hkv, budget_});
     } else {
       at::Tensor heavy = std::get<1>(received.narrow(-1, 0, t - recent_).topk(budget_ - recent_, -1));
       keep = at::cat({heavy, at::arange(t - recent_, t, lo).expand({dims.b, dims.hkv, recent_})}, -1);
@@ -429,8 +450,9 @@ class EvictingLayerCache final : public LayerKvCache {
     return out.view({dims.b, dims.h, t, dims.d}).to(q.scalar_type());
   }
 
-  // Adds the token at position tokens_; past the budget it replaces the victim: StreamingLLM the oldest non-sink
-  // entry, H2O the smallest accumulated score outside the recent window (which includes the new token).
+  // Adds the token at position tokens_; past the budget it replaces the victim: StreamingLLM the oldest
+  // non-sink entry, H2O the smallest accumulated score outside the recent window (which includes the new
+  // token).
   void Insert(const at::Tensor& k, const at::Tensor& v, const at::Tensor& own_score) {
     const int64_t b = shape_.batch, hkv = shape_.kv_heads, d = shape_.head_dim;
     at::Tensor k_new = k.reshape({b * hkv, d}).to(store_k_.scalar_type());
@@ -471,7 +493,8 @@ class EvictingLayerCache final : public LayerKvCache {
 }  // namespace
 
 void LayerKvCache::Append(const at::Tensor&, const at::Tensor&, const at::Tensor&) {
-  TORCH_CHECK(false, "this cache cannot take tokens without attention (StreamingLLM/H2O need attention scores)");
+  TORCH_CHECK(false,
+              "this cache cannot take tokens without attention (StreamingLLM/H2O need attention scores)");
 }
 
 absl::StatusOr<CachePolicy> ParseCachePolicy(const std::string& name) {
@@ -501,16 +524,17 @@ absl::Status ValidateCachePolicy(const CachePolicyConfig& config) {
   if (config.policy == CachePolicy::kStreaming) {
     if (config.sink_tokens < 0) return absl::InvalidArgumentError("StreamingLLM sink_tokens must be >= 0");
     if (config.budget <= config.sink_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat("--budget ", config.budget, " is too small for --policy streaming: ",
-                                                     "it keeps ", config.sink_tokens,
-                                                     " sink tokens plus a recent window, so use --budget > ",
-                                                     config.sink_tokens, " (the paper's baseline: 68)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--budget ", config.budget, " is too small for --policy streaming: ", "it keeps ",
+                       config.sink_tokens, " sink tokens plus a recent window, so use --budget > ",
+                       config.sink_tokens, " (the paper's baseline: 68)"));
     }
   }
   if (config.policy == CachePolicy::kH2O && config.budget < 2) {
-    return absl::InvalidArgumentError(absl::StrCat("--budget ", config.budget, " is too small for --policy h2o: ",
-                                                   "it keeps budget/2 recent and budget/2 heavy-hitter tokens, so use "
-                                                   "--budget >= 2 (the paper's baseline: 128)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--budget ", config.budget, " is too small for --policy h2o: ",
+                     "it keeps budget/2 recent and budget/2 heavy-hitter tokens, so use "
+                     "--budget >= 2 (the paper's baseline: 128)"));
   }
   return absl::OkStatus();
 }
@@ -556,8 +580,8 @@ CacheSummary KvCache::Summary() const {
     s.peak_bytes += st.peak_bytes;
     s.allocated_bytes += st.allocated_bytes;
     s.dense_bytes += st.dense_bytes;
-    s.layer_kv_fraction.push_back(st.tokens > 0 ? st.kv_retained.to(at::kDouble).mean().item<double>() / st.tokens
-                                                : 0.0);
+    s.layer_kv_fraction.push_back(
+        st.tokens > 0 ? st.kv_retained.to(at::kDouble).mean().item<double>() / st.tokens : 0.0);
   }
   return s;
 }

@@ -1,7 +1,7 @@
 // nats/kv_cache.h
 //
-// Inference KV caches (docs/method.md section 6) and the baseline eviction policies the paper compares against
-// (section 8: StreamingLLM, H2O). One LayerKvCache per attention layer; a KvCache holds the stack.
+// Inference KV caches (docs/method.md section 6) and the baseline eviction policies the paper compares
+// against (section 8: StreamingLLM, H2O). One LayerKvCache per attention layer; a KvCache holds the stack.
 //
 // NAtS cache, per (batch row, KV head), with exact semantics (no lazy eviction, no window off-by-one):
 //   - global store: every global token, append-only;
@@ -17,12 +17,14 @@
 // Dense cache: the NAtS cache with every token global (dense layers, and the `dense` policy).
 // StreamingLLM: the first `sink_tokens` positions plus the most recent ones, `budget` entries in total.
 // H2O: the `budget - budget/2` entries with the largest accumulated attention plus the budget/2 most recent.
-// Evicting caches keep keys at their original RoPE positions. A multi-token first step (prefill) runs full causal
-// attention over the prompt and then keeps `budget` entries (H2O scores = the prompt's attention column sums);
-// later multi-token steps run token by token, so decode from position 0 is the pure eviction policy.
+// Evicting caches keep keys at their original RoPE positions. A multi-token first step (prefill) runs full
+// causal attention over the prompt and then keeps `budget` entries (H2O scores = the prompt's attention
+// column sums); later multi-token steps run token by token, so decode from position 0 is the pure eviction
+// policy.
 //
 // Shapes: q [B, H, x, D]; k, v [B, H_kv, x, D] of the x new tokens at positions tokens()..tokens()+x-1;
-// types [B, H_kv, x] int (TokenType), read by NAtS caches only. Attend returns [B, H, x, D] and commits the tokens.
+// types [B, H_kv, x] int (TokenType), read by NAtS caches only. Attend returns [B, H, x, D] and commits the
+// tokens.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -53,31 +55,34 @@ struct CachePolicyConfig {
 // "nats" | "dense" | "streaming" | "h2o"; an error names the accepted values.
 absl::StatusOr<CachePolicy> ParseCachePolicy(const std::string& name);
 std::string CachePolicyName(CachePolicy policy);
-// Checks the budget against the policy (StreamingLLM needs budget > sink_tokens, H2O budget >= 2); the message
-// names `--budget`.
+// Checks the budget against the policy (StreamingLLM needs budget > sink_tokens, H2O budget >= 2); the
+// message names `--budget`.
 absl::Status ValidateCachePolicy(const CachePolicyConfig& config);
 
 // Statistics of one layer after the last committed step (docs/method.md 6).
 struct LayerCacheStats {
-  at::Tensor kv_retained;      // [B, H_kv] int64: entries the next query can see (new token excluded)
-  at::Tensor reference_count;  // [B, H_kv] int64: |G| + |L| + W (NAtS; equals kv_retained for other caches)
-  int64_t tokens = 0;          // positions processed; kv_fraction = kv_retained / tokens
-  int64_t bytes = 0;           // K/V bytes of the held entries (store entries + filled ring slots)
-  int64_t peak_bytes = 0;      // maximum of `bytes` over the steps so far
-  int64_t allocated_bytes = 0; // K/V bytes of the buffers (padding and growth headroom included)
-  int64_t dense_bytes = 0;     // K/V bytes a dense cache would hold for `tokens` positions
+  at::Tensor kv_retained;       // [B, H_kv] int64: entries the next query can see (new token excluded)
+  at::Tensor reference_count;   // [B, H_kv] int64: |G| + |L| + W (NAtS; equals kv_retained for other caches)
+  int64_t tokens = 0;           // positions processed; kv_fraction = kv_retained / tokens
+  int64_t bytes = 0;            // K/V bytes of the held entries (store entries + filled ring slots)
+  int64_t peak_bytes = 0;       // maximum of `bytes` over the steps so far
+  int64_t allocated_bytes = 0;  // K/V bytes of the buffers (padding and growth headroom included)
+  int64_t dense_bytes = 0;      // K/V bytes a dense cache would hold for `tokens` positions
 };
 
 class LayerKvCache {
  public:
   virtual ~LayerKvCache() = default;
   // Attention of the new tokens over the cache and themselves; commits them. See the file comment for shapes.
-  virtual at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types) = 0;
-  // Commits tokens without computing their attention outputs, as Attend would (benchmarks build long caches from
-  // random K/V with it). NAtS and dense caches only; the eviction caches need attention scores and refuse.
+  virtual at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const at::Tensor& types) = 0;
+  // Commits tokens without computing their attention outputs, as Attend would (benchmarks build long caches
+  // from random K/V with it). NAtS and dense caches only; the eviction caches need attention scores and
+  // refuse.
   virtual void Append(const at::Tensor& k, const at::Tensor& v, const at::Tensor& types);
   virtual LayerCacheStats Stats() const = 0;
-  // Sorted positions a query at tokens() would see, for (batch row b, KV head h); tests compare it with the rule.
+  // Sorted positions a query at tokens() would see, for (batch row b, KV head h); tests compare it with the
+  // rule.
   virtual std::vector<int64_t> RetainedPositions(int64_t b, int64_t h) const = 0;
   // Whether Attend reads `types` (the model then runs the scorer for this layer).
   virtual bool uses_types() const = 0;

@@ -14,13 +14,13 @@ constexpr int64_t kRowsPerBlock = 4;
 
 class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossEntropyFunction> {
  public:
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
-                            const at::Tensor& targets) {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& weight, const at::Tensor& targets) {
     const int64_t n = x.size(0), v = weight.size(0);
     at::Tensor t = targets.to(at::kLong).contiguous();
     if (n > 0) {
-      TORCH_CHECK(t.min().item<int64_t>() >= 0 && t.max().item<int64_t>() < v, "LinearCrossEntropy: targets must be in [0, ",
-                  v, ")");
+      TORCH_CHECK(t.min().item<int64_t>() >= 0 && t.max().item<int64_t>() < v,
+                  "LinearCrossEntropy: targets must be in [0, ", v, ")");
     }
     at::Tensor grad = at::mm(x, weight.t()).contiguous();  // the logits, becoming dL/dlogits * N below
     const int64_t blocks = (n + kRowsPerBlock - 1) / kRowsPerBlock;
@@ -65,10 +65,11 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
 }  // namespace
 
 at::Tensor LinearCrossEntropy(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& targets) {
-  TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1), "LinearCrossEntropy: x [N, d] ",
-              x.sizes(), " and weight [V, d] ", weight.sizes(), " do not match");
-  TORCH_CHECK(targets.numel() == x.size(0), "LinearCrossEntropy: ", targets.numel(), " targets for ", x.size(0),
-              " rows");
+  TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1),
+              "LinearCrossEntropy: x [N, d] ", x.sizes(), " and weight [V, d] ", weight.sizes(),
+              " do not match");
+  TORCH_CHECK(targets.numel() == x.size(0), "LinearCrossEntropy: ", targets.numel(), " targets for ",
+              x.size(0), " rows");
   return LinearCrossEntropyFunction::apply(x, weight, targets.reshape({-1}));
 }
 

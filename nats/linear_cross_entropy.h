@@ -1,11 +1,12 @@
 // nats/linear_cross_entropy.h
 //
 // The language-model head and its loss in one step: mean cross-entropy of logits = x W^T against targets,
-// without the [N, V] tensors an unfused loss keeps besides the logits (log-probabilities, the one-hot gradient,
-// the softmax gradient). This is the idea of llm.c's fused classifier. The forward computes the logits with one
-// matmul. It then turns each block of rows into its own gradient, softmax - onehot, in place while the block is in
-// cache, and keeps only that buffer for the backward. The backward is two matmuls. At GPT-2's vocabulary the head
-// is most of a small model's step, and the unfused loss makes several passes through DRAM over [N, 50304] floats.
+// without the [N, V] tensors an unfused loss keeps besides the logits (log-probabilities, the one-hot
+// gradient, the softmax gradient). This is the idea of llm.c's fused classifier. The forward computes the
+// logits with one matmul. It then turns each block of rows into its own gradient, softmax - onehot, in place
+// while the block is in cache, and keeps only that buffer for the backward. The backward is two matmuls. At
+// GPT-2's vocabulary the head is most of a small model's step, and the unfused loss makes several passes
+// through DRAM over [N, 50304] floats.
 //
 // Values and gradients equal at::cross_entropy_loss(x W^T, targets) (mean reduction) to float rounding
 // (tests/nats/linear_cross_entropy_test.cpp). x [N, d], weight [V, d], targets [N] int64 in [0, V).

@@ -82,8 +82,9 @@ at::Tensor VisibleRowCount(const at::Tensor& types, int64_t window) {
   at::Tensor global_rows = (t - j).expand_as(e);
   at::Tensor local_rows = e - j + 1;
   at::Tensor sliding_rows = (j + window).clamp_max(t - 1) - j + 1;
-  at::Tensor rows = at::where(IsType(types, TokenType::kGlobal), global_rows,
-                              at::where(IsType(types, TokenType::kLocal), local_rows, sliding_rows.expand_as(e)));
+  at::Tensor rows =
+      at::where(IsType(types, TokenType::kGlobal), global_rows,
+                at::where(IsType(types, TokenType::kLocal), local_rows, sliding_rows.expand_as(e)));
   return rows;
 }
 
@@ -104,8 +105,8 @@ at::Tensor KvRetained(const at::Tensor& types, int64_t window) {
   TORCH_CHECK(window >= 0, "window must be >= 0, got ", window);
   const int64_t t = types.size(2);
   at::Tensor g = IsType(types, TokenType::kGlobal);
-  // Globals at or after j (suffix count): a local j stays cached iff there are none (docs/method.md 6: the local
-  // store is cleared once a global has been processed).
+  // Globals at or after j (suffix count): a local j stays cached iff there are none (docs/method.md 6: the
+  // local store is cleared once a global has been processed).
   at::Tensor globals_from_j = g.to(at::kLong).flip({-1}).cumsum(-1).flip({-1});
   at::Tensor live_local = IsType(types, TokenType::kLocal).logical_and(globals_from_j.eq(0));
   // The ring: sliding j serves queries up to j + W, so query T sees j >= T - W.
@@ -135,7 +136,8 @@ MaskStats ComputeMaskStats(const at::Tensor& types, int64_t window) {
 at::Tensor TypesFromOneHot(const at::Tensor& onehot) {
   TORCH_CHECK(onehot.dim() == 4 && onehot.size(-1) == kNumTokenTypes,
               "NAtS types must be a one-hot [B, H_kv, T, 3] tensor, got ", onehot.sizes());
-  TORCH_CHECK(at::logical_or(onehot.eq(0), onehot.eq(1)).all().item<bool>() && onehot.sum(-1).eq(1).all().item<bool>(),
+  TORCH_CHECK(at::logical_or(onehot.eq(0), onehot.eq(1)).all().item<bool>() &&
+                  onehot.sum(-1).eq(1).all().item<bool>(),
               "NAtS types must be exactly one-hot (use the scorer's straight-through output)");
   return onehot.argmax(-1).to(at::kChar);
 }

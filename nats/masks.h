@@ -27,8 +27,8 @@ at::Tensor FirstGlobalAfter(const at::Tensor& types);
 // p[j] = last position < j whose type is global; -1 when there is none. int64 [B, H_kv, T].
 at::Tensor PrevGlobalIndex(const at::Tensor& types);
 
-// Dense boolean mask [B, H_kv, T, T] (row = query i, column = key j) per docs/method.md 3: causal, global keys
-// always visible, local keys while i <= e_j, sliding keys while i - j <= window; the diagonal always.
+// Dense boolean mask [B, H_kv, T, T] (row = query i, column = key j) per docs/method.md 3: causal, global
+// keys always visible, local keys while i <= e_j, sliding keys while i - j <= window; the diagonal always.
 at::Tensor DenseMask(const at::Tensor& types, int64_t window);
 
 // Number of query rows of the window that see key j (the column sums of DenseMask, computed in O(T)):
@@ -38,7 +38,8 @@ at::Tensor VisibleRowCount(const at::Tensor& types, int64_t window);
 // Kept mask area / causal area T(T+1)/2, per (batch, KV head). float64 [B, H_kv].
 at::Tensor MaskDensity(const at::Tensor& types, int64_t window);
 
-// Fraction of positions of each type, per (batch, KV head), last dim in TokenType order. float64 [B, H_kv, 3].
+// Fraction of positions of each type, per (batch, KV head), last dim in TokenType order. float64 [B, H_kv,
+// 3].
 at::Tensor TypeFractions(const at::Tensor& types);
 
 // docs/method.md 6 `kv_retained`: the KV entries an inference cache holds after processing positions 0..T-1,

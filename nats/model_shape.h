@@ -19,8 +19,8 @@ int ResolvedFfnWidth(const config::ModelConfig& model);
 // Rows of the learned position table: model.max_position_embeddings, or context_length when it is 0.
 int MaxLearnedPositions(const config::ModelConfig& model);
 
-// True for the parameters of a NAtS scorer (nats/transformer.cpp registers them as h<l>.scorer.*): the only ones
-// post-training trains, and the ones an import may lack (NATS_SPEC 8).
+// True for the parameters of a NAtS scorer (nats/transformer.cpp registers them as h<l>.scorer.*): the only
+// ones post-training trains, and the ones an import may lack (NATS_SPEC 8).
 bool IsScorerParameter(const std::string& name);
 
 }  // namespace nats

@@ -20,14 +20,17 @@ struct Dims {
 
 Dims CheckShapes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types) {
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "NAtS attention expects [B, H, T, D] q, k, v");
-  TORCH_CHECK(k.sizes() == v.sizes(), "k and v must have the same shape, got ", k.sizes(), " and ", v.sizes());
+  TORCH_CHECK(k.sizes() == v.sizes(), "k and v must have the same shape, got ", k.sizes(), " and ",
+              v.sizes());
   Dims dims{q.size(0), q.size(1), k.size(1), 0, q.size(2), q.size(3)};
-  TORCH_CHECK(k.size(0) == dims.b && k.size(2) == dims.t && k.size(3) == dims.d, "q ", q.sizes(),
-              " and k ", k.sizes(), " disagree on batch, length or head size");
-  TORCH_CHECK(dims.h % dims.h_kv == 0, "n_head (", dims.h, ") must be a multiple of n_kv_head (", dims.h_kv, ")");
+  TORCH_CHECK(k.size(0) == dims.b && k.size(2) == dims.t && k.size(3) == dims.d, "q ", q.sizes(), " and k ",
+              k.sizes(), " disagree on batch, length or head size");
+  TORCH_CHECK(dims.h % dims.h_kv == 0, "n_head (", dims.h, ") must be a multiple of n_kv_head (", dims.h_kv,
+              ")");
   dims.n_rep = dims.h / dims.h_kv;
-  TORCH_CHECK(types.dim() == 3 && types.size(0) == dims.b && types.size(1) == dims.h_kv && types.size(2) == dims.t,
-              "types must be [B, H_kv, T] = [", dims.b, ", ", dims.h_kv, ", ", dims.t, "], got ", types.sizes());
+  TORCH_CHECK(
+      types.dim() == 3 && types.size(0) == dims.b && types.size(1) == dims.h_kv && types.size(2) == dims.t,
+      "types must be [B, H_kv, T] = [", dims.b, ", ", dims.h_kv, ", ", dims.t, "], got ", types.sizes());
   return dims;
 }
 
@@ -66,16 +69,20 @@ Scores ComputeScores(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
-at::Tensor ToHeads(const at::Tensor& x5, const Dims& dims) { return x5.reshape({dims.b, dims.h, dims.t, -1}); }
+at::Tensor ToHeads(const at::Tensor& x5, const Dims& dims) {
+  return x5.reshape({dims.b, dims.h, dims.t, -1});
+}
 
 // The visible softmax probabilities P_ij = M_ij exp(a_ij) / Z^M_i, [B, H_kv, n_rep, T, T].
 at::Tensor MaskedProbabilities(const Scores& s, const at::Tensor& lse_masked5) {
   return (s.logits - lse_masked5.unsqueeze(-1)).exp().masked_fill(s.visible.logical_not(), 0.0);
 }
 
-// docs/method.md 5.2 on every causal pair, per query head: [B, H_kv, n_rep, T, T]. dp = dO_i . v_j, delta = dO_i . O_i.
-at::Tensor MaskEntryGradientPerHead(const Scores& s, const at::Tensor& lse_masked5, const at::Tensor& lse_full5,
-                                    const at::Tensor& dp, const at::Tensor& delta, MaskGradMode mode) {
+// docs/method.md 5.2 on every causal pair, per query head: [B, H_kv, n_rep, T, T]. dp = dO_i . v_j, delta =
+// dO_i . O_i.
+at::Tensor MaskEntryGradientPerHead(const Scores& s, const at::Tensor& lse_masked5,
+                                    const at::Tensor& lse_full5, const at::Tensor& dp,
+                                    const at::Tensor& delta, MaskGradMode mode) {
   at::Tensor ratio;  // exp(a_ij) / Z_i with Z per mode
   switch (mode) {
     case MaskGradMode::kExact:
@@ -111,13 +118,14 @@ NatsReferenceForwardResult NatsReferenceForward(const at::Tensor& q, const at::T
   result.out = ToHeads(at::matmul(p, s.v5), dims).to(q.scalar_type());
   result.lse_masked = lse_masked5.reshape({dims.b, dims.h, dims.t});
   if (keep_full_lse) {
-    result.lse_full =
-        at::logsumexp(s.logits.masked_fill(s.causal.logical_not(), kNegInf), -1).reshape({dims.b, dims.h, dims.t});
+    result.lse_full = at::logsumexp(s.logits.masked_fill(s.causal.logical_not(), kNegInf), -1)
+                          .reshape({dims.b, dims.h, dims.t});
   }
   return result;
 }
 
-at::Tensor TypeGradientFromMaskGradient(const at::Tensor& mask_grad, const at::Tensor& types, int64_t window) {
+at::Tensor TypeGradientFromMaskGradient(const at::Tensor& mask_grad, const at::Tensor& types,
+                                        int64_t window) {
   TORCH_CHECK(mask_grad.dim() == 4 && types.dim() == 3 && mask_grad.size(0) == types.size(0) &&
                   mask_grad.size(1) == types.size(1) && mask_grad.size(2) == types.size(2) &&
                   mask_grad.size(3) == types.size(2),
@@ -133,8 +141,8 @@ at::Tensor TypeGradientFromMaskGradient(const at::Tensor& mask_grad, const at::T
   // dL/dl_j = sum_{i=j}^{f_j} G_ij: the rows with no global strictly between j and i.
   at::Tensor f = FirstGlobalAfter(types).unsqueeze(-2);  // per column
   at::Tensor d_local = g.masked_fill(i.gt(f), 0.0).sum(-2);
-  // docs/method.md 5.3: collected term C_j = sum_{k in (p_j, j), l_k = 1} sum_{i=j+1}^{f_j} G_ik. Making j global
-  // cuts the current segment's locals off for rows j+1..f_j. Prefix sums over local columns per row,
+  // docs/method.md 5.3: collected term C_j = sum_{k in (p_j, j), l_k = 1} sum_{i=j+1}^{f_j} G_ik. Making j
+  // global cuts the current segment's locals off for rows j+1..f_j. Prefix sums over local columns per row,
   // S[i, k] = sum_{k' <= k, l_k'} G_ik', turn the column range (p_j, j) into S[i, j-1] - S[i, p_j].
   at::Tensor is_local = types.eq(static_cast<int64_t>(TokenType::kLocal)).unsqueeze(-2);
   at::Tensor prefix = g.masked_fill(is_local.logical_not(), 0.0).cumsum(-1);
@@ -183,7 +191,8 @@ BackwardState PrepareBackward(const at::Tensor& q, const at::Tensor& k, const at
                               const at::Tensor& types, const NatsReferenceForwardResult& forward,
                               const at::Tensor& dout, int64_t window, const Dims& dims) {
   TORCH_CHECK(dout.sizes() == q.sizes(), "dout ", dout.sizes(), " must match q ", q.sizes());
-  TORCH_CHECK(forward.out.defined() && forward.lse_masked.defined(), "backward needs the forward's out and lse");
+  TORCH_CHECK(forward.out.defined() && forward.lse_masked.defined(),
+              "backward needs the forward's out and lse");
   const at::ScalarType type = ComputeType(q);
   BackwardState st;
   st.s = ComputeScores(q, k, v, types, window, dims);
@@ -208,7 +217,8 @@ at::Tensor MaskEntryGradient(const at::Tensor& q, const at::Tensor& k, const at:
 }
 
 NatsReferenceGradients NatsReferenceBackward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                             const at::Tensor& types, const NatsReferenceForwardResult& forward,
+                                             const at::Tensor& types,
+                                             const NatsReferenceForwardResult& forward,
                                              const at::Tensor& dout, const AttentionOptions& options,
                                              bool need_type_grad) {
   const Dims dims = CheckShapes(q, k, v, types);
@@ -221,11 +231,14 @@ NatsReferenceGradients NatsReferenceBackward(const at::Tensor& q, const at::Tens
   grads.dv = at::matmul(st.p.transpose(-2, -1), st.dout5).sum(2).to(v.scalar_type());
   if (need_type_grad) {
     at::Tensor g =
-        MaskEntryGradientPerHead(st.s, st.lse_masked5, st.lse_full5, st.dp, st.delta, options.grad_mode).sum(2);
+        MaskEntryGradientPerHead(st.s, st.lse_masked5, st.lse_full5, st.dp, st.delta, options.grad_mode)
+            .sum(2);
     grads.dtypes = TypeGradientFromMaskGradient(g, types, options.window);
     if (options.lambda != 0.0) {
-      // docs/method.md 5.4: added to the type gradient directly, not through the loss (no loss normalisation).
-      grads.dtypes = grads.dtypes + SparsityRegulariserGradient(types, options.lambda, dims.n_rep).to(g.scalar_type());
+      // docs/method.md 5.4: added to the type gradient directly, not through the loss (no loss
+      // normalisation).
+      grads.dtypes =
+          grads.dtypes + SparsityRegulariserGradient(types, options.lambda, dims.n_rep).to(g.scalar_type());
     }
   }
   return grads;
@@ -240,8 +253,9 @@ using torch::autograd::variable_list;
 // plain autograd of a masked softmax cannot give: the mask is a step function of the types).
 class ReferenceNatsAttentionFunction : public torch::autograd::Function<ReferenceNatsAttentionFunction> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            const at::Tensor& onehot, int64_t window, double lambda, int64_t grad_mode) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, const at::Tensor& onehot, int64_t window, double lambda,
+                            int64_t grad_mode) {
     const at::Tensor types = TypesFromOneHot(onehot);
     const auto mode = static_cast<MaskGradMode>(grad_mode);
     NatsReferenceForwardResult fwd =
@@ -284,8 +298,8 @@ at::Tensor ReferenceNatsAttention(const at::Tensor& q, const at::Tensor& k, cons
                                                static_cast<int64_t>(options.grad_mode));
 }
 
-at::Tensor NatsAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types,
-                         const AttentionOptions& options) {
+at::Tensor NatsAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const at::Tensor& types, const AttentionOptions& options) {
   if (options.impl == AttentionImpl::kFused) return FusedNatsAttention(q, k, v, types, options);
   return ReferenceNatsAttention(q, k, v, types, options);
 }

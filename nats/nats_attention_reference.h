@@ -37,12 +37,13 @@ struct NatsReferenceGradients {
 
 // `forward` must come from NatsReferenceForward with the same inputs (lse_full defined for kUnmasked).
 NatsReferenceGradients NatsReferenceBackward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                             const at::Tensor& types, const NatsReferenceForwardResult& forward,
+                                             const at::Tensor& types,
+                                             const NatsReferenceForwardResult& forward,
                                              const at::Tensor& dout, const AttentionOptions& options,
                                              bool need_type_grad);
 
-// docs/method.md 5.2: G_ij for every causal pair (zero for j > i), summed over the n_rep query heads of each KV
-// head: [B, H_kv, T, T].
+// docs/method.md 5.2: G_ij for every causal pair (zero for j > i), summed over the n_rep query heads of each
+// KV head: [B, H_kv, T, T].
 at::Tensor MaskEntryGradient(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const at::Tensor& types, const NatsReferenceForwardResult& forward,
                              const at::Tensor& dout, int64_t window, MaskGradMode mode);
@@ -53,12 +54,13 @@ at::Tensor TypeGradientFromMaskGradient(const at::Tensor& mask_grad, const at::T
 
 // docs/method.md 5.4: the regulariser's addition to the type gradient, [B, H_kv, T, 3] float64:
 // lambda * n_rep * (N - j) / N on the global option of global j, lambda * n_rep * (e_j - j) / N on the local
-// option of local j, zero elsewhere. By default `types` is the whole sequence (N = T, j from 0). For a chunk of
-// a longer sequence (sequence parallelism): `begin` is its first absolute position, `length` is N, and
+// option of local j, zero elsewhere. By default `types` is the whole sequence (N = T, j from 0). For a chunk
+// of a longer sequence (sequence parallelism): `begin` is its first absolute position, `length` is N, and
 // `next_global_after` [B, H_kv] int64 is the first global position at or after the chunk's end (N - 1 when
 // there is none), the e_j of the chunk's trailing non-global tokens.
-at::Tensor SparsityRegulariserGradient(const at::Tensor& types, double lambda, int64_t n_rep, int64_t begin = 0,
-                                       int64_t length = 0, const at::Tensor& next_global_after = {});
+at::Tensor SparsityRegulariserGradient(const at::Tensor& types, double lambda, int64_t n_rep,
+                                       int64_t begin = 0, int64_t length = 0,
+                                       const at::Tensor& next_global_after = {});
 
 // The autograd-aware reference NAtS attention (custom forward/backward): what NatsAttention runs for
 // AttentionImpl::kReference. `types` is the float one-hot [B, H_kv, T, 3]; its gradient is dtypes above.

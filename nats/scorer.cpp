@@ -1,4 +1,5 @@
-// Token-type scorer: straight-through Gumbel-softmax in training, biased argmax at inference (docs/method.md 2).
+// Token-type scorer: straight-through Gumbel-softmax in training, biased argmax at inference (docs/method.md
+// 2).
 #include "nats/scorer.h"
 
 #include <torch/torch.h>
@@ -18,7 +19,8 @@ at::Tensor ForcedPositions(int64_t t, int64_t start_pos, int64_t total_len, cons
   return forced.view({1, 1, t, 1});
 }
 
-// Inference types as int64 indices: argmax of the logits with the global bias; position 0 of the sequence global.
+// Inference types as int64 indices: argmax of the logits with the global bias; position 0 of the sequence
+// global.
 at::Tensor InferenceIndex(const at::Tensor& logits, double global_bias, int64_t start_pos) {
   torch::NoGradGuard no_grad;
   at::Tensor bias = at::zeros({kNumTokenTypes}, logits.options());
@@ -33,8 +35,8 @@ at::Tensor InferenceIndex(const at::Tensor& logits, double global_bias, int64_t 
 ScorerImpl::ScorerImpl(int64_t d_model, int64_t n_kv_head) : n_kv_head_(n_kv_head) {
   TORCH_CHECK(d_model > 0 && n_kv_head > 0, "scorer needs d_model > 0 and n_kv_head > 0, got ", d_model, ", ",
               n_kv_head);
-  proj_ = register_module("proj",
-                          torch::nn::Linear(torch::nn::LinearOptions(d_model, n_kv_head * kNumTokenTypes).bias(false)));
+  proj_ = register_module(
+      "proj", torch::nn::Linear(torch::nn::LinearOptions(d_model, n_kv_head * kNumTokenTypes).bias(false)));
   torch::NoGradGuard no_grad;
   proj_->weight.normal_(0.0, 0.02);  // docs/method.md 2: init N(0, 0.02)
 }

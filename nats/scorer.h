@@ -5,14 +5,15 @@
 // - Training: hard straight-through Gumbel-softmax with temperature tau on the DETACHED input. The forward
 //   value is exactly one-hot; the backward goes through softmax((logits + gumbel) / tau), so with
 //   dL/dy from the attention, dL/dlogit_o = ysoft_o * (dL/dy_o - sum_o' ysoft_o' dL/dy_o') / tau
-//   (docs/method.md 5.3). Positions 0 and N-1 of the training sequence are forced global and get zero gradient.
+//   (docs/method.md 5.3). Positions 0 and N-1 of the training sequence are forced global and get zero
+//   gradient.
 // - Inference: argmax of logits + global_bias on the global option; position 0 (of the sequence) forced
 //   global. No sampling.
-// The Gumbel noise is counter-based when a NoiseKey is given (nats/gumbel_noise.h; what the trainer uses): a pure
-// function of (seed, layer, sample, head, position), the same however the batch is split over ranks, chunks and
-// micro-batches. Without a key it comes from the global torch generator (torch::manual_seed makes it
-// reproducible), drawn for the whole sequence of total_len positions and cut to the chunk, so ranks that share a
-// sequence and a generator state still sample what a single rank would.
+// The Gumbel noise is counter-based when a NoiseKey is given (nats/gumbel_noise.h; what the trainer uses): a
+// pure function of (seed, layer, sample, head, position), the same however the batch is split over ranks,
+// chunks and micro-batches. Without a key it comes from the global torch generator (torch::manual_seed makes
+// it reproducible), drawn for the whole sequence of total_len positions and cut to the chunk, so ranks that
+// share a sequence and a generator state still sample what a single rank would.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -26,13 +27,14 @@
 namespace nats {
 
 struct ScorerOutput {
-  at::Tensor onehot;  // [B, H_kv, T, 3] float, exactly one-hot; carries the straight-through gradient in training
+  at::Tensor
+      onehot;  // [B, H_kv, T, 3] float, exactly one-hot; carries the straight-through gradient in training
   at::Tensor types;   // [B, H_kv, T] int8 TokenType values (argmax of onehot)
   at::Tensor logits;  // [B, H_kv, T, 3] raw scorer logits (in the graph; tests take gradients w.r.t. them)
   at::Tensor soft;    // training only: softmax((logits + gumbel) / tau), detached; undefined at inference
-  // The types inference would give these logits ([B, H_kv, T] int8: argmax + global bias, no noise, position 0
-  // global): what a KV cache keeps, which the KV-fraction controller holds at its target. Equal to `types` at
-  // inference.
+  // The types inference would give these logits ([B, H_kv, T] int8: argmax + global bias, no noise, position
+  // 0 global): what a KV cache keeps, which the KV-fraction controller holds at its target. Equal to `types`
+  // at inference.
   at::Tensor inference_types;
 };
 

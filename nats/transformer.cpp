@@ -35,8 +35,10 @@ at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tenso
 namespace {
 
 torch::nn::AnyModule MakeNorm(const config::ModelConfig& m) {
-  if (m.norm() == config::ModelConfig::RMS_NORM) return torch::nn::AnyModule(RmsNorm(m.d_model(), m.norm_eps()));
-  return torch::nn::AnyModule(torch::nn::LayerNorm(torch::nn::LayerNormOptions({m.d_model()}).eps(m.norm_eps())));
+  if (m.norm() == config::ModelConfig::RMS_NORM)
+    return torch::nn::AnyModule(RmsNorm(m.d_model(), m.norm_eps()));
+  return torch::nn::AnyModule(
+      torch::nn::LayerNorm(torch::nn::LayerNormOptions({m.d_model()}).eps(m.norm_eps())));
 }
 
 // RoPE inverse frequencies [head_dim / 2] (double), with the config's rope_scaling applied as Hugging Face
@@ -53,14 +55,14 @@ at::Tensor RopeInverseFrequencies(const config::ModelConfig& m) {
     case config::RopeScaling::LINEAR:
       return inv_freq / scaling.factor();
     case config::RopeScaling::LLAMA3: {
-      // Wavelengths longer than the original context / low_freq_factor are stretched by `factor`, shorter than
-      // original / high_freq_factor kept, and the band between interpolates smoothly.
+      // Wavelengths longer than the original context / low_freq_factor are stretched by `factor`, shorter
+      // than original / high_freq_factor kept, and the band between interpolates smoothly.
       const double original = scaling.original_context_length();
       const double low_wavelen = original / scaling.low_freq_factor();
       const double high_wavelen = original / scaling.high_freq_factor();
       at::Tensor wavelen = 2.0 * M_PI / inv_freq;
-      at::Tensor smooth =
-          (original / wavelen - scaling.low_freq_factor()) / (scaling.high_freq_factor() - scaling.low_freq_factor());
+      at::Tensor smooth = (original / wavelen - scaling.low_freq_factor()) /
+                          (scaling.high_freq_factor() - scaling.low_freq_factor());
       at::Tensor blended = (1.0 - smooth) * inv_freq / scaling.factor() + smooth * inv_freq;
       at::Tensor out = at::where(wavelen > low_wavelen, inv_freq / scaling.factor(), blended);
       return at::where(wavelen < high_wavelen, inv_freq, out);
@@ -69,7 +71,8 @@ at::Tensor RopeInverseFrequencies(const config::ModelConfig& m) {
   return inv_freq;
 }
 
-// A block's linear layer; `bias` as the config asks (GPT-2 has biases everywhere, Llama none, Qwen2 on q/k/v).
+// A block's linear layer; `bias` as the config asks (GPT-2 has biases everywhere, Llama none, Qwen2 on
+// q/k/v).
 torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias) {
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
 }
@@ -90,7 +93,8 @@ class BlockImpl : public torch::nn::Module {
     register_module("norm2", norm2_any_.ptr());
     rope_ = m.position() == config::ModelConfig::ROPE;
     const bool bias = m.bias();
-    qkv_ = register_module("qkv", MakeLinear(m.d_model(), (n_head_ + 2 * n_kv_) * head_dim_, bias || m.qkv_bias()));
+    qkv_ = register_module("qkv",
+                           MakeLinear(m.d_model(), (n_head_ + 2 * n_kv_) * head_dim_, bias || m.qkv_bias()));
     proj_ = register_module("proj", MakeLinear(m.d_model(), m.d_model(), bias));
     const int ff = ResolvedFfnWidth(m);
     swiglu_ = m.mlp() == config::ModelConfig::SWIGLU;
@@ -123,9 +127,8 @@ class BlockImpl : public torch::nn::Module {
         types = at::one_hot(last_types_.to(at::kLong), kNumTokenTypes).to(p.q.scalar_type());
       } else {
         // docs/method.md 2: the scorer reads the same normed input as Q/K/V (detached inside the scorer).
-        ScorerOutput typed =
-            scorer_->Forward(p.h, is_training(), spec_.nats.tau(), spec_.nats.global_bias(), offset, total_len, noise,
-                             layer_);
+        ScorerOutput typed = scorer_->Forward(p.h, is_training(), spec_.nats.tau(), spec_.nats.global_bias(),
+                                              offset, total_len, noise, layer_);
         types = typed.onehot;
         last_types_ = typed.types;
         last_inference_types_ = typed.inference_types;
@@ -138,7 +141,8 @@ class BlockImpl : public torch::nn::Module {
 
   // The same block on the next x tokens with a KV cache (docs/method.md 6): the scorer at inference (argmax +
   // global bias; position 0 forced global only when the cache is empty) feeds the cache's attention.
-  at::Tensor ForwardCached(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, LayerKvCache& cache) {
+  at::Tensor ForwardCached(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                           LayerKvCache& cache) {
     const int64_t offset = cache.tokens();
     Projected p = Project(x, cos, sin, offset);
     at::Tensor types;
@@ -147,7 +151,8 @@ class BlockImpl : public torch::nn::Module {
       if (type_override_.defined()) {
         types = OverrideTypes(x.size(0), offset, x.size(1));
       } else {
-        types = scorer_->Forward(p.h, /*training=*/false, spec_.nats.tau(), spec_.nats.global_bias(), offset).types;
+        types = scorer_->Forward(p.h, /*training=*/false, spec_.nats.tau(), spec_.nats.global_bias(), offset)
+                    .types;
       }
     }
     return Finish(x, cache.Attend(p.q, p.k, p.v, types));
@@ -174,7 +179,8 @@ class BlockImpl : public torch::nn::Module {
   }
 
   void SetTypeOverride(const at::Tensor& types) {
-    TORCH_CHECK(!types.defined() || use_nats_, "layer ", layer_, " is dense: token types cannot be overridden");
+    TORCH_CHECK(!types.defined() || use_nats_, "layer ", layer_,
+                " is dense: token types cannot be overridden");
     TORCH_CHECK(!types.defined() || (types.dim() == 3 && types.size(1) == n_kv_),
                 "type override must be [B or 1, H_kv = ", n_kv_, ", N], got ",
                 types.defined() ? types.sizes() : at::IntArrayRef{});
@@ -213,7 +219,8 @@ class BlockImpl : public torch::nn::Module {
     p.h = norm1_any_.forward(x);
     at::Tensor qkv = qkv_->forward(p.h);
     p.q = qkv.narrow(-1, 0, n_head_ * head_dim_).view({b, t, n_head_, head_dim_}).transpose(1, 2);
-    p.k = qkv.narrow(-1, n_head_ * head_dim_, n_kv_ * head_dim_).view({b, t, n_kv_, head_dim_}).transpose(1, 2);
+    p.k =
+        qkv.narrow(-1, n_head_ * head_dim_, n_kv_ * head_dim_).view({b, t, n_kv_, head_dim_}).transpose(1, 2);
     p.v = qkv.narrow(-1, (n_head_ + n_kv_) * head_dim_, n_kv_ * head_dim_)
               .view({b, t, n_kv_, head_dim_})
               .transpose(1, 2);
@@ -249,19 +256,20 @@ class BlockImpl : public torch::nn::Module {
   int64_t n_head_, n_kv_, head_dim_;
   bool use_nats_ = false, swiglu_ = false, rope_ = true;
   std::string gelu_approximation_ = "none";  // at::gelu's: "tanh" for GELU_TANH
-  bool dense_attention_ = false;  // TransformerImpl::SetDenseAttention
+  bool dense_attention_ = false;             // TransformerImpl::SetDenseAttention
   torch::nn::AnyModule norm1_any_, norm2_any_;
   torch::nn::Linear qkv_{nullptr}, proj_{nullptr}, fc_{nullptr}, gate_{nullptr}, fc_out_{nullptr};
   Scorer scorer_{nullptr};
   AttentionOptions options_;
-  at::Tensor last_types_;  // [B, H_kv, T] int8 of the last forward, for statistics
+  at::Tensor last_types_;            // [B, H_kv, T] int8 of the last forward, for statistics
   at::Tensor last_inference_types_;  // the same forward's types as inference would pick them (no noise)
-  at::Tensor type_override_;  // [B or 1, H_kv, N] int8 by absolute position; tests and benchmarks only
+  at::Tensor type_override_;         // [B or 1, H_kv, N] int8 by absolute position; tests and benchmarks only
 };
 
 TransformerImpl::TransformerImpl(const ModelSpec& spec) : spec_(spec), lambda_(spec.nats.lambda()) {
   const auto& m = spec.model;
-  TORCH_CHECK(static_cast<int>(spec_.nats_layers.size()) == m.n_layer(), "nats_layers must have n_layer entries");
+  TORCH_CHECK(static_cast<int>(spec_.nats_layers.size()) == m.n_layer(),
+              "nats_layers must have n_layer entries");
   wte_ = register_module("wte", torch::nn::Embedding(m.vocab_size(), m.d_model()));
   if (m.position() == config::ModelConfig::LEARNED) {
     wpe_ = register_module("wpe", torch::nn::Embedding(MaxLearnedPositions(m), m.d_model()));
@@ -272,8 +280,8 @@ TransformerImpl::TransformerImpl(const ModelSpec& spec) : spec_(spec), lambda_(s
   final_norm_ = MakeNorm(m);
   register_module("ln_f", final_norm_.ptr());
   if (!m.tie_embeddings()) {
-    lm_head_ = register_module("lm_head",
-                               torch::nn::Linear(torch::nn::LinearOptions(m.d_model(), m.vocab_size()).bias(false)));
+    lm_head_ = register_module(
+        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(m.d_model(), m.vocab_size()).bias(false)));
   }
   // RoPE tables, sized for the training context; decoding beyond it extends them on demand.
   const int64_t max_t = std::max<int64_t>(m.context_length(), 1);
@@ -297,9 +305,9 @@ TransformerImpl::TransformerImpl(const ModelSpec& spec) : spec_(spec), lambda_(s
 
 void TransformerImpl::EnsureRope(int64_t end) {
   if (end <= rope_cos_.size(0)) return;
-  // Extend the RoPE tables (inference beyond the training context). Doubling keeps token-by-token decoding from
-  // rebuilding the whole table at every step; each row depends only on its position, so the size never changes
-  // a value.
+  // Extend the RoPE tables (inference beyond the training context). Doubling keeps token-by-token decoding
+  // from rebuilding the whole table at every step; each row depends only on its position, so the size never
+  // changes a value.
   const int64_t rows = std::max<int64_t>(end, 2 * rope_cos_.size(0));
   at::Tensor angles = at::outer(at::arange(rows, at::kDouble), RopeInverseFrequencies(spec_.model));
   rope_cos_.set_(angles.cos().to(rope_cos_.options()));
@@ -311,7 +319,8 @@ at::Tensor TransformerImpl::Embed(const at::Tensor& tokens, int64_t position_off
   if (!wpe_) return x;
   const int64_t end = position_offset + tokens.size(1);
   TORCH_CHECK(end <= wpe_->weight.size(0), "position ", end - 1, " is beyond the learned position table (",
-              wpe_->weight.size(0), " rows, model.max_position_embeddings): this model cannot see sequences longer "
+              wpe_->weight.size(0),
+              " rows, model.max_position_embeddings): this model cannot see sequences longer "
               "than that");
   return x + wpe_->forward(at::arange(position_offset, end, tokens.options()));
 }
@@ -337,7 +346,8 @@ at::Tensor TransformerImpl::Body(const at::Tensor& tokens, int64_t position_offs
 at::Tensor TransformerImpl::Logits(const at::Tensor& hidden) { return Head(final_norm_.forward(hidden)); }
 
 at::Tensor TransformerImpl::Head(const at::Tensor& final_hidden) {
-  return spec_.model.tie_embeddings() ? at::matmul(final_hidden, wte_->weight.t()) : lm_head_->forward(final_hidden);
+  return spec_.model.tie_embeddings() ? at::matmul(final_hidden, wte_->weight.t())
+                                      : lm_head_->forward(final_hidden);
 }
 
 at::Tensor TransformerImpl::FinalHidden(const at::Tensor& tokens, int64_t position_offset) {
@@ -354,13 +364,15 @@ std::unique_ptr<KvCache> TransformerImpl::NewCache(const CachePolicyConfig& poli
   const at::Tensor& w = wte_->weight;
   std::vector<std::unique_ptr<LayerKvCache>> layers;
   for (const auto& block : blocks_) {
-    layers.push_back(MakeLayerCache(policy, block->uses_nats(), block->CacheShape(batch, w.scalar_type(), w.device())));
+    layers.push_back(
+        MakeLayerCache(policy, block->uses_nats(), block->CacheShape(batch, w.scalar_type(), w.device())));
   }
   return std::make_unique<KvCache>(policy, std::move(layers));
 }
 
 at::Tensor TransformerImpl::CachedForward(const at::Tensor& tokens, KvCache& cache, bool all_logits) {
-  TORCH_CHECK(tokens.dim() == 2 && tokens.size(1) >= 1, "tokens must be [B, T] with T >= 1, got ", tokens.sizes());
+  TORCH_CHECK(tokens.dim() == 2 && tokens.size(1) >= 1, "tokens must be [B, T] with T >= 1, got ",
+              tokens.sizes());
   TORCH_CHECK(cache.num_layers() == static_cast<int>(blocks_.size()), "cache has ", cache.num_layers(),
               " layers, the model ", blocks_.size(), "; make it with NewCache");
   torch::NoGradGuard no_grad;
@@ -387,7 +399,8 @@ at::Tensor TransformerImpl::Decode(const at::Tensor& tokens, KvCache& cache, boo
 void TransformerImpl::SetChunkAttention(ChunkAttention* chunk) { chunk_ = chunk; }
 
 void TransformerImpl::SetRegulariserScale(double scale) {
-  TORCH_CHECK(scale > 0 && std::isfinite(scale), "regulariser scale must be positive and finite, got ", scale);
+  TORCH_CHECK(scale > 0 && std::isfinite(scale), "regulariser scale must be positive and finite, got ",
+              scale);
   regulariser_scale_ = scale;
   for (auto& block : blocks_) block->SetRegulariser(lambda_, regulariser_scale_);
 }
@@ -404,7 +417,8 @@ void TransformerImpl::SetTypeOverride(int layer, const at::Tensor& types) {
 }
 
 at::Tensor TransformerImpl::Loss(const at::Tensor& inputs, const at::Tensor& targets) {
-  // The head and the loss fused (nats/linear_cross_entropy.h): no separate [B T, V] log-probabilities or gradients.
+  // The head and the loss fused (nats/linear_cross_entropy.h): no separate [B T, V] log-probabilities or
+  // gradients.
   at::Tensor x = final_norm_.forward(Body(inputs, 0));
   const at::Tensor& head = spec_.model.tie_embeddings() ? wte_->weight : lm_head_->weight;
   return LinearCrossEntropy(x.reshape({-1, x.size(-1)}), head, targets.reshape({-1}));

@@ -1,11 +1,11 @@
 // nats/transformer.h
 //
-// Decoder-only transformer (docs/architecture.md section 5, nats/): pre-norm blocks with LayerNorm or RMSNorm,
-// RoPE (optionally rescaled) or learned absolute positions, GELU (exact or tanh) MLP or SwiGLU, optional biases,
-// optional GQA, tied or untied embeddings (enough for the GPT-2 and Llama families, interop/), GPT-2 initialisation (N(0, init_std),
-// residual output projections scaled by 1/sqrt(2 L)). Every attention layer goes through
-// nats::Attention: dense layers pass no types (= every token global), NAtS layers pass the scorer's
-// straight-through one-hot types.
+// Decoder-only transformer (docs/architecture.md section 5, nats/): pre-norm blocks with LayerNorm or
+// RMSNorm, RoPE (optionally rescaled) or learned absolute positions, GELU (exact or tanh) MLP or SwiGLU,
+// optional biases, optional GQA, tied or untied embeddings (enough for the GPT-2 and Llama families,
+// interop/), GPT-2 initialisation (N(0, init_std), residual output projections scaled by 1/sqrt(2 L)). Every
+// attention layer goes through nats::Attention: dense layers pass no types (= every token global), NAtS
+// layers pass the scorer's straight-through one-hot types.
 //
 // Forward(tokens [B, T] int64, position_offset) -> logits [B, T, vocab]. position_offset is the
 // absolute position of tokens[:, 0] (sequence-parallel chunks and decoding start mid-sequence).
@@ -13,7 +13,8 @@
 // Inference with a KV cache (docs/method.md section 6; nats/kv_cache.h): NewCache(policy, B), then
 // Prefill(prompt [B, T]) and Decode(next tokens [B, x]) with x >= 1. NAtS types come from the scorer at
 // inference (argmax + global bias, position 0 forced global), whatever is_training() says. Under the `nats`
-// policy, Prefill + Decode give the logits of forward() in eval mode on the whole sequence, to float tolerance.
+// policy, Prefill + Decode give the logits of forward() in eval mode on the whole sequence, to float
+// tolerance.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -69,8 +70,8 @@ class TransformerImpl : public torch::nn::Module {
 
   at::Tensor forward(const at::Tensor& tokens, int64_t position_offset = 0);
 
-  // Mean token cross-entropy of forward(inputs) against targets (both [B, T]); the head and the loss run fused
-  // (nats/linear_cross_entropy.h), so the [B T, vocab] logits exist only as their own gradient buffer.
+  // Mean token cross-entropy of forward(inputs) against targets (both [B, T]); the head and the loss run
+  // fused (nats/linear_cross_entropy.h), so the [B T, vocab] logits exist only as their own gradient buffer.
   at::Tensor Loss(const at::Tensor& inputs, const at::Tensor& targets);
 
   // The hidden states after the final norm, [B, T, d_model]: what the head reads, and the target that
@@ -80,7 +81,8 @@ class TransformerImpl : public torch::nn::Module {
   at::Tensor Head(const at::Tensor& final_hidden);
 
   // While set, every NAtS layer attends densely (no scorer; every token global) and keeps the types and
-  // statistics of the last NAtS forward: the same weights as the teacher of post-training (docs/posttraining.md).
+  // statistics of the last NAtS forward: the same weights as the teacher of post-training
+  // (docs/posttraining.md).
   void SetDenseAttention(bool dense);
   bool dense_attention() const { return dense_attention_; }
 
@@ -93,8 +95,8 @@ class TransformerImpl : public torch::nn::Module {
   // Token types of the most recent forward, one entry per layer: [B, H_kv, T] int8 TokenType values for NAtS
   // layers (under sequence parallelism: this rank's chunk), undefined for dense layers.
   std::vector<at::Tensor> LastLayerTypes() const;
-  // The same forward's types as inference picks them from the scorer's logits (argmax + global bias, no Gumbel
-  // noise): what a KV cache would keep. Equal to LastLayerTypes() outside training.
+  // The same forward's types as inference picks them from the scorer's logits (argmax + global bias, no
+  // Gumbel noise): what a KV cache would keep. Equal to LastLayerTypes() outside training.
   std::vector<at::Tensor> LastLayerInferenceTypes() const;
 
   // A cache for `batch` sequences under `policy`, in the model's dtype and device.
@@ -106,15 +108,16 @@ class TransformerImpl : public torch::nn::Module {
   at::Tensor Decode(const at::Tensor& tokens, KvCache& cache, bool all_logits = false);
 
   // Sequence parallelism: while `chunk` is set, forward(tokens) runs the chunk's positions
-  // chunk->chunk_begin() .. + T-1 of a sequence of chunk->sequence_length() tokens, every attention layer goes
-  // through chunk->Attend, and the scorer forces positions 0 and N-1 of the whole sequence. nullptr clears it.
-  // Not owned; it must outlive the forward and backward passes that use it.
+  // chunk->chunk_begin() .. + T-1 of a sequence of chunk->sequence_length() tokens, every attention layer
+  // goes through chunk->Attend, and the scorer forces positions 0 and N-1 of the whole sequence. nullptr
+  // clears it. Not owned; it must outlive the forward and backward passes that use it.
   void SetChunkAttention(ChunkAttention* chunk);
 
-  // The sparsity regulariser (docs/method.md 5.4) of every NAtS layer becomes nats.lambda * scale (1 by default).
-  // Each backward adds the regulariser once per sequence row it ran, unscaled by the loss normalisation; a
-  // trainer whose ranks' gradients are averaged over `world` ranks passes scale = world, so that the averaged
-  // gradient carries lambda once per sequence of the global batch for any dp x sp layout or micro-batching.
+  // The sparsity regulariser (docs/method.md 5.4) of every NAtS layer becomes nats.lambda * scale (1 by
+  // default). Each backward adds the regulariser once per sequence row it ran, unscaled by the loss
+  // normalisation; a trainer whose ranks' gradients are averaged over `world` ranks passes scale = world, so
+  // that the averaged gradient carries lambda once per sequence of the global batch for any dp x sp layout or
+  // micro-batching.
   void SetRegulariserScale(double scale);
   // The regulariser strength from now on, in place of nats.lambda (the KV-fraction controller,
   // runtime/kv_controller.h, changes it every step); the scale above still applies on top of it.
@@ -123,7 +126,10 @@ class TransformerImpl : public torch::nn::Module {
 
   // Training-mode Gumbel noise from the counter-based source (nats/gumbel_noise.h): batch row r of the next
   // forward passes is global sample key.first_sample + r. Without a key the scorers use the torch generator.
-  void SetNoiseKey(const NoiseKey& key) { noise_key_ = key; has_noise_key_ = true; }
+  void SetNoiseKey(const NoiseKey& key) {
+    noise_key_ = key;
+    has_noise_key_ = true;
+  }
   void ClearNoiseKey() { has_noise_key_ = false; }
 
   // Tests and benchmarks only: fixes the token types of NAtS layer `layer` to types [B or 1, H_kv, N] (int,

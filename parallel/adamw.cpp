@@ -13,7 +13,8 @@ namespace nats::parallel {
 AdamW::AdamW(std::vector<OptimizerParam> params, AdamWOptions options)
     : params_(std::move(params)), options_(options) {}
 
-absl::StatusOr<std::unique_ptr<AdamW>> AdamW::Create(std::vector<OptimizerParam> params, AdamWOptions options) {
+absl::StatusOr<std::unique_ptr<AdamW>> AdamW::Create(std::vector<OptimizerParam> params,
+                                                     AdamWOptions options) {
   std::unique_ptr<AdamW> opt(new AdamW(std::move(params), options));
   int64_t total = 0;
   for (const auto& p : opt->params_) total += p.tensor.defined() ? p.tensor.numel() : 0;
@@ -35,10 +36,11 @@ absl::Status AdamW::Init(int64_t shard_begin, int64_t shard_numel) {
     }
     if (p.tensor.scalar_type() != params_[0].tensor.scalar_type() ||
         p.tensor.device() != params_[0].tensor.device()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "optimizer: parameter \"", p.name, "\" is ", c10::toString(p.tensor.scalar_type()), " on ",
-          p.tensor.device().str(), " but \"", params_[0].name, "\" is ", c10::toString(params_[0].tensor.scalar_type()),
-          " on ", params_[0].tensor.device().str(), "; all parameters must share dtype and device"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("optimizer: parameter \"", p.name, "\" is ", c10::toString(p.tensor.scalar_type()),
+                       " on ", p.tensor.device().str(), " but \"", params_[0].name, "\" is ",
+                       c10::toString(params_[0].tensor.scalar_type()), " on ",
+                       params_[0].tensor.device().str(), "; all parameters must share dtype and device"));
     }
     param_offset_.push_back(total_numel_);
     total_numel_ += p.tensor.numel();
@@ -48,11 +50,12 @@ absl::Status AdamW::Init(int64_t shard_begin, int64_t shard_numel) {
     const int64_t lo = std::max(param_offset_[i], shard_begin);
     const int64_t hi = std::min(param_offset_[i] + params_[i].tensor.numel(), shard_end);
     if (lo < hi) {
-      segments_.push_back({static_cast<int>(i), lo - param_offset_[i], hi - param_offset_[i], lo - shard_begin});
+      segments_.push_back(
+          {static_cast<int>(i), lo - param_offset_[i], hi - param_offset_[i], lo - shard_begin});
     }
   }
-  const auto options = params_.empty() ? at::TensorOptions(at::kFloat)
-                                       : params_[0].tensor.options().requires_grad(false);
+  const auto options =
+      params_.empty() ? at::TensorOptions(at::kFloat) : params_[0].tensor.options().requires_grad(false);
   exp_avg_ = at::zeros({shard_numel}, options);
   exp_avg_sq_ = at::zeros({shard_numel}, options);
   return absl::OkStatus();
@@ -141,7 +144,8 @@ std::vector<NamedShard> AdamW::ExportState() const {
     const auto& p = params_[s.param];
     const int64_t n = s.end - s.begin;
     out.push_back({p.name + ".exp_avg", p.tensor.numel(), s.begin, exp_avg_.narrow(0, s.local, n).clone()});
-    out.push_back({p.name + ".exp_avg_sq", p.tensor.numel(), s.begin, exp_avg_sq_.narrow(0, s.local, n).clone()});
+    out.push_back(
+        {p.name + ".exp_avg_sq", p.tensor.numel(), s.begin, exp_avg_sq_.narrow(0, s.local, n).clone()});
   }
   at::Tensor step = at::empty({1}, at::kLong);
   step.data_ptr<int64_t>()[0] = step_;
@@ -154,7 +158,8 @@ absl::Status AdamW::ImportState(const std::vector<NamedShard>& shards) {
   for (const auto& s : shards) by_name[s.name].push_back(&s);
   auto step_it = by_name.find("step");
   if (step_it == by_name.end() || step_it->second.front()->tensor.numel() != 1) {
-    return absl::NotFoundError("optimizer state: no \"step\" entry; the checkpoint's optimizer state is incomplete");
+    return absl::NotFoundError(
+        "optimizer state: no \"step\" entry; the checkpoint's optimizer state is incomplete");
   }
   at::NoGradGuard no_grad;
   for (const auto& seg : segments_) {
@@ -168,9 +173,10 @@ absl::Status AdamW::ImportState(const std::vector<NamedShard>& shards) {
       if (it != by_name.end()) {
         for (const NamedShard* piece : it->second) {
           if (piece->global_numel != p.tensor.numel()) {
-            return absl::InvalidArgumentError(absl::StrCat("optimizer state \"", name, "\" has ", piece->global_numel,
-                                                           " elements but the parameter has ", p.tensor.numel(),
-                                                           "; the checkpoint belongs to a different model"));
+            return absl::InvalidArgumentError(
+                absl::StrCat("optimizer state \"", name, "\" has ", piece->global_numel,
+                             " elements but the parameter has ", p.tensor.numel(),
+                             "; the checkpoint belongs to a different model"));
           }
           const int64_t lo = std::max(seg.begin, piece->offset);
           const int64_t hi = std::min(seg.end, piece->offset + piece->tensor.numel());

@@ -42,8 +42,8 @@ struct AdamWOptions {
 };
 
 struct OptimizerParam {
-  std::string name;      // unique; names the state in checkpoints
-  at::Tensor tensor;     // the parameter (leaf, contiguous)
+  std::string name;          // unique; names the state in checkpoints
+  at::Tensor tensor;         // the parameter (leaf, contiguous)
   bool weight_decay = true;  // false for biases, norms, embeddings as the config decides
 };
 
@@ -59,7 +59,8 @@ class AdamW {
  public:
   // Non-sharded: state for every parameter on this rank, no communication. InvalidArgument on
   // duplicate names, undefined or non-contiguous tensors.
-  static absl::StatusOr<std::unique_ptr<AdamW>> Create(std::vector<OptimizerParam> params, AdamWOptions options);
+  static absl::StatusOr<std::unique_ptr<AdamW>> Create(std::vector<OptimizerParam> params,
+                                                       AdamWOptions options);
   virtual ~AdamW() = default;
 
   const AdamWOptions& options() const { return options_; }
@@ -92,8 +93,8 @@ class AdamW {
   };
 
   AdamW(std::vector<OptimizerParam> params, AdamWOptions options);
-  // Validates params and builds segments_ / state buffers for the shard [shard_begin, shard_begin + shard_numel)
-  // of the flattened parameter vector.
+  // Validates params and builds segments_ / state buffers for the shard [shard_begin, shard_begin +
+  // shard_numel) of the flattened parameter vector.
   absl::Status Init(int64_t shard_begin, int64_t shard_numel);
 
   // Makes GradView valid for this step (ZeRO: slice or reduce-scatter into the gradient shard).
@@ -112,7 +113,7 @@ class AdamW {
   std::vector<int64_t> param_offset_;  // offset of each parameter in the flattened vector
   int64_t total_numel_ = 0;
   std::vector<Segment> segments_;
-  at::Tensor exp_avg_, exp_avg_sq_;    // flat, one element per shard element
+  at::Tensor exp_avg_, exp_avg_sq_;  // flat, one element per shard element
   AdamWOptions options_;
   int64_t step_ = 0;
   bool grads_loaded_ = false;

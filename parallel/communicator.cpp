@@ -16,10 +16,14 @@ namespace nats::parallel {
 
 std::string_view ReduceOpName(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return "sum";
-    case ReduceOp::kAvg: return "avg";
-    case ReduceOp::kMax: return "max";
-    case ReduceOp::kMin: return "min";
+    case ReduceOp::kSum:
+      return "sum";
+    case ReduceOp::kAvg:
+      return "avg";
+    case ReduceOp::kMax:
+      return "max";
+    case ReduceOp::kMin:
+      return "min";
   }
   return "?";
 }
@@ -30,8 +34,8 @@ absl::StatusOr<Backend> ParseBackend(std::string_view name) {
   if (lower == "local") return Backend::kLocal;
   if (lower == "mpi") return Backend::kMpi;
   if (lower == "nccl") return Backend::kNccl;
-  return absl::InvalidArgumentError(
-      absl::StrCat("parallel.backend: unknown backend \"", std::string(name), "\"; use auto, local, mpi or nccl"));
+  return absl::InvalidArgumentError(absl::StrCat("parallel.backend: unknown backend \"", std::string(name),
+                                                 "\"; use auto, local, mpi or nccl"));
 }
 
 bool LaunchedByMpi() {
@@ -68,7 +72,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(Backend backend) 
 #if !NATS_HAVE_NCCL
 absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(std::unique_ptr<MpiCommunicator>, int) {
   return absl::UnimplementedError(
-      "parallel.backend=nccl: this build has no NCCL (CUDA/NCCL were not found at configure time); rebuild with "
+      "parallel.backend=nccl: this build has no NCCL (CUDA/NCCL were not found at configure time); rebuild "
+      "with "
       "CUDA and NCCL or use parallel.backend=mpi");
 }
 #endif
@@ -81,7 +86,8 @@ absl::Status CheckTensor(const at::Tensor& t, absl::string_view what, bool reduc
     return absl::InvalidArgumentError(absl::StrCat(what, ": tensor must be contiguous (call .contiguous())"));
   }
   if (t.is_cuda() != cuda) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": tensor is on ", t.device().str(), " but this backend ",
+    return absl::InvalidArgumentError(absl::StrCat(what, ": tensor is on ", t.device().str(),
+                                                   " but this backend ",
                                                    cuda ? "needs CUDA tensors" : "needs CPU tensors"));
   }
   if (reduce) {
@@ -93,9 +99,10 @@ absl::Status CheckTensor(const at::Tensor& t, absl::string_view what, bool reduc
       case at::kByte:
         break;
       default:
-        return absl::InvalidArgumentError(absl::StrCat(what, ": dtype ", c10::toString(t.scalar_type()),
-                                                       " cannot be reduced; use float32, float64, int32, int64 "
-                                                       "or uint8"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": dtype ", c10::toString(t.scalar_type()),
+                         " cannot be reduced; use float32, float64, int32, int64 "
+                         "or uint8"));
     }
   }
   return absl::OkStatus();
@@ -123,7 +130,8 @@ absl::Status HandleTimeout(bool abort, const std::string& message) {
 absl::Status CheckReduceOp(const at::Tensor& t, ReduceOp op, absl::string_view what) {
   if (op == ReduceOp::kAvg && !at::isFloatingType(t.scalar_type())) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": avg needs a floating dtype, got ",
-                                                   c10::toString(t.scalar_type()), "; reduce with sum and divide"));
+                                                   c10::toString(t.scalar_type()),
+                                                   "; reduce with sum and divide"));
   }
   return absl::OkStatus();
 }

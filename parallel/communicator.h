@@ -1,7 +1,7 @@
 // parallel/communicator.h
 //
-// The one interface through which the rest of the trainer talks to other ranks (docs/architecture.md section 5,
-// parallel/). Implementations: LocalCommunicator (size 1, no MPI), MpiCommunicator (CPU tensors) and
+// The one interface through which the rest of the trainer talks to other ranks (docs/architecture.md section
+// 5, parallel/). Implementations: LocalCommunicator (size 1, no MPI), MpiCommunicator (CPU tensors) and
 // NcclCommunicator (CUDA tensors, built only with CUDA + NCCL).
 //
 // Contract shared by every implementation:

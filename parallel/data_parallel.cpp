@@ -17,8 +17,8 @@ DataParallel::DataParallel(std::vector<at::Tensor> params, Communicator& comm, D
   std::vector<int64_t> sizes;  // elements per bucket
   for (int i = n - 1; i >= 0; --i) {
     const at::Tensor& p = params_[i];
-    TORCH_CHECK(p.defined() && p.requires_grad() && p.is_leaf(),
-                "DataParallel: parameter ", i, " must be a leaf tensor that requires grad");
+    TORCH_CHECK(p.defined() && p.requires_grad() && p.is_leaf(), "DataParallel: parameter ", i,
+                " must be a leaf tensor that requires grad");
     const int64_t bytes = p.numel() * p.element_size();
     bool start_new = buckets_.empty();
     if (!start_new) {
@@ -80,7 +80,8 @@ void DataParallel::OnGradient(int index, const at::Tensor& grad) {
     // be on the wire, so the gradient cannot be added any more.
     if (hook_error_.ok()) {
       hook_error_ = absl::FailedPreconditionError(absl::StrCat(
-          "DataParallel: parameter ", index, " received a gradient twice in one synchronised step; call "
+          "DataParallel: parameter ", index,
+          " received a gradient twice in one synchronised step; call "
           "set_sync(false) for all but the last backward of a step and FinishGradientSync() after it"));
     }
     return;

@@ -1,7 +1,7 @@
 // parallel/data_parallel.h
 //
-// Data-parallel gradient averaging with overlap (docs/architecture.md section 4, "gradient buckets all-reduced ...
-// as they become ready").
+// Data-parallel gradient averaging with overlap (docs/architecture.md section 4, "gradient buckets
+// all-reduced ... as they become ready").
 //
 // Parameters are packed into buckets of ~bucket_mb in REVERSE parameter order (the order backward
 // produces gradients). An autograd hook on each parameter copies its gradient into its bucket slot;
@@ -41,12 +41,12 @@ struct DataParallelOptions {
 
 // Counters of the last synchronised step (FinishGradientSync or ReduceGradientsBlocking).
 struct DataParallelStats {
-  int64_t syncs = 0;             // number of completed syncs so far
-  int64_t buckets = 0;           // all-reduces issued in the last sync
-  int64_t bytes_reduced = 0;     // payload bytes all-reduced in the last sync
+  int64_t syncs = 0;                     // number of completed syncs so far
+  int64_t buckets = 0;                   // all-reduces issued in the last sync
+  int64_t bytes_reduced = 0;             // payload bytes all-reduced in the last sync
   int64_t launched_during_backward = 0;  // buckets started by hooks (before FinishGradientSync)
-  double comm_seconds = 0;       // first launch -> all complete
-  double wait_seconds = 0;       // time blocked inside FinishGradientSync
+  double comm_seconds = 0;               // first launch -> all complete
+  double wait_seconds = 0;               // time blocked inside FinishGradientSync
   // Fraction of communication hidden behind backward: 1 - wait / comm (0 when nothing overlapped).
   double overlap() const { return comm_seconds > 0 ? 1.0 - wait_seconds / comm_seconds : 0.0; }
 };
@@ -79,10 +79,10 @@ class DataParallel {
 
  private:
   struct Bucket {
-    at::Tensor flat;                // packed gradients
-    std::vector<int> params;        // indices into params_
-    int pending = 0;                // params whose gradient is not yet in `flat`
-    std::unique_ptr<Work> work;     // in-flight all-reduce
+    at::Tensor flat;             // packed gradients
+    std::vector<int> params;     // indices into params_
+    int pending = 0;             // params whose gradient is not yet in `flat`
+    std::unique_ptr<Work> work;  // in-flight all-reduce
   };
 
   void OnGradient(int index, const at::Tensor& grad);
@@ -99,14 +99,14 @@ class DataParallel {
   Communicator& comm_;
   DataParallelOptions options_;
   bool sync_ = true;
-  bool step_active_ = false;   // some hook fired since the last FinishGradientSync
-  size_t next_launch_ = 0;     // buckets [0, next_launch_) are in flight
+  bool step_active_ = false;  // some hook fired since the last FinishGradientSync
+  size_t next_launch_ = 0;    // buckets [0, next_launch_) are in flight
   absl::Status hook_error_;
   absl::Time first_launch_;
-  int64_t launched_ = 0;        // buckets launched in the current step
+  int64_t launched_ = 0;  // buckets launched in the current step
   int64_t launched_bytes_ = 0;
   DataParallelStats stats_;
-  std::mutex mutex_;           // hooks may run on autograd device threads
+  std::mutex mutex_;  // hooks may run on autograd device threads
 };
 
 }  // namespace nats::parallel

@@ -62,19 +62,24 @@ absl::Status LocalCommunicator::Broadcast(at::Tensor& t, int root) {
 }
 
 absl::Status LocalCommunicator::Send(const at::Tensor&, int peer, int) {
-  return absl::InvalidArgumentError(absl::StrCat("Send: peer ", peer, " does not exist in a local (size 1) world"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("Send: peer ", peer, " does not exist in a local (size 1) world"));
 }
 
 absl::Status LocalCommunicator::Recv(at::Tensor&, int peer, int) {
-  return absl::InvalidArgumentError(absl::StrCat("Recv: peer ", peer, " does not exist in a local (size 1) world"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("Recv: peer ", peer, " does not exist in a local (size 1) world"));
 }
 
-absl::Status LocalCommunicator::AllToAllV(const std::vector<at::Tensor>& send, std::vector<at::Tensor>* recv) {
+absl::Status LocalCommunicator::AllToAllV(const std::vector<at::Tensor>& send,
+                                          std::vector<at::Tensor>* recv) {
   if (send.size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat("AllToAllV: need one tensor per rank (1), got ", send.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("AllToAllV: need one tensor per rank (1), got ", send.size()));
   }
   if (auto s = internal::CheckTensor(send[0], "AllToAllV", false, IsCuda(send[0])); !s.ok()) return s;
-  if (send[0].dim() == 0) return absl::InvalidArgumentError("AllToAllV: tensors must have at least 1 dimension");
+  if (send[0].dim() == 0)
+    return absl::InvalidArgumentError("AllToAllV: tensors must have at least 1 dimension");
   recv->assign(1, send[0].clone());
   return absl::OkStatus();
 }

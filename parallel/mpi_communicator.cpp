@@ -72,21 +72,30 @@ struct MpiType {
 
 MpiType TypeOf(const at::Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kFloat: return {MPI_FLOAT, 1};
-    case at::kDouble: return {MPI_DOUBLE, 1};
-    case at::kInt: return {MPI_INT32_T, 1};
-    case at::kLong: return {MPI_INT64_T, 1};
-    case at::kByte: return {MPI_UINT8_T, 1};
-    default: return {MPI_BYTE, static_cast<int64_t>(t.element_size())};
+    case at::kFloat:
+      return {MPI_FLOAT, 1};
+    case at::kDouble:
+      return {MPI_DOUBLE, 1};
+    case at::kInt:
+      return {MPI_INT32_T, 1};
+    case at::kLong:
+      return {MPI_INT64_T, 1};
+    case at::kByte:
+      return {MPI_UINT8_T, 1};
+    default:
+      return {MPI_BYTE, static_cast<int64_t>(t.element_size())};
   }
 }
 
 MPI_Op OpOf(ReduceOp op) {
   switch (op) {
     case ReduceOp::kSum:
-    case ReduceOp::kAvg: return MPI_SUM;
-    case ReduceOp::kMax: return MPI_MAX;
-    case ReduceOp::kMin: return MPI_MIN;
+    case ReduceOp::kAvg:
+      return MPI_SUM;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
   }
   return MPI_SUM;
 }
@@ -212,7 +221,8 @@ int64_t RowShapeHash(const at::Tensor& t) {
 absl::Status InitMpi() {
   std::lock_guard<std::mutex> lock(g_mpi_mutex);
   if (MpiFinalized()) {
-    return absl::FailedPreconditionError("InitMpi: MPI was already finalized in this process; it cannot restart");
+    return absl::FailedPreconditionError(
+        "InitMpi: MPI was already finalized in this process; it cannot restart");
   }
   int initialized = 0;
   MPI_Initialized(&initialized);
@@ -263,7 +273,8 @@ MpiCommunicator::~MpiCommunicator() {
 }
 
 std::unique_ptr<Work> MpiCommunicator::AllReduceAsync(at::Tensor& t, ReduceOp op) {
-  if (auto s = internal::CheckTensor(t, "AllReduce", /*reduce=*/true, /*cuda=*/false); !s.ok()) return Failed(s);
+  if (auto s = internal::CheckTensor(t, "AllReduce", /*reduce=*/true, /*cuda=*/false); !s.ok())
+    return Failed(s);
   if (auto s = internal::CheckReduceOp(t, op, "AllReduce"); !s.ok()) return Failed(s);
   auto work = std::make_unique<MpiWork>(
       Describe(absl::StrCat("AllReduce ", std::string(ReduceOpName(op))), t), *this);
@@ -298,9 +309,9 @@ std::unique_ptr<Work> MpiCommunicator::AllGatherAsync(const at::Tensor& in, at::
   if (auto s = internal::CheckTensor(in, "AllGather input", false, false); !s.ok()) return Failed(s);
   if (auto s = internal::CheckTensor(out, "AllGather output", false, false); !s.ok()) return Failed(s);
   if (out.numel() != size_ * in.numel() || out.scalar_type() != in.scalar_type()) {
-    return Failed(absl::InvalidArgumentError(
-        absl::StrCat("AllGather: output must have size() * input numel = ", size_ * in.numel(),
-                     " elements of the input dtype, got ", out.numel(), " x ", c10::toString(out.scalar_type()))));
+    return Failed(absl::InvalidArgumentError(absl::StrCat(
+        "AllGather: output must have size() * input numel = ", size_ * in.numel(),
+        " elements of the input dtype, got ", out.numel(), " x ", c10::toString(out.scalar_type()))));
   }
   const MpiType type = TypeOf(in);
   auto count = ToCount(in.numel() * type.scale, "AllGather");
@@ -323,7 +334,7 @@ absl::Status MpiCommunicator::AllGather(const at::Tensor& in, at::Tensor& out) {
 }
 
 absl::StatusOr<std::vector<int64_t>> MpiCommunicator::ExchangeRows(const at::Tensor& like, int64_t rows,
-                                                                  absl::string_view what) {
+                                                                   absl::string_view what) {
   // Per rank: rows, elements per row, dtype, row shape hash.
   int64_t row_elems = 1;
   for (int64_t d = 1; d < like.dim(); ++d) row_elems *= like.size(d);
@@ -340,8 +351,8 @@ absl::StatusOr<std::vector<int64_t>> MpiCommunicator::ExchangeRows(const at::Ten
     if (a[4 * r + 2] != a[2] || a[4 * r + 3] != a[3] || a[4 * r + 1] != a[1]) {
       return absl::InvalidArgumentError(absl::StrCat(
           what, ": rank ", r, " passes rows of ", a[4 * r + 1], " x ",
-          c10::toString(static_cast<at::ScalarType>(a[4 * r + 2])), " but rank 0 passes rows of ", a[1], " x ",
-          c10::toString(static_cast<at::ScalarType>(a[2])),
+          c10::toString(static_cast<at::ScalarType>(a[4 * r + 2])), " but rank 0 passes rows of ", a[1],
+          " x ", c10::toString(static_cast<at::ScalarType>(a[2])),
           " (or the dims after the first differ); every rank must pass [n_i, same rest...] of one dtype"));
     }
   }
@@ -374,8 +385,8 @@ absl::Status MpiCommunicator::AllGatherV(const at::Tensor& in, std::vector<at::T
   work->Keep(in);
   work->Keep(flat);
   MPI_Request r;
-  int rc = MPI_Iallgatherv(in.data_ptr(), counts[rank_], type.type, flat.data_ptr(), counts.data(), displs.data(),
-                           type.type, comm_, &r);
+  int rc = MPI_Iallgatherv(in.data_ptr(), counts[rank_], type.type, flat.data_ptr(), counts.data(),
+                           displs.data(), type.type, comm_, &r);
   if (rc != MPI_SUCCESS) return MpiError(rc, "MPI_Iallgatherv");
   work->AddRequest(r);
   if (auto s = work->Wait(); !s.ok()) return s;
@@ -390,14 +401,15 @@ absl::Status MpiCommunicator::AllGatherV(const at::Tensor& in, std::vector<at::T
   return absl::OkStatus();
 }
 
-std::unique_ptr<Work> MpiCommunicator::ReduceScatterAsync(const at::Tensor& in, at::Tensor& out, ReduceOp op) {
+std::unique_ptr<Work> MpiCommunicator::ReduceScatterAsync(const at::Tensor& in, at::Tensor& out,
+                                                          ReduceOp op) {
   if (auto s = internal::CheckTensor(in, "ReduceScatter input", true, false); !s.ok()) return Failed(s);
   if (auto s = internal::CheckTensor(out, "ReduceScatter output", true, false); !s.ok()) return Failed(s);
   if (auto s = internal::CheckReduceOp(in, op, "ReduceScatter"); !s.ok()) return Failed(s);
   if (in.numel() != size_ * out.numel() || out.scalar_type() != in.scalar_type()) {
     return Failed(absl::InvalidArgumentError(absl::StrCat(
-        "ReduceScatter: input numel ", in.numel(), " must equal size() (", size_, ") * output numel ", out.numel(),
-        " with one dtype; pad the input to a multiple of the communicator size")));
+        "ReduceScatter: input numel ", in.numel(), " must equal size() (", size_, ") * output numel ",
+        out.numel(), " with one dtype; pad the input to a multiple of the communicator size")));
   }
   auto count = ToCount(out.numel(), "ReduceScatter");
   if (!count.ok()) return Failed(count.status());
@@ -406,7 +418,8 @@ std::unique_ptr<Work> MpiCommunicator::ReduceScatterAsync(const at::Tensor& in, 
   work->Keep(in);
   work->Keep(out);
   MPI_Request r;
-  int rc = MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), *count, TypeOf(in).type, OpOf(op), comm_, &r);
+  int rc =
+      MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), *count, TypeOf(in).type, OpOf(op), comm_, &r);
   if (rc != MPI_SUCCESS) {
     work->Fail(MpiError(rc, "MPI_Ireduce_scatter_block"));
     return work;
@@ -457,14 +470,16 @@ absl::Status MpiCommunicator::Send(const at::Tensor& t, int peer, int tag) {
   return PointToPoint(handle, peer, tag, /*send=*/true);
 }
 
-absl::Status MpiCommunicator::Recv(at::Tensor& t, int peer, int tag) { return PointToPoint(t, peer, tag, false); }
+absl::Status MpiCommunicator::Recv(at::Tensor& t, int peer, int tag) {
+  return PointToPoint(t, peer, tag, false);
+}
 
 absl::Status MpiCommunicator::PointToPoint(at::Tensor& t, int peer, int tag, bool send) {
   const char* what = send ? "Send" : "Recv";
   if (auto s = internal::CheckTensor(t, what, false, false); !s.ok()) return s;
   if (peer < 0 || peer >= size_ || tag < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": peer ", peer, " must be in [0, ", size_, ") and tag ",
-                                                   tag, " non-negative"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": peer ", peer, " must be in [0, ", size_, ") and tag ", tag, " non-negative"));
   }
   const MpiType type = TypeOf(t);
   auto work = std::make_unique<MpiWork>(
@@ -477,8 +492,9 @@ absl::Status MpiCommunicator::PointToPoint(at::Tensor& t, int peer, int tag, boo
   for (int64_t begin = 0; begin < total || begin == 0; begin += kMaxChunk) {
     const int64_t n = std::min(kMaxChunk, total - begin);
     MPI_Request r;
-    int rc = send ? MPI_Isend(base + begin * mpi_elem_bytes, static_cast<int>(n), type.type, peer, tag, comm_, &r)
-                  : MPI_Irecv(base + begin * mpi_elem_bytes, static_cast<int>(n), type.type, peer, tag, comm_, &r);
+    int rc =
+        send ? MPI_Isend(base + begin * mpi_elem_bytes, static_cast<int>(n), type.type, peer, tag, comm_, &r)
+             : MPI_Irecv(base + begin * mpi_elem_bytes, static_cast<int>(n), type.type, peer, tag, comm_, &r);
     if (rc != MPI_SUCCESS) {
       work->Fail(MpiError(rc, send ? "MPI_Isend" : "MPI_Irecv"));
       break;
@@ -498,8 +514,9 @@ absl::Status MpiCommunicator::AllToAllV(const std::vector<at::Tensor>& send, std
     if (auto s = internal::CheckTensor(t, "AllToAllV", false, false); !s.ok()) return s;
     if (t.dim() == 0) return absl::InvalidArgumentError("AllToAllV: tensors must have at least 1 dimension");
     if (t.scalar_type() != send[0].scalar_type() || t.sizes().slice(1) != send[0].sizes().slice(1)) {
-      return absl::InvalidArgumentError("AllToAllV: the tensors sent to different ranks differ in dtype or in "
-                                        "the dims after the first");
+      return absl::InvalidArgumentError(
+          "AllToAllV: the tensors sent to different ranks differ in dtype or in "
+          "the dims after the first");
     }
   }
   // Agree on row shape and dtype (uniform error), then learn how many rows each peer sends here.
@@ -510,7 +527,8 @@ absl::Status MpiCommunicator::AllToAllV(const std::vector<at::Tensor>& send, std
   {
     auto work = std::make_unique<MpiWork>("AllToAllV row counts", *this);
     MPI_Request r;
-    int rc = MPI_Ialltoall(send_rows.data_ptr(), 1, MPI_INT64_T, recv_rows.data_ptr(), 1, MPI_INT64_T, comm_, &r);
+    int rc =
+        MPI_Ialltoall(send_rows.data_ptr(), 1, MPI_INT64_T, recv_rows.data_ptr(), 1, MPI_INT64_T, comm_, &r);
     if (rc != MPI_SUCCESS) return MpiError(rc, "MPI_Ialltoall");
     work->AddRequest(r);
     if (auto s = work->Wait(); !s.ok()) return s;
@@ -544,8 +562,8 @@ absl::Status MpiCommunicator::AllToAllV(const std::vector<at::Tensor>& send, std
   work->Keep(send_flat);
   work->Keep(recv_flat);
   MPI_Request r;
-  int rc = MPI_Ialltoallv(send_flat.data_ptr(), scounts.data(), sdispls.data(), type.type, recv_flat.data_ptr(),
-                          rcounts.data(), rdispls.data(), type.type, comm_, &r);
+  int rc = MPI_Ialltoallv(send_flat.data_ptr(), scounts.data(), sdispls.data(), type.type,
+                          recv_flat.data_ptr(), rcounts.data(), rdispls.data(), type.type, comm_, &r);
   if (rc != MPI_SUCCESS) return MpiError(rc, "MPI_Ialltoallv");
   work->AddRequest(r);
   if (auto s = work->Wait(); !s.ok()) return s;
@@ -579,8 +597,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> MpiCommunicator::Split(int color, 
   if (auto s = AllGatherAsync(mine, all)->Wait(); !s.ok()) return s;
   for (int r = 0; r < size_; ++r) {
     if (all.data_ptr<int64_t>()[2 * r] < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Split: rank ", r, " passed color ", all.data_ptr<int64_t>()[2 * r], "; colors must be >= 0"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Split: rank ", r, " passed color ", all.data_ptr<int64_t>()[2 * r], "; colors must be >= 0"));
     }
   }
   MPI_Comm child;

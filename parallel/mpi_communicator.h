@@ -81,7 +81,8 @@ class MpiCommunicator : public Communicator {
  private:
   // Allgathers per-rank row metadata of a variable-size call and checks that every rank agrees on the
   // row shape and dtype; returns the same error on every rank otherwise.
-  absl::StatusOr<std::vector<int64_t>> ExchangeRows(const at::Tensor& like, int64_t rows, absl::string_view what);
+  absl::StatusOr<std::vector<int64_t>> ExchangeRows(const at::Tensor& like, int64_t rows,
+                                                    absl::string_view what);
 
   // Send (send = true) or Recv of `t` with `peer`, in chunks MPI's int counts can address.
   absl::Status PointToPoint(at::Tensor& t, int peer, int tag, bool send);

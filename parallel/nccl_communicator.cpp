@@ -1,17 +1,17 @@
 // Built only with CUDA + NCCL (parallel/CMakeLists.txt). Uses the CUDA runtime directly rather than
 // c10/cuda so that it compiles against the CPU-only LibTorch too; the caller's stream is taken to be
 // the legacy default stream (LibTorch's current stream unless the caller changed it).
-#include <cuda_runtime_api.h>
-#include <nccl.h>
+#include "parallel/nccl_communicator.h"
 
 #include <ATen/ATen.h>
+#include <cuda_runtime_api.h>
+#include <nccl.h>
 
 #include <chrono>
 #include <cstring>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "parallel/nccl_communicator.h"
 
 namespace nats::parallel {
 namespace {
@@ -29,13 +29,20 @@ absl::Status NcclStatus(ncclResult_t r, absl::string_view what) {
 // Dtype for reductions; non-reducing calls move bytes (ncclUint8, count * element size).
 absl::StatusOr<ncclDataType_t> NcclType(const at::Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kFloat: return ncclFloat32;
-    case at::kDouble: return ncclFloat64;
-    case at::kInt: return ncclInt32;
-    case at::kLong: return ncclInt64;
-    case at::kByte: return ncclUint8;
-    case at::kHalf: return ncclFloat16;
-    case at::kBFloat16: return ncclBfloat16;
+    case at::kFloat:
+      return ncclFloat32;
+    case at::kDouble:
+      return ncclFloat64;
+    case at::kInt:
+      return ncclInt32;
+    case at::kLong:
+      return ncclInt64;
+    case at::kByte:
+      return ncclUint8;
+    case at::kHalf:
+      return ncclFloat16;
+    case at::kBFloat16:
+      return ncclBfloat16;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("NCCL: dtype ", c10::toString(t.scalar_type()), " is not supported"));
@@ -44,10 +51,14 @@ absl::StatusOr<ncclDataType_t> NcclType(const at::Tensor& t) {
 
 ncclRedOp_t NcclOp(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return ncclSum;
-    case ReduceOp::kAvg: return ncclAvg;
-    case ReduceOp::kMax: return ncclMax;
-    case ReduceOp::kMin: return ncclMin;
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kAvg:
+      return ncclAvg;
+    case ReduceOp::kMax:
+      return ncclMax;
+    case ReduceOp::kMin:
+      return ncclMin;
   }
   return ncclSum;
 }
@@ -100,7 +111,8 @@ class NcclCommunicator : public Communicator {
         !s.ok()) {
       return s;
     }
-    return NcclStatus(ncclCommInitRank(&comm_, bootstrap_->size(), id, bootstrap_->rank()), "ncclCommInitRank");
+    return NcclStatus(ncclCommInitRank(&comm_, bootstrap_->size(), id, bootstrap_->rank()),
+                      "ncclCommInitRank");
   }
 
   int rank() const override { return bootstrap_->rank(); }
@@ -121,9 +133,12 @@ class NcclCommunicator : public Communicator {
     if (s.ok()) s = internal::CheckReduceOp(t, op, "AllReduce");
     auto type = NcclType(t);
     if (s.ok() && !type.ok()) s = type.status();
-    if (s.ok()) s = Launch([&] {
-      return ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), *type, NcclOp(op), comm_, stream_);
-    }, "ncclAllReduce");
+    if (s.ok())
+      s = Launch(
+          [&] {
+            return ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), *type, NcclOp(op), comm_, stream_);
+          },
+          "ncclAllReduce");
     return std::make_unique<NcclWork>("AllReduce", this, std::vector<at::Tensor>{t}, s);
   }
 
@@ -134,9 +149,10 @@ class NcclCommunicator : public Communicator {
       s = absl::InvalidArgumentError(absl::StrCat("AllGather: output must have size() * input numel = ",
                                                   size() * in.numel(), " elements of the input dtype"));
     }
-    if (s.ok()) s = Launch([&] {
-      return ncclAllGather(in.data_ptr(), out.data_ptr(), Bytes(in), ncclUint8, comm_, stream_);
-    }, "ncclAllGather");
+    if (s.ok())
+      s = Launch(
+          [&] { return ncclAllGather(in.data_ptr(), out.data_ptr(), Bytes(in), ncclUint8, comm_, stream_); },
+          "ncclAllGather");
     return NcclWork("AllGather", this, {in, out}, s).Wait();
   }
 
@@ -154,21 +170,24 @@ class NcclCommunicator : public Communicator {
       std::vector<int64_t> shape(metas[r].data_ptr<int64_t>(), metas[r].data_ptr<int64_t>() + in.dim());
       for (int64_t d = 1; d < in.dim(); ++d) {
         if (shape[d] != in.size(d)) {
-          return absl::InvalidArgumentError(absl::StrCat("AllGatherV: rank ", r, " passes rows of a different "
+          return absl::InvalidArgumentError(absl::StrCat("AllGatherV: rank ", r,
+                                                         " passes rows of a different "
                                                          "shape; every rank must pass [n_i, same rest...]"));
         }
       }
       out->push_back(r == rank() ? in.clone() : at::empty(shape, in.options()));
       keep.push_back(out->back());
     }
-    absl::Status s = Launch([&] {
-      ncclGroupStart();
-      for (int r = 0; r < size(); ++r) {
-        at::Tensor& t = (*out)[r];
-        ncclBroadcast(t.data_ptr(), t.data_ptr(), Bytes(t), ncclUint8, r, comm_, stream_);
-      }
-      return ncclGroupEnd();
-    }, "AllGatherV broadcasts");
+    absl::Status s = Launch(
+        [&] {
+          ncclGroupStart();
+          for (int r = 0; r < size(); ++r) {
+            at::Tensor& t = (*out)[r];
+            ncclBroadcast(t.data_ptr(), t.data_ptr(), Bytes(t), ncclUint8, r, comm_, stream_);
+          }
+          return ncclGroupEnd();
+        },
+        "AllGatherV broadcasts");
     return NcclWork("AllGatherV", this, keep, s).Wait();
   }
 
@@ -185,32 +204,42 @@ class NcclCommunicator : public Communicator {
     }
     auto type = NcclType(in);
     if (s.ok() && !type.ok()) s = type.status();
-    if (s.ok()) s = Launch([&] {
-      return ncclReduceScatter(in.data_ptr(), out.data_ptr(), out.numel(), *type, NcclOp(op), comm_, stream_);
-    }, "ncclReduceScatter");
+    if (s.ok())
+      s = Launch(
+          [&] {
+            return ncclReduceScatter(in.data_ptr(), out.data_ptr(), out.numel(), *type, NcclOp(op), comm_,
+                                     stream_);
+          },
+          "ncclReduceScatter");
     return std::make_unique<NcclWork>("ReduceScatter", this, std::vector<at::Tensor>{in, out}, s);
   }
 
   absl::Status Broadcast(at::Tensor& t, int root) override {
     absl::Status s = internal::CheckTensor(t, "Broadcast", false, true);
-    if (s.ok() && (root < 0 || root >= size())) s = absl::InvalidArgumentError("Broadcast: root out of range");
-    if (s.ok()) s = Launch([&] {
-      return ncclBroadcast(t.data_ptr(), t.data_ptr(), Bytes(t), ncclUint8, root, comm_, stream_);
-    }, "ncclBroadcast");
+    if (s.ok() && (root < 0 || root >= size()))
+      s = absl::InvalidArgumentError("Broadcast: root out of range");
+    if (s.ok())
+      s = Launch(
+          [&] {
+            return ncclBroadcast(t.data_ptr(), t.data_ptr(), Bytes(t), ncclUint8, root, comm_, stream_);
+          },
+          "ncclBroadcast");
     return NcclWork("Broadcast", this, {t}, s).Wait();
   }
 
   // NCCL point-to-point has no tags; messages between a pair are matched in call order.
   absl::Status Send(const at::Tensor& t, int peer, int /*tag*/) override {
     absl::Status s = internal::CheckTensor(t, "Send", false, true);
-    if (s.ok()) s = Launch([&] { return ncclSend(t.data_ptr(), Bytes(t), ncclUint8, peer, comm_, stream_); },
-                           "ncclSend");
+    if (s.ok())
+      s = Launch([&] { return ncclSend(t.data_ptr(), Bytes(t), ncclUint8, peer, comm_, stream_); },
+                 "ncclSend");
     return NcclWork("Send", this, {t}, s).Wait();
   }
   absl::Status Recv(at::Tensor& t, int peer, int /*tag*/) override {
     absl::Status s = internal::CheckTensor(t, "Recv", false, true);
-    if (s.ok()) s = Launch([&] { return ncclRecv(t.data_ptr(), Bytes(t), ncclUint8, peer, comm_, stream_); },
-                           "ncclRecv");
+    if (s.ok())
+      s = Launch([&] { return ncclRecv(t.data_ptr(), Bytes(t), ncclUint8, peer, comm_, stream_); },
+                 "ncclRecv");
     return NcclWork("Recv", this, {t}, s).Wait();
   }
 
@@ -220,7 +249,8 @@ class NcclCommunicator : public Communicator {
     }
     for (const auto& t : send) {
       if (auto s = internal::CheckTensor(t, "AllToAllV", false, true); !s.ok()) return s;
-      if (t.dim() == 0) return absl::InvalidArgumentError("AllToAllV: tensors must have at least 1 dimension");
+      if (t.dim() == 0)
+        return absl::InvalidArgumentError("AllToAllV: tensors must have at least 1 dimension");
     }
     at::Tensor rows_out = at::empty({size()}, at::kLong);
     for (int r = 0; r < size(); ++r) rows_out.data_ptr<int64_t>()[r] = send[r].size(0);
@@ -234,14 +264,16 @@ class NcclCommunicator : public Communicator {
       recv->push_back(at::empty(shape, send[0].options()));
       keep.push_back(recv->back());
     }
-    absl::Status s = Launch([&] {
-      ncclGroupStart();
-      for (int r = 0; r < size(); ++r) {
-        ncclSend(send[r].data_ptr(), Bytes(send[r]), ncclUint8, r, comm_, stream_);
-        ncclRecv((*recv)[r].data_ptr(), Bytes((*recv)[r]), ncclUint8, r, comm_, stream_);
-      }
-      return ncclGroupEnd();
-    }, "AllToAllV send/recv group");
+    absl::Status s = Launch(
+        [&] {
+          ncclGroupStart();
+          for (int r = 0; r < size(); ++r) {
+            ncclSend(send[r].data_ptr(), Bytes(send[r]), ncclUint8, r, comm_, stream_);
+            ncclRecv((*recv)[r].data_ptr(), Bytes((*recv)[r]), ncclUint8, r, comm_, stream_);
+          }
+          return ncclGroupEnd();
+        },
+        "AllToAllV send/recv group");
     return NcclWork("AllToAllV", this, keep, s).Wait();
   }
 
@@ -265,9 +297,11 @@ class NcclCommunicator : public Communicator {
   // Orders the NCCL stream after the caller's (default) stream, then enqueues `enqueue`.
   template <typename F>
   absl::Status Launch(F&& enqueue, absl::string_view what) {
-    if (comm_ == nullptr) return absl::FailedPreconditionError("NCCL communicator was aborted after a timeout");
+    if (comm_ == nullptr)
+      return absl::FailedPreconditionError("NCCL communicator was aborted after a timeout");
     cudaEvent_t ready;
-    if (auto s = CudaStatus(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate"); !s.ok()) {
+    if (auto s = CudaStatus(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
+        !s.ok()) {
       return s;
     }
     cudaEventRecord(ready, /*stream=*/0);
@@ -282,7 +316,8 @@ class NcclCommunicator : public Communicator {
   cudaStream_t stream_ = nullptr;
 };
 
-NcclWork::NcclWork(std::string what, NcclCommunicator* comm, std::vector<at::Tensor> keep, absl::Status launch)
+NcclWork::NcclWork(std::string what, NcclCommunicator* comm, std::vector<at::Tensor> keep,
+                   absl::Status launch)
     : what_(std::move(what)), comm_(comm), keep_(std::move(keep)), status_(std::move(launch)) {
   if (!status_.ok()) {
     done_ = true;

@@ -12,7 +12,8 @@ absl::StatusOr<std::unique_ptr<ProcessGrid>> ProcessGrid::Create(std::unique_ptr
   }
   if (dp <= 0) {
     if (n % sp != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("parallel.sp (", sp, ") does not divide the world size (", n,
+      return absl::InvalidArgumentError(absl::StrCat("parallel.sp (", sp,
+                                                     ") does not divide the world size (", n,
                                                      " ranks); choose parallel.sp dividing the rank count"));
     }
     dp = n / sp;

@@ -91,8 +91,8 @@ absl::Status CheckRanksAgree(Communicator& comm, std::string_view what, uint64_t
   }
   if (first < 0) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
-      "ranks disagree on ", std::string(what), ": rank ", first, " has ", static_cast<uint64_t>(v[first]), ", rank 0 has ",
-      static_cast<uint64_t>(v[0]), " (", differing, " of ", comm.size(),
+      "ranks disagree on ", std::string(what), ": rank ", first, " has ", static_cast<uint64_t>(v[first]),
+      ", rank 0 has ", static_cast<uint64_t>(v[0]), " (", differing, " of ", comm.size(),
       " ranks differ from rank 0); every rank must use the same config, model and data"));
 }
 

@@ -1,4 +1,5 @@
-// Sequence parallelism with the retained-KV exchange (docs/method.md section 7); see the header for the layout.
+// Sequence parallelism with the retained-KV exchange (docs/method.md section 7); see the header for the
+// layout.
 #include "parallel/sequence_parallel.h"
 
 #include <ATen/core/ivalue.h>
@@ -244,8 +245,8 @@ class KvExchangeFunction : public torch::autograd::Function<KvExchangeFunction> 
   }
 };
 
-// Identity in the forward; adds a constant to the gradient (the regulariser of docs/method.md 5.4 is a gradient
-// term, not a loss term).
+// Identity in the forward; adds a constant to the gradient (the regulariser of docs/method.md 5.4 is a
+// gradient term, not a loss term).
 class AddToGradientFunction : public torch::autograd::Function<AddToGradientFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
@@ -322,8 +323,8 @@ at::Tensor SequenceParallel::Attend(int layer, const at::Tensor& q, const at::Te
     for (int r = comm_.rank() + 1; r < comm_.size(); ++r)
       after = at::minimum(after, all.narrow(0, r * b * h, b * h));
     after = at::clamp_max(after, length_ - 1).view({b, h});
-    at::Tensor reg = SparsityRegulariserGradient(int_types, options.lambda, q.size(1) / h,
-                                                 begin_, length_, after);
+    at::Tensor reg =
+        SparsityRegulariserGradient(int_types, options.lambda, q.size(1) / h, begin_, length_, after);
     own_types = AddToGradientFunction::apply(types, reg.to(types.options()));
   }
   at::Tensor k_ext = at::cat({pre[0].to(k.scalar_type()), k}, 2);

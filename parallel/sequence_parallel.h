@@ -1,20 +1,20 @@
 // parallel/sequence_parallel.h
 //
-// Sequence parallelism that exchanges only the retained KV (docs/method.md section 7; docs/architecture.md section 5).
-// The sp ranks of one group hold contiguous chunks [begin, end) of the same sequences (ChunkBounds). Per
-// attention layer each rank packs its boundary state: its global tokens, its local tokens after its last
-// global (the receiver learns whether a later global cut them off from the globals it also receives), and
-// its last W positions; one variable-size all-gather delivers every packet (the last rank's is empty: no rank
-// reads it). Rank r keeps what a query at its
-// chunk start could still see (every earlier global, the locals after the last earlier global, the last W
-// positions) and attends to that prefix plus its own chunk. In backward, the dK, dV and type gradients of
-// the received entries go back to their owners with one all-to-all-v and are added there.
+// Sequence parallelism that exchanges only the retained KV (docs/method.md section 7; docs/architecture.md
+// section 5). The sp ranks of one group hold contiguous chunks [begin, end) of the same sequences
+// (ChunkBounds). Per attention layer each rank packs its boundary state: its global tokens, its local tokens
+// after its last global (the receiver learns whether a later global cut them off from the globals it also
+// receives), and its last W positions; one variable-size all-gather delivers every packet (the last rank's is
+// empty: no rank reads it). Rank r keeps what a query at its chunk start could still see (every earlier
+// global, the locals after the last earlier global, the last W positions) and attends to that prefix plus its
+// own chunk. In backward, the dK, dV and type gradients of the received entries go back to their owners with
+// one all-to-all-v and are added there.
 //
 // Two choices beyond the letter of the spec, both on purpose:
 //  - a packet carries ALL of the last W positions, not only the sliding ones among them (at most W extra
 //    entries): the window then stays contiguous (next paragraph), and a window global's "collected" term
-//    (docs/method.md 5.3, C_j) sees the real keys of the cut-off locals inside the window (older ones of the same
-//    segment are among the dropped terms);
+//    (docs/method.md 5.3, C_j) sees the real keys of the cut-off locals inside the window (older ones of the
+//    same segment are among the dropped terms);
 //  - there is no explicit has-global flag: every global is sent, so the receiver knows the last global before
 //    its chunk and drops the locals it cut off.
 //

@@ -45,11 +45,17 @@ absl::Status ZeroOptimizer::LoadGradients() {
   return absl::OkStatus();
 }
 
-at::Tensor ZeroOptimizer::GradView(const Segment& s) { return grad_shard_.narrow(0, s.local, s.end - s.begin); }
+at::Tensor ZeroOptimizer::GradView(const Segment& s) {
+  return grad_shard_.narrow(0, s.local, s.end - s.begin);
+}
 
-at::Tensor ZeroOptimizer::ParamView(const Segment& s) { return param_shard_.narrow(0, s.local, s.end - s.begin); }
+at::Tensor ZeroOptimizer::ParamView(const Segment& s) {
+  return param_shard_.narrow(0, s.local, s.end - s.begin);
+}
 
-absl::Status ZeroOptimizer::SumAcrossShards(at::Tensor& partial) { return dp_.AllReduce(partial, ReduceOp::kSum); }
+absl::Status ZeroOptimizer::SumAcrossShards(at::Tensor& partial) {
+  return dp_.AllReduce(partial, ReduceOp::kSum);
+}
 
 absl::Status ZeroOptimizer::BeforeUpdate() {
   // Re-read the parameters every step: a checkpoint load or a broadcast may have changed them.

@@ -61,7 +61,8 @@ SaveReport StatusReport(int rank, const absl::Status& status) {
 // Every rank's report, in rank order (one AllGatherV of the serialized messages).
 absl::StatusOr<std::vector<SaveReport>> GatherReports(Communicator& comm, const SaveReport& mine) {
   std::string bytes;
-  if (!mine.SerializeToString(&bytes)) return absl::InternalError("checkpoint: cannot serialize a save report");
+  if (!mine.SerializeToString(&bytes))
+    return absl::InternalError("checkpoint: cannot serialize a save report");
   std::vector<at::Tensor> gathered;
   if (absl::Status s = comm.AllGatherV(BytesTensor(bytes), &gathered); !s.ok()) return s;
   std::vector<SaveReport> reports(gathered.size());
@@ -79,9 +80,9 @@ absl::StatusOr<std::vector<SaveReport>> GatherReports(Communicator& comm, const 
 absl::Status FirstError(const std::vector<SaveReport>& reports, int world_size) {
   for (const SaveReport& r : reports) {
     if (r.status_code() != 0) {
-      return absl::Status(static_cast<absl::StatusCode>(r.status_code()),
-                          world_size > 1 ? absl::StrCat("rank ", r.rank(), ": ", r.status_message())
-                                         : r.status_message());
+      return absl::Status(
+          static_cast<absl::StatusCode>(r.status_code()),
+          world_size > 1 ? absl::StrCat("rank ", r.rank(), ": ", r.status_message()) : r.status_message());
     }
   }
   return absl::OkStatus();
@@ -96,17 +97,22 @@ absl::Status AgreeOnStatus(Communicator& comm, const absl::Status& local) {
 // This rank's declaration: one TensorEntry per state tensor, with one slice (rank, global_offset, numel).
 absl::Status DeclareState(const std::vector<StateTensor>& state, int rank, Manifest* out) {
   for (const StateTensor& st : state) {
-    if (!st.tensor.defined()) return absl::InvalidArgumentError(absl::StrCat("state tensor ", st.name, " is undefined"));
+    if (!st.tensor.defined())
+      return absl::InvalidArgumentError(absl::StrCat("state tensor ", st.name, " is undefined"));
     absl::StatusOr<checkpoint::DType> dtype = checkpoint::ToDType(st.tensor.scalar_type());
-    if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat("state tensor ", st.name, ": ", dtype.status().message()));
+    if (!dtype.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat("state tensor ", st.name, ": ", dtype.status().message()));
     for (int64_t d : st.global_shape) {
-      if (d < 0) return absl::InvalidArgumentError(absl::StrCat("state tensor ", st.name, ": negative global shape"));
+      if (d < 0)
+        return absl::InvalidArgumentError(absl::StrCat("state tensor ", st.name, ": negative global shape"));
     }
     const int64_t total = ShapeNumel(st.global_shape);
     if (st.global_offset < 0 || st.global_offset + st.tensor.numel() > total) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "state tensor ", st.name, ": elements [", st.global_offset, ", ", st.global_offset + st.tensor.numel(),
-          ") lie outside its global shape ", checkpoint::ShapeString(st.global_shape)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("state tensor ", st.name, ": elements [", st.global_offset, ", ",
+                       st.global_offset + st.tensor.numel(), ") lie outside its global shape ",
+                       checkpoint::ShapeString(st.global_shape)));
     }
     TensorEntry* entry = out->add_tensors();
     entry->set_name(st.name);
@@ -157,18 +163,19 @@ absl::StatusOr<std::vector<PlannedTensor>> PlanWrites(const std::vector<SaveRepo
         holdings.emplace_back();
       } else {
         const TensorEntry& first = plan[it->second].meta;
-        if (first.dtype() != decl.dtype() ||
-            !std::equal(first.shape().begin(), first.shape().end(), decl.shape().begin(), decl.shape().end())) {
+        if (first.dtype() != decl.dtype() || !std::equal(first.shape().begin(), first.shape().end(),
+                                                         decl.shape().begin(), decl.shape().end())) {
           return absl::InvalidArgumentError(absl::StrCat(
               "state tensor ", decl.name(), ": ranks disagree on its dtype or global shape (",
               checkpoint::DTypeName(first.dtype()), " ",
-              checkpoint::ShapeString(at::IntArrayRef(first.shape().data(), first.shape_size())), " vs rank ", rank,
-              ": ", checkpoint::DTypeName(decl.dtype()), " ",
+              checkpoint::ShapeString(at::IntArrayRef(first.shape().data(), first.shape_size())), " vs rank ",
+              rank, ": ", checkpoint::DTypeName(decl.dtype()), " ",
               checkpoint::ShapeString(at::IntArrayRef(decl.shape().data(), decl.shape_size())), ")"));
         }
       }
       const ShardSlice& s = decl.slices(0);
-      if (s.numel() > 0) holdings[it->second].push_back({rank, i, s.global_offset(), s.global_offset() + s.numel()});
+      if (s.numel() > 0)
+        holdings[it->second].push_back({rank, i, s.global_offset(), s.global_offset() + s.numel()});
     }
   }
 
@@ -188,12 +195,14 @@ absl::StatusOr<std::vector<PlannedTensor>> PlanWrites(const std::vector<SaveRepo
       const uint64_t lo = bounds[b], hi = bounds[b + 1];
       std::vector<const Holding*> holders;  // at most one per rank, ascending rank
       for (const Holding& h : holdings[t]) {
-        if (h.lo <= lo && h.hi >= hi && (holders.empty() || holders.back()->rank != h.rank)) holders.push_back(&h);
+        if (h.lo <= lo && h.hi >= hi && (holders.empty() || holders.back()->rank != h.rank))
+          holders.push_back(&h);
       }
       if (holders.empty()) {
-        return absl::InvalidArgumentError(absl::StrCat("state tensor ", pt.meta.name(), ": elements [", lo, ", ", hi,
-                                                       ") are held by no rank; every element must be passed to "
-                                                       "SaveCheckpoint by at least one rank"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("state tensor ", pt.meta.name(), ": elements [", lo, ", ", hi,
+                         ") are held by no rank; every element must be passed to "
+                         "SaveCheckpoint by at least one rank"));
       }
       const uint64_t n = hi - lo;
       const uint64_t wanted = std::max<uint64_t>(1, (n * element + kSplitBytes - 1) / kSplitBytes);
@@ -203,7 +212,8 @@ absl::StatusOr<std::vector<PlannedTensor>> PlanWrites(const std::vector<SaveRepo
         const uint64_t plo = lo + n * p / parts, phi = lo + n * (p + 1) / parts;
         size_t best = holders.size();
         for (size_t k = 0; k < holders.size(); ++k) {
-          if (!used[k] && (best == holders.size() || load[holders[k]->rank] < load[holders[best]->rank])) best = k;
+          if (!used[k] && (best == holders.size() || load[holders[k]->rank] < load[holders[best]->rank]))
+            best = k;
         }
         used[best] = true;
         load[holders[best]->rank] += (phi - plo) * element;
@@ -222,8 +232,9 @@ absl::StatusOr<std::vector<PlannedTensor>> PlanWrites(const std::vector<SaveRepo
 
 // Writes this rank's part of the plan into its blob; returns the report (slices, blob, RNG bytes).
 absl::StatusOr<SaveReport> WriteBlob(const std::string& staging, int rank, int64_t step,
-                                     const std::vector<StateTensor>& state, const std::vector<PlannedTensor>& plan,
-                                     const std::string& rng_state, uint64_t* bytes_written) {
+                                     const std::vector<StateTensor>& state,
+                                     const std::vector<PlannedTensor>& plan, const std::string& rng_state,
+                                     uint64_t* bytes_written) {
   SaveReport report;
   report.set_rank(rank);
   report.set_status_code(0);
@@ -237,7 +248,8 @@ absl::StatusOr<SaveReport> WriteBlob(const std::string& staging, int rank, int64
     for (const PlannedWrite& w : pt.writes) {
       if (w.rank != rank) continue;
       if (!writer) {
-        absl::StatusOr<std::unique_ptr<checkpoint::BlobWriter>> created = checkpoint::BlobWriter::Create(staging, rank, step);
+        absl::StatusOr<std::unique_ptr<checkpoint::BlobWriter>> created =
+            checkpoint::BlobWriter::Create(staging, rank, step);
         if (!created.ok()) return created.status();
         writer = *std::move(created);
       }
@@ -312,8 +324,8 @@ absl::Status SaveError(const absl::Status& error, const std::string& root, int64
 }
 
 // Rank 0: the manifest from the header, the plan and every rank's report.
-Manifest AssembleManifest(const Manifest& header, int64_t step, int world_size, const std::vector<PlannedTensor>& plan,
-                          const std::vector<SaveReport>& reports) {
+Manifest AssembleManifest(const Manifest& header, int64_t step, int world_size,
+                          const std::vector<PlannedTensor>& plan, const std::vector<SaveReport>& reports) {
   Manifest m = header;
   m.clear_tensors();
   m.clear_rank_states();
@@ -341,8 +353,8 @@ Manifest AssembleManifest(const Manifest& header, int64_t step, int world_size, 
               [](const ShardSlice& a, const ShardSlice& b) { return a.global_offset() < b.global_offset(); });
     uint64_t next = 0;
     for (const ShardSlice& s : e.slices()) {
-      TORCH_INTERNAL_ASSERT(s.global_offset() == next, "checkpoint plan: tensor ", e.name(), " has a gap or overlap at ",
-                            next);
+      TORCH_INTERNAL_ASSERT(s.global_offset() == next, "checkpoint plan: tensor ", e.name(),
+                            " has a gap or overlap at ", next);
       next += s.numel();
     }
   }
@@ -355,7 +367,8 @@ StateTensor WholeTensor(std::string name, const at::Tensor& tensor) {
   return StateTensor{std::move(name), tensor, tensor.sizes().vec(), 0};
 }
 
-std::vector<StateTensor> FromNamedShards(const std::vector<parallel::NamedShard>& shards, const std::string& prefix) {
+std::vector<StateTensor> FromNamedShards(const std::vector<parallel::NamedShard>& shards,
+                                         const std::string& prefix) {
   std::vector<StateTensor> out;
   out.reserve(shards.size());
   for (const parallel::NamedShard& s : shards) {
@@ -364,19 +377,21 @@ std::vector<StateTensor> FromNamedShards(const std::vector<parallel::NamedShard>
   return out;
 }
 
-std::vector<parallel::NamedShard> ToNamedShards(const std::vector<StateTensor>& state, const std::string& prefix) {
+std::vector<parallel::NamedShard> ToNamedShards(const std::vector<StateTensor>& state,
+                                                const std::string& prefix) {
   std::vector<parallel::NamedShard> out;
   for (const StateTensor& st : state) {
     if (!absl::StartsWith(st.name, prefix)) continue;
-    out.push_back(parallel::NamedShard{st.name.substr(prefix.size()), ShapeNumel(st.global_shape), st.global_offset,
-                                       st.tensor});
+    out.push_back(parallel::NamedShard{st.name.substr(prefix.size()), ShapeNumel(st.global_shape),
+                                       st.global_offset, st.tensor});
   }
   return out;
 }
 
 absl::StatusOr<SaveResult> SaveCheckpoint(Communicator& comm, const std::string& root, int64_t step,
                                           const std::vector<StateTensor>& state, const Manifest& header,
-                                          const std::string& rng_state, const checkpoint::RetentionPolicy& retention) {
+                                          const std::string& rng_state,
+                                          const checkpoint::RetentionPolicy& retention) {
   const absl::Time start = absl::Now();
   const int rank = comm.rank();
   SaveResult result;
@@ -385,8 +400,9 @@ absl::StatusOr<SaveResult> SaveCheckpoint(Communicator& comm, const std::string&
   // 1. Declarations -> the same plan on every rank.
   SaveReport declaration;
   declaration.set_rank(rank);
-  absl::Status declared = step < 0 ? absl::InvalidArgumentError(absl::StrCat("checkpoint step ", step, " < 0"))
-                                   : DeclareState(state, rank, declaration.mutable_pieces());
+  absl::Status declared = step < 0
+                              ? absl::InvalidArgumentError(absl::StrCat("checkpoint step ", step, " < 0"))
+                              : DeclareState(state, rank, declaration.mutable_pieces());
   declaration.set_status_code(static_cast<int>(declared.code()));
   declaration.set_status_message(std::string(declared.message()));
   absl::StatusOr<std::vector<SaveReport>> declarations = GatherReports(comm, declaration);
@@ -419,7 +435,8 @@ absl::StatusOr<SaveResult> SaveCheckpoint(Communicator& comm, const std::string&
   if (absl::Status s = AgreeOnStatus(comm, prepared); !s.ok()) return abandon(s);
 
   // 3. Blobs; the gather doubles as the barrier "every blob is fsynced".
-  absl::StatusOr<SaveReport> written = WriteBlob(staging, rank, step, state, *plan, rng_state, &result.bytes_this_rank);
+  absl::StatusOr<SaveReport> written =
+      WriteBlob(staging, rank, step, state, *plan, rng_state, &result.bytes_this_rank);
   SaveReport report = written.ok() ? *std::move(written) : StatusReport(rank, written.status());
   absl::StatusOr<std::vector<SaveReport>> reports = GatherReports(comm, report);
   if (!reports.ok()) return reports.status();
@@ -454,42 +471,47 @@ absl::StatusOr<SaveResult> SaveCheckpoint(Communicator& comm, const std::string&
   return result;
 }
 
-absl::StatusOr<LoadResult> LoadCheckpoint(Communicator& comm, const std::string& path, std::vector<StateTensor>& targets,
-                                          const LoadOptions& options) {
+absl::StatusOr<LoadResult> LoadCheckpoint(Communicator& comm, const std::string& path,
+                                          std::vector<StateTensor>& targets, const LoadOptions& options) {
   LoadResult result;
   absl::Status status = [&]() -> absl::Status {
     absl::StatusOr<std::string> dir = checkpoint::ResolveCheckpointPath(path);
     if (!dir.ok()) return dir.status();
-    absl::StatusOr<std::unique_ptr<checkpoint::CheckpointReader>> reader = checkpoint::CheckpointReader::Open(*dir);
+    absl::StatusOr<std::unique_ptr<checkpoint::CheckpointReader>> reader =
+        checkpoint::CheckpointReader::Open(*dir);
     if (!reader.ok()) return reader.status();
     const Manifest& manifest = (*reader)->manifest();
     std::string hint;
     if (options.current_config != nullptr && manifest.has_config()) {
       const std::string change = DescribeModelConfigChange(manifest.config(), *options.current_config);
-      hint = change.empty() ? "the model config is unchanged, so the code's parameter layout differs from the one "
-                              "that saved (a different nats version?)"
-                            : absl::StrCat("the model config changed: ", change);
+      hint = change.empty()
+                 ? "the model config is unchanged, so the code's parameter layout differs from the one "
+                   "that saved (a different nats version?)"
+                 : absl::StrCat("the model config changed: ", change);
     }
     at::NoGradGuard no_grad;  // targets are often parameters (leaves that require grad)
     for (StateTensor& target : targets) {
       if (!target.tensor.defined()) {
         return absl::InvalidArgumentError(absl::StrCat("load target ", target.name, " is undefined"));
       }
-      if (target.global_offset < 0 || target.global_offset + target.tensor.numel() > ShapeNumel(target.global_shape)) {
-        return absl::InvalidArgumentError(absl::StrCat("load target ", target.name, ": elements [", target.global_offset,
-                                                       ", ", target.global_offset + target.tensor.numel(),
-                                                       ") lie outside its global shape ",
-                                                       checkpoint::ShapeString(target.global_shape)));
+      if (target.global_offset < 0 ||
+          target.global_offset + target.tensor.numel() > ShapeNumel(target.global_shape)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("load target ", target.name, ": elements [", target.global_offset, ", ",
+                         target.global_offset + target.tensor.numel(), ") lie outside its global shape ",
+                         checkpoint::ShapeString(target.global_shape)));
       }
       if (options.allow_missing && (*reader)->Find(target.name) == nullptr) {
         result.missing.push_back(target.name);
         continue;
       }
-      if (absl::Status s = (*reader)->CheckCompatible(target.name, target.tensor.scalar_type(), target.global_shape, hint);
+      if (absl::Status s =
+              (*reader)->CheckCompatible(target.name, target.tensor.scalar_type(), target.global_shape, hint);
           !s.ok()) {
         return s;
       }
-      if (absl::Status s = (*reader)->Read(target.name, target.global_offset, target.tensor, options.verify_crc);
+      if (absl::Status s =
+              (*reader)->Read(target.name, target.global_offset, target.tensor, options.verify_crc);
           !s.ok()) {
         return s;
       }
@@ -527,8 +549,9 @@ absl::Status RestoreCpuRngState(const std::string& bytes) {
   try {
     gen.set_state(BytesTensor(bytes));
   } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot restore the CPU generator from ", bytes.size(),
-                                                   " saved bytes (saved by another LibTorch?): ", e.what_without_backtrace()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot restore the CPU generator from ", bytes.size(),
+                     " saved bytes (saved by another LibTorch?): ", e.what_without_backtrace()));
   }
   return absl::OkStatus();
 }
@@ -554,7 +577,8 @@ std::string DescribeModelConfigChange(const config::Config& saved, const config:
 
 CheckpointSchedule::CheckpointSchedule(const config::CheckpointConfig& config, absl::Time last_save)
     : interval_steps_(config.interval_steps()),
-      interval_(config.interval_minutes() > 0 ? absl::Seconds(config.interval_minutes() * 60) : absl::ZeroDuration()),
+      interval_(config.interval_minutes() > 0 ? absl::Seconds(config.interval_minutes() * 60)
+                                              : absl::ZeroDuration()),
       last_save_(last_save) {}
 
 bool CheckpointSchedule::Due(int64_t step, absl::Time now) const {
@@ -562,8 +586,8 @@ bool CheckpointSchedule::Due(int64_t step, absl::Time now) const {
   return interval_ > absl::ZeroDuration() && now - last_save_ >= interval_;
 }
 
-absl::StatusOr<CheckpointDecision> DecideCheckpoint(Communicator& comm, const CheckpointSchedule& schedule, int64_t step,
-                                                    absl::Time now) {
+absl::StatusOr<CheckpointDecision> DecideCheckpoint(Communicator& comm, const CheckpointSchedule& schedule,
+                                                    int64_t step, absl::Time now) {
   at::Tensor flags = at::zeros({2}, at::TensorOptions().dtype(at::kInt));
   flags.data_ptr<int>()[0] = schedule.Due(step, now) ? 1 : 0;
   flags.data_ptr<int>()[1] = StopRequested() ? 1 : 0;

@@ -56,18 +56,20 @@ struct StateTensor {
 StateTensor WholeTensor(std::string name, const at::Tensor& tensor);
 // AdamW/ZeroOptimizer state (parallel/adamw.h) as state tensors "<prefix><shard name>" of global shape
 // [global_numel]; the tensors are shared, not copied.
-std::vector<StateTensor> FromNamedShards(const std::vector<parallel::NamedShard>& shards, const std::string& prefix);
+std::vector<StateTensor> FromNamedShards(const std::vector<parallel::NamedShard>& shards,
+                                         const std::string& prefix);
 // The inverse, for AdamW::ImportState after a load: entries whose name starts with `prefix`.
-std::vector<parallel::NamedShard> ToNamedShards(const std::vector<StateTensor>& state, const std::string& prefix);
+std::vector<parallel::NamedShard> ToNamedShards(const std::vector<StateTensor>& state,
+                                                const std::string& prefix);
 
 struct SaveResult {
-  std::string step_dir;               // <root>/step_<N>
-  uint64_t bytes_this_rank = 0;       // tensor bytes this rank wrote
-  uint64_t bytes_total = 0;           // size of all blobs together
-  double seconds = 0;                 // wall time of the whole save on this rank
-  std::vector<int64_t> deleted_steps; // by retention (rank 0; empty elsewhere)
-  std::string retention_error;        // rank 0: why retention failed; the checkpoint itself is committed
-  std::string latest_error;           // rank 0: why `latest` was not updated; the checkpoint is committed
+  std::string step_dir;                // <root>/step_<N>
+  uint64_t bytes_this_rank = 0;        // tensor bytes this rank wrote
+  uint64_t bytes_total = 0;            // size of all blobs together
+  double seconds = 0;                  // wall time of the whole save on this rank
+  std::vector<int64_t> deleted_steps;  // by retention (rank 0; empty elsewhere)
+  std::string retention_error;         // rank 0: why retention failed; the checkpoint itself is committed
+  std::string latest_error;            // rank 0: why `latest` was not updated; the checkpoint is committed
 };
 
 // Collective over `comm`. `header` holds the run-level fields (config, consumed_samples, dp, sp,
@@ -80,8 +82,8 @@ struct SaveResult {
 // leaves every earlier checkpoint as it was. Out of space (ENOSPC, EDQUOT, or less free space under
 // `root` than the blobs need, checked before writing) is ResourceExhausted and states the bytes needed.
 absl::StatusOr<SaveResult> SaveCheckpoint(parallel::Communicator& comm, const std::string& root, int64_t step,
-                                          const std::vector<StateTensor>& state, const checkpoint::Manifest& header,
-                                          const std::string& rng_state,
+                                          const std::vector<StateTensor>& state,
+                                          const checkpoint::Manifest& header, const std::string& rng_state,
                                           const checkpoint::RetentionPolicy& retention);
 
 struct LoadOptions {
@@ -144,7 +146,8 @@ struct CheckpointDecision {
 
 // One 2-element all-reduce (max) of (schedule.Due, StopRequested()), so every rank takes the same branch.
 // Call after every optimizer step.
-absl::StatusOr<CheckpointDecision> DecideCheckpoint(parallel::Communicator& comm, const CheckpointSchedule& schedule,
-                                                    int64_t step, absl::Time now);
+absl::StatusOr<CheckpointDecision> DecideCheckpoint(parallel::Communicator& comm,
+                                                    const CheckpointSchedule& schedule, int64_t step,
+                                                    absl::Time now);
 
 }  // namespace nats

@@ -58,7 +58,8 @@ absl::Status NonNegative(const std::string& path, double value) {
 
 namespace {
 
-// Reads a text-format file into *message; `kind` and `where` fill the message of a file that cannot be opened.
+// Reads a text-format file into *message; `kind` and `where` fill the message of a file that cannot be
+// opened.
 absl::Status ParseTextFile(const std::string& path, const char* kind, const char* where, Message* message) {
   std::ifstream in(path);
   if (!in) {
@@ -165,19 +166,25 @@ absl::Status ValidatePositions(const config::ModelConfig& m) {
         absl::StrCat("model.max_position_embeddings = ", m.max_position_embeddings(), ": must be >= 0"));
   }
   if (m.position() == config::ModelConfig::LEARNED && m.context_length() > MaxLearnedPositions(m)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model.context_length = ", m.context_length(), " exceeds the learned position table (model."
-        "max_position_embeddings = ", m.max_position_embeddings(), "); train on windows of at most that length"));
+    return absl::InvalidArgumentError(absl::StrCat("model.context_length = ", m.context_length(),
+                                                   " exceeds the learned position table (model."
+                                                   "max_position_embeddings = ",
+                                                   m.max_position_embeddings(),
+                                                   "); train on windows of at most that length"));
   }
   const config::RopeScaling& r = m.rope_scaling();
   if (r.kind() != config::RopeScaling::NONE && !(r.factor() > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("model.rope_scaling.factor = ", r.factor(), ": must be > 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.rope_scaling.factor = ", r.factor(), ": must be > 0"));
   }
   if (r.kind() == config::RopeScaling::LLAMA3 &&
-      !(r.low_freq_factor() > 0 && r.high_freq_factor() > r.low_freq_factor() && r.original_context_length() > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model.rope_scaling (LLAMA3) needs 0 < low_freq_factor < high_freq_factor and original_context_length > 0, "
-        "got ", r.low_freq_factor(), ", ", r.high_freq_factor(), ", ", r.original_context_length()));
+      !(r.low_freq_factor() > 0 && r.high_freq_factor() > r.low_freq_factor() &&
+        r.original_context_length() > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.rope_scaling (LLAMA3) needs 0 < low_freq_factor < high_freq_factor and "
+                     "original_context_length > 0, "
+                     "got ",
+                     r.low_freq_factor(), ", ", r.high_freq_factor(), ", ", r.original_context_length()));
   }
   return absl::OkStatus();
 }

@@ -24,7 +24,8 @@ absl::Status ValidateSampling(const SamplingOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("--temperature must be >= 0 (0 = greedy), got ", o.temperature));
   }
-  if (o.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("--top_k must be >= 0 (0 = off), got ", o.top_k));
+  if (o.top_k < 0)
+    return absl::InvalidArgumentError(absl::StrCat("--top_k must be >= 0 (0 = off), got ", o.top_k));
   if (!(o.top_p > 0.0 && o.top_p <= 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat("--top_p must be in (0, 1] (1 = off), got ", o.top_p));
   }
@@ -49,7 +50,8 @@ int64_t Sampler::Sample(const at::Tensor& logits) {
     std::partial_sort(ids.begin(), ids.begin() + keep, ids.end(), by_logit);
     ids.resize(keep);
   } else {
-    std::swap(ids[0], ids[std::max_element(data, data + v) - data]);  // plain sampling needs no order, only a max
+    std::swap(ids[0],
+              ids[std::max_element(data, data + v) - data]);  // plain sampling needs no order, only a max
   }
 
   std::vector<double> prob(keep);
@@ -83,18 +85,21 @@ absl::StatusOr<GenerationResult> Generate(Transformer& model, const std::vector<
   if (options.max_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat("--max_tokens must be >= 0, got ", options.max_tokens));
   }
-  if (options.max_positions > 0 && static_cast<int64_t>(prompt.size()) + options.max_tokens > options.max_positions) {
+  if (options.max_positions > 0 &&
+      static_cast<int64_t>(prompt.size()) + options.max_tokens > options.max_positions) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the prompt (", prompt.size(), " tokens) plus --max_tokens ", options.max_tokens, " exceeds ",
-        options.max_positions, " positions (--max_context); shorten --prompt, lower --max_tokens or raise --max_context"));
+        options.max_positions,
+        " positions (--max_context); shorten --prompt, lower --max_tokens or raise --max_context"));
   }
   if (absl::Status s = ValidateSampling(options.sampling); !s.ok()) return s;
   if (absl::Status s = ValidateCachePolicy(options.policy); !s.ok()) return s;
   const int64_t vocab = model->spec().model.vocab_size();
   for (int64_t id : prompt) {
     if (id < 0 || id >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt token id ", id, " is outside the model's vocabulary [0, ",
-                                                     vocab, "); the tokenizer does not match model.vocab_size"));
+      return absl::InvalidArgumentError(absl::StrCat("prompt token id ", id,
+                                                     " is outside the model's vocabulary [0, ", vocab,
+                                                     "); the tokenizer does not match model.vocab_size"));
     }
   }
 

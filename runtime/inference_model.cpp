@@ -36,7 +36,8 @@ absl::StatusOr<InferenceModel> LoadModelForInference(const std::string& path,
   out.model->eval();
 
   std::vector<StateTensor> targets;
-  for (const auto& p : out.model->named_parameters()) targets.push_back(WholeTensor("model/" + p.key(), p.value()));
+  for (const auto& p : out.model->named_parameters())
+    targets.push_back(WholeTensor("model/" + p.key(), p.value()));
   parallel::LocalCommunicator local;
   LoadOptions options;
   options.current_config = &out.config;

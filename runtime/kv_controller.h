@@ -5,10 +5,10 @@
 // The reference picks lambda by hand per run and only measures the fraction it gets; this makes the budget
 // the knob instead (dual ascent on the constraint "KV fraction = target").
 //
-// After each optimizer step the trainer passes the step's measured KV fraction of the inference types (argmax of
-// the same logits, no Gumbel noise: what a cache keeps), as nats.target_kv_measure defines it (the mean cache over
-// positions, as `nats eval` reports it, or the cache at the window's end), the mean over NAtS layers, averaged over
-// all ranks, so every rank passes the same value:
+// After each optimizer step the trainer passes the step's measured KV fraction of the inference types (argmax
+// of the same logits, no Gumbel noise: what a cache keeps), as nats.target_kv_measure defines it (the mean
+// cache over positions, as `nats eval` reports it, or the cache at the window's end), the mean over NAtS
+// layers, averaged over all ranks, so every rank passes the same value:
 //   log(lambda) += gain * (measured - target),   lambda clamped to [kMinLambda, kMaxLambda].
 // The update uses the raw measurement, not a smoothed one: log(lambda) is already the running sum of the
 // errors (integral action), which averages the per-step noise of the Gumbel sampling and the batches; an EMA

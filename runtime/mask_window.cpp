@@ -17,8 +17,8 @@
 namespace nats {
 namespace {
 
-// `s` with every byte that does not start or continue a well-formed UTF-8 sequence replaced by U+FFFD (a GPT-2
-// token may hold part of a character; JSON must be valid UTF-8).
+// `s` with every byte that does not start or continue a well-formed UTF-8 sequence replaced by U+FFFD (a
+// GPT-2 token may hold part of a character; JSON must be valid UTF-8).
 std::string ValidUtf8(const std::string& s) {
   std::string out;
   for (size_t i = 0; i < s.size();) {
@@ -39,8 +39,9 @@ std::string ValidUtf8(const std::string& s) {
 
 }  // namespace
 
-absl::Status WriteMaskWindow(Transformer& model, const data::TokenCorpus& val, const data::Tokenizer* tokenizer,
-                             int64_t step, int64_t max_tokens, const std::string& path) {
+absl::Status WriteMaskWindow(Transformer& model, const data::TokenCorpus& val,
+                             const data::Tokenizer* tokenizer, int64_t step, int64_t max_tokens,
+                             const std::string& path) {
   const int64_t seq = model->spec().model.context_length();
   auto rows = data::EvalWindows(val, seq, 0, 1);
   if (!rows.ok()) return rows.status();
@@ -52,15 +53,16 @@ absl::Status WriteMaskWindow(Transformer& model, const data::TokenCorpus& val, c
     torch::NoGradGuard no_grad;
     const bool was_training = model->is_training();
     model->eval();
-    at::Tensor tokens = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kInt64).unsqueeze(0);
+    at::Tensor tokens =
+        torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kInt64).unsqueeze(0);
     model->forward(tokens);
     model->train(was_training);
     types = model->LastLayerTypes();
   }
 
-  std::string json = absl::StrCat("{\"kind\":\"mask_window\",\"step\":", step, ",\"data\":\"",
-                                  JsonEscape(val.path()), "\",\"window\":", model->spec().nats.window(),
-                                  ",\"tokens\":[");
+  std::string json =
+      absl::StrCat("{\"kind\":\"mask_window\",\"step\":", step, ",\"data\":\"", JsonEscape(val.path()),
+                   "\",\"window\":", model->spec().nats.window(), ",\"tokens\":[");
   for (int64_t i = 0; i < n; ++i) absl::StrAppend(&json, i ? "," : "", ids[i]);
   json += "],\"pieces\":[";
   for (int64_t i = 0; tokenizer != nullptr && i < n; ++i) {
@@ -69,7 +71,8 @@ absl::Status WriteMaskWindow(Transformer& model, const data::TokenCorpus& val, c
   }
   json += "],\"layers\":[";
   for (size_t l = 0; l < types.size(); ++l) {
-    absl::StrAppend(&json, l ? "," : "", "{\"layer\":", l, ",\"nats\":", types[l].defined() ? "true" : "false");
+    absl::StrAppend(&json, l ? "," : "", "{\"layer\":", l,
+                    ",\"nats\":", types[l].defined() ? "true" : "false");
     if (types[l].defined()) {
       at::Tensor t = types[l][0].to(at::kChar).contiguous();  // [H_kv, n]
       json += ",\"types\":[";

@@ -8,8 +8,8 @@
 //   {"kind": "mask_window", "step": S, "data": "<val shard>", "window": W, "tokens": [ids...],
 //    "pieces": ["<text of each token>", ...],
 //    "layers": [{"layer": 0, "nats": true, "types": ["GLS...", ...]}, {"layer": 1, "nats": false}, ...]}
-// `types` holds one string per KV head with one letter per position: G global, L local, S sliding. `pieces` are
-// each token decoded alone, invalid UTF-8 (a token holding part of a character) replaced by U+FFFD.
+// `types` holds one string per KV head with one letter per position: G global, L local, S sliding. `pieces`
+// are each token decoded alone, invalid UTF-8 (a token holding part of a character) replaced by U+FFFD.
 #pragma once
 
 #include <cstdint>
@@ -22,10 +22,11 @@
 
 namespace nats {
 
-// Runs the forward (no gradients; the training flag is restored) and writes the file at `path` (temp + rename).
-// `tokenizer` may be null (then "pieces" is empty). The model must have no sequence-parallel chunk attention set.
-// An error names the path.
-absl::Status WriteMaskWindow(Transformer& model, const data::TokenCorpus& val, const data::Tokenizer* tokenizer,
-                             int64_t step, int64_t max_tokens, const std::string& path);
+// Runs the forward (no gradients; the training flag is restored) and writes the file at `path` (temp +
+// rename). `tokenizer` may be null (then "pieces" is empty). The model must have no sequence-parallel chunk
+// attention set. An error names the path.
+absl::Status WriteMaskWindow(Transformer& model, const data::TokenCorpus& val,
+                             const data::Tokenizer* tokenizer, int64_t step, int64_t max_tokens,
+                             const std::string& path);
 
 }  // namespace nats

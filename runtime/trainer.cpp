@@ -57,8 +57,9 @@ double SecondsSince(Clock::time_point start) {
 // Peak fp32 matmul throughput of this process's threads, measured once at start (~0.3 s), so that
 // MFU is relative to what this machine can actually do rather than a datasheet number.
 // OpenBLAS (Debian's LibTorch's BLAS, and the fused kernel's tiles) keeps its own thread pool, one thread per
-// core, which at::set_num_threads does not reach: without this, a run with train.threads = 1 still spreads its
-// matmuls over every core, and two runs side by side (a sweep's cells, ranks on one node) fight over them.
+// core, which at::set_num_threads does not reach: without this, a run with train.threads = 1 still spreads
+// its matmuls over every core, and two runs side by side (a sweep's cells, ranks on one node) fight over
+// them.
 void LimitBlasThreads(int threads) {
   using SetThreads = void (*)(int);
   if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
@@ -77,7 +78,6 @@ double MeasureMatmulFlops() {
   }
   return 2.0 * n * n * n * reps / SecondsSince(start);
 }
-
 
 struct InitFromCounts {
   int64_t loaded = 0;       // model tensors read from the checkpoint
@@ -354,8 +354,8 @@ class TrainerState {
   // sequences. Without it this is exactly LayerStats::kv_fraction. Collective over the sp group when sp > 1.
   // `inference`: of the types inference would pick (argmax, no Gumbel noise: what a cache keeps, which the
   // controller holds at its target) instead of the sampled training types.
-  // Both measures of nats.target_kv_measure come from the one mask-statistics pass: the cache at the window's end
-  // (kv_fraction) and the mean cache over positions (mask density).
+  // Both measures of nats.target_kv_measure come from the one mask-statistics pass: the cache at the window's
+  // end (kv_fraction) and the mean cache over positions (mask density).
   struct LayerKv {
     std::vector<double> window_end, cache_mean;
   };
@@ -436,8 +436,8 @@ absl::StatusOr<std::string> ContinueAfterSaveError(TrainerState& st, const absl:
 }
 
 // Rank 0 writes the learned types of the first validation window to <run_dir>/mask_window.json for the
-// mask picture of `nats plot` (runtime/mask_window.h); a dense model has none (a stale file goes). A failure is
-// a warning: the run itself succeeded.
+// mask picture of `nats plot` (runtime/mask_window.h); a dense model has none (a stale file goes). A failure
+// is a warning: the run itself succeeded.
 void WriteRunMaskWindow(TrainerState& st) {
   if (!st.is_root()) return;
   const std::string path = (std::filesystem::path(st.cfg.train().run_dir()) / "mask_window.json").string();
@@ -447,7 +447,8 @@ void WriteRunMaskWindow(TrainerState& st) {
     std::filesystem::remove(path, ignored);
     return;
   }
-  // The picture needs the whole window on one rank: the sequence-parallel chunk attention is set aside for it.
+  // The picture needs the whole window on one rank: the sequence-parallel chunk attention is set aside for
+  // it.
   st.model->SetChunkAttention(nullptr);
   absl::Status s;
   try {
@@ -461,9 +462,10 @@ void WriteRunMaskWindow(TrainerState& st) {
   }
 }
 
-// The loader's cursor (consumed samples) indexes windows of the training stream, so it means the same data only
-// on the same shards: a resume after shards were added, removed or rewritten would silently read other windows.
-// Refused unless allowed (then printed). Checkpoints from before the fingerprint carry none and pass.
+// The loader's cursor (consumed samples) indexes windows of the training stream, so it means the same data
+// only on the same shards: a resume after shards were added, removed or rewritten would silently read other
+// windows. Refused unless allowed (then printed). Checkpoints from before the fingerprint carry none and
+// pass.
 absl::Status CheckSameTrainingData(const checkpoint::Manifest& m, const data::TokenCorpus& train,
                                    const std::string& step_dir, bool allow_change, const TrainerState* st) {
   if (!m.has_train_data_fingerprint() || m.train_data_fingerprint() == train.Fingerprint()) {
@@ -582,8 +584,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   torch::manual_seed(t.seed());
 
   // Run directory and resume (runtime/run_directory.h): the fresh-run guard, the choice of checkpoint and
-  // the config check come first (before the data, so a resume with a changed data.tokenizer is told the change,
-  // not only that the shards do not match), and nothing in the run directory is written until the checkpoint loaded.
+  // the config check come first (before the data, so a resume with a changed data.tokenizer is told the
+  // change, not only that the shards do not match), and nothing in the run directory is written until the
+  // checkpoint loaded.
   RunDirectoryOptions run_options;
   run_options.resume = options.resume || !options.resume_from.empty();
   run_options.resume_from = options.resume_from;
@@ -602,10 +605,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
     auto val_data = data::TokenCorpus::Open(cfg.data().val_path());
     if (!val_data.ok()) return val_data.status();
     st->val_data = std::make_shared<const data::TokenCorpus>(std::move(*val_data));
-    for (const auto& [corpus, field] : {std::pair{st->train_data, "data.train_path"},
-                                        std::pair{st->val_data, "data.val_path"}}) {
-      if (absl::Status s = data::CheckCorpusFitsModel(*corpus, field, (*tokenizer)->identity(),
-                                                      cfg.model().vocab_size());
+    for (const auto& [corpus, field] :
+         {std::pair{st->train_data, "data.train_path"}, std::pair{st->val_data, "data.val_path"}}) {
+      if (absl::Status s =
+              data::CheckCorpusFitsModel(*corpus, field, (*tokenizer)->identity(), cfg.model().vocab_size());
           !s.ok()) {
         return s;
       }
@@ -626,9 +629,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
 
   // Model and optimizer. Every rank builds the same initial weights from the same seed.
   st->model = Transformer(ModelSpecFromConfig(cfg));
-  // docs/method.md 5.4, once per sequence of the global batch (docs/training.md): each rank's backward charges the
-  // regulariser once per row it ran, and the gradient average over the world divides by the world size, so
-  // every rank charges world x lambda. Then dp, sp and micro-batching all train the same model.
+  // docs/method.md 5.4, once per sequence of the global batch (docs/training.md): each rank's backward
+  // charges the regulariser once per row it ran, and the gradient average over the world divides by the world
+  // size, so every rank charges world x lambda. Then dp, sp and micro-batching all train the same model.
   st->model->SetRegulariserScale(st->world);
   st->kv_controller = std::make_unique<KvController>(cfg.nats().target_kv_fraction(),
                                                      cfg.nats().target_kv_gain(), cfg.nats().lambda());
@@ -989,8 +992,8 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     const double step_lambda = st.model->lambda();
     const bool log_step =
         (st.step + 1) % std::max(1, t.log_interval()) == 0 || st.step + 1 == total_steps || st.step + 1 == 1;
-    // This rank's, per NAtS layer: the sampled types' window-end KV fraction (logged) and the inference types'
-    // (logged, and what the controller holds).
+    // This rank's, per NAtS layer: the sampled types' window-end KV fraction (logged) and the inference
+    // types' (logged, and what the controller holds).
     std::vector<double> layer_kv;
     TrainerState::LayerKv layer_kv_inference;
     if (log_step) {  // only logged
@@ -1003,12 +1006,12 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
       if (!inference.ok()) return inference.status();
       layer_kv_inference = std::move(*inference);
     }
-    const std::vector<double>& controlled = st.cfg.nats().target_kv_measure() == config::NatsConfig::CACHE_MEAN
-                                                ? layer_kv_inference.cache_mean
-                                                : layer_kv_inference.window_end;
+    const std::vector<double>& controlled =
+        st.cfg.nats().target_kv_measure() == config::NatsConfig::CACHE_MEAN ? layer_kv_inference.cache_mean
+                                                                            : layer_kv_inference.window_end;
     if (st.kv_controller->enabled() && !controlled.empty()) {
-      // The controller holds what a cache keeps: the inference types' KV fraction, not the sampled one (Gumbel
-      // noise makes the sampled types sparser than the argmax a cache uses).
+      // The controller holds what a cache keeps: the inference types' KV fraction, not the sampled one
+      // (Gumbel noise makes the sampled types sparser than the argmax a cache uses).
       double mean = 0;
       for (double v : controlled) mean += v / controlled.size();
       auto measured = st.AverageOverRanks(mean);
@@ -1047,7 +1050,8 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
         kv_inference.push_back(layer_kv_inference.window_end[kv.size()]);
         kv.push_back(layer_kv[kv.size()]);
       }
-      if (absl::Status s = st.AverageOverRanks({&frac_g, &frac_l, &frac_s, &density, &kv, &kv_inference}); !s.ok()) {
+      if (absl::Status s = st.AverageOverRanks({&frac_g, &frac_l, &frac_s, &density, &kv, &kv_inference});
+          !s.ok()) {
         return s;
       }
       if (!kv.empty()) {
@@ -1060,12 +1064,13 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
             absl::StrFormat(" | G/L/S %.3f/%.3f/%.3f | density %.3f | kv %.3f | lambda %.2e", mean(frac_g),
                             mean(frac_l), mean(frac_s), mean(density), mean(kv), step_lambda);
         if (st.kv_controller->enabled()) {
-          absl::StrAppend(&nats_line,
-                          absl::StrFormat(" (%s target %.3f, now %.3f, ema %.3f)",
-                                          st.cfg.nats().target_kv_measure() == config::NatsConfig::CACHE_MEAN
-                                              ? "cache-mean kv"
-                                              : "window-end kv",
-                                          st.kv_controller->target(), st.kv_measured, st.kv_controller->state().ema));
+          absl::StrAppend(
+              &nats_line,
+              absl::StrFormat(" (%s target %.3f, now %.3f, ema %.3f)",
+                              st.cfg.nats().target_kv_measure() == config::NatsConfig::CACHE_MEAN
+                                  ? "cache-mean kv"
+                                  : "window-end kv",
+                              st.kv_controller->target(), st.kv_measured, st.kv_controller->state().ema));
         }
       }
       // DISTILL: the two parts of the loss, averaged over the ranks like the loss.

@@ -62,7 +62,7 @@ struct TrainSummary {
   double first_val_loss = 0;  // before the first step
   double last_val_loss = 0;
   double last_val_bpb = 0;
-  double best_val_loss = 0;   // lowest scheduled validation loss, earlier attempts (resumed from) included
+  double best_val_loss = 0;  // lowest scheduled validation loss, earlier attempts (resumed from) included
   double last_train_loss = 0;
   // steps is the step reached; a resumed run did steps - resumed_from_step of them in this process, and
   // tokens_per_second and seconds cover this process only.

@@ -59,8 +59,8 @@ struct ObservationColumns {
   std::string flops = "flops";          // the run's training FLOPs (fallback for grouping by budget)
   std::string status = "status";        // rows whose status is not "ok" are skipped
   std::string attention = "attention";  // "DENSE" lets an empty kv value mean kappa = 1
-  // The rows of the laws (Approaches 3 and 2): those whose column `law_column` holds `law_value`; empty column:
-  // every row. `nats fit --law_rows`; the KV fit always takes every usable row.
+  // The rows of the laws (Approaches 3 and 2): those whose column `law_column` holds `law_value`; empty
+  // column: every row. `nats fit --law_rows`; the KV fit always takes every usable row.
   std::string law_column, law_value;
 };
 

@@ -15,13 +15,14 @@ ParameterCounts CountParameters(const config::Config& config) {
   ParameterCounts counts;
   counts.embedding = static_cast<int64_t>(m.vocab_size()) * d * (m.tie_embeddings() ? 1 : 2);
   // Learned positions count as embedding parameters (Kaplan et al. exclude them from N as well).
-  if (m.position() == config::ModelConfig::LEARNED) counts.embedding += static_cast<int64_t>(MaxLearnedPositions(m)) * d;
+  if (m.position() == config::ModelConfig::LEARNED)
+    counts.embedding += static_cast<int64_t>(MaxLearnedPositions(m)) * d;
   const bool mlp_bias = m.bias();
   const bool qkv_bias = m.bias() || m.qkv_bias();
   for (int layer = 0; layer < m.n_layer(); ++layer) {
     int64_t block = 2 * norm;
-    block += (d + (qkv_bias ? 1 : 0)) * (m.n_head() + 2 * n_kv) * head_dim;  // fused QKV
-    block += (d + (mlp_bias ? 1 : 0)) * d;                                   // output projection
+    block += (d + (qkv_bias ? 1 : 0)) * (m.n_head() + 2 * n_kv) * head_dim;     // fused QKV
+    block += (d + (mlp_bias ? 1 : 0)) * d;                                      // output projection
     const int64_t ffn_inputs = m.mlp() == config::ModelConfig::SWIGLU ? 2 : 1;  // (gate and) fc
     block += ffn_inputs * (d + (mlp_bias ? 1 : 0)) * ffn + (ffn + (mlp_bias ? 1 : 0)) * d;
     if (LayerUsesNats(config, layer)) block += d * n_kv * 3;  // scorer: 3 type logits per KV head

@@ -249,7 +249,8 @@ absl::Status WriteResults(const SweepPlan& plan) {
   }
   std::error_code ec;
   fs::create_directories(plan.out_dir, ec);
-  if (absl::Status s = checkpoint::WriteFileDurably(plan.out_dir + "/results.csv", csv, "results_csv"); !s.ok()) {
+  if (absl::Status s = checkpoint::WriteFileDurably(plan.out_dir + "/results.csv", csv, "results_csv");
+      !s.ok()) {
     return s;
   }
   return checkpoint::WriteFileDurably(plan.out_dir + "/results.jsonl", jsonl, "results_jsonl");

@@ -2,9 +2,9 @@
 //
 // `nats sweep --emit slurm`: an sbatch job-array script with one array task per cell. Task i runs
 // `nats sweep --grid <file> --out <dir> --index i --launcher <launcher>`, so it has the runner's guarantees
-// (skip if finished, resume if interrupted, a lock against a second task on the same cell). Slurm sends SIGUSR1
-// to the batch shell 120 s before the time limit (`--signal=B:USR1@120`); the sweep forwards it to the cell,
-// which saves a checkpoint; resubmitting the same script continues every unfinished cell.
+// (skip if finished, resume if interrupted, a lock against a second task on the same cell). Slurm sends
+// SIGUSR1 to the batch shell 120 s before the time limit (`--signal=B:USR1@120`); the sweep forwards it to
+// the cell, which saves a checkpoint; resubmitting the same script continues every unfinished cell.
 #pragma once
 
 #include <string>

@@ -1,9 +1,9 @@
 // scaling/sweep_plan.h
 //
-// A sweep file (config.proto `Sweep`) expanded into its cells: one complete, validated `nats train` config per
-// point of the grid (model size x axes x horizon x seed), each with a name derived from its settings, its own
-// run directory <out>/cells/<name>, its parameter counts, steps, tokens and planned FLOPs. Pure planning: reads
-// the sweep and base config files, writes nothing. The rules (docs/scaling.md):
+// A sweep file (config.proto `Sweep`) expanded into its cells: one complete, validated `nats train` config
+// per point of the grid (model size x axes x horizon x seed), each with a name derived from its settings, its
+// own run directory <out>/cells/<name>, its parameter counts, steps, tokens and planned FLOPs. Pure planning:
+// reads the sweep and base config files, writes nothing. The rules (docs/scaling.md):
 //  - family depth L: n_layer = L, d_model = aspect_ratio L, n_head = d_model / head_dim,
 //    lr = base lr (lr_base_width / d_model)^lr_width_exponent;
 //  - then the axes' overrides, in the file's order (an axis may override what the family set);
@@ -34,16 +34,16 @@ struct SweepCell {
   int depth = 0;            // family depth; 0 without a family
   double budget_flops = 0;  // the cell's FLOP budget; 0 when the horizon is steps or tokens
   int64_t steps = 0;
-  int64_t tokens = 0;            // steps x batch_size x context_length
-  double flops_per_token = 0;    // planned (nats_planning_density)
-  double flops = 0;              // flops_per_token x tokens
+  int64_t tokens = 0;          // steps x batch_size x context_length
+  double flops_per_token = 0;  // planned (nats_planning_density)
+  double flops = 0;            // flops_per_token x tokens
   ParameterCounts params;
 };
 
 struct SweepPlan {
   config::Sweep sweep;
-  std::string grid_path;  // the sweep file
-  std::string out_dir;    // absolute
+  std::string grid_path;                   // the sweep file
+  std::string out_dir;                     // absolute
   std::vector<std::string> label_columns;  // axis names, in the file's order
   std::vector<SweepCell> cells;
   std::vector<std::string> left_out;  // "<name>: 12 steps < min_steps 20"

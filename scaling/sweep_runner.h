@@ -6,13 +6,14 @@
 //  - a cell whose <run_dir>/summary.json is finished for its config and steps is skipped;
 //  - an interrupted cell resumes from its newest checkpoint (resume is exact, so its losses equal an
 //    uninterrupted run's);
-//  - a cell is locked while it runs (flock on <run_dir>/.lock, released by the kernel if the holder dies), so two
+//  - a cell is locked while it runs (flock on <run_dir>/.lock, released by the kernel if the holder dies), so
+//  two
 //    sweep processes (or Slurm array tasks) never run the same cell; a locked cell is left to its holder.
-// SIGINT/SIGTERM/SIGUSR1 to the sweep forward one SIGUSR1 to the running cell (the trainer saves a checkpoint and
-// stops; under mpirun SIGUSR1 is the signal that reaches the ranks untouched, runtime/signals.h); the sweep then
-// stops and says how to resume. A second signal forwards a second SIGUSR1 (the trainer exits at once).
-// A failed cell is reported with the tail of its log and the sweep goes on; it is retried by the next run.
-// After each cell, results.csv / results.jsonl are rebuilt (scaling/results_table.h).
+// SIGINT/SIGTERM/SIGUSR1 to the sweep forward one SIGUSR1 to the running cell (the trainer saves a checkpoint
+// and stops; under mpirun SIGUSR1 is the signal that reaches the ranks untouched, runtime/signals.h); the
+// sweep then stops and says how to resume. A second signal forwards a second SIGUSR1 (the trainer exits at
+// once). A failed cell is reported with the tail of its log and the sweep goes on; it is retried by the next
+// run. After each cell, results.csv / results.jsonl are rebuilt (scaling/results_table.h).
 #pragma once
 
 #include <string>

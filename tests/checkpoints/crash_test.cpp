@@ -3,8 +3,8 @@
 // checks that the newest complete checkpoint loads with intact CRCs, that `latest` names a complete
 // checkpoint, and that the next save over the debris succeeds. Also the second-signal exit codes.
 // Plain process only (no MPI: fork and MPI do not mix).
-#include <gtest/gtest.h>
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,7 +29,8 @@ namespace fs = std::filesystem;
 std::vector<StateTensor> StateAt(int64_t step) {
   std::vector<StateTensor> state;
   state.push_back(WholeTensor("model/a", checkpoint_testing::SeededTensor(step, {300, 100}, at::kFloat)));
-  state.push_back(WholeTensor("model/b", checkpoint_testing::SeededTensor(step + 1000, {2500000}, at::kFloat)));
+  state.push_back(
+      WholeTensor("model/b", checkpoint_testing::SeededTensor(step + 1000, {2500000}, at::kFloat)));
   state.push_back(WholeTensor("optim/step", at::full({1}, step, at::kLong)));
   return state;
 }
@@ -44,7 +45,8 @@ int64_t LoadAndCheck(const std::string& path) {
   if (!loaded.ok()) return -1;
   const int64_t step = loaded->manifest.step();
   const auto want = StateAt(step);
-  for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(at::equal(targets[i].tensor, want[i].tensor)) << want[i].name;
+  for (size_t i = 0; i < want.size(); ++i)
+    EXPECT_TRUE(at::equal(targets[i].tensor, want[i].tensor)) << want[i].name;
   return step;
 }
 
@@ -98,9 +100,9 @@ TEST_F(CrashTest, KillAtEveryPointKeepsPreviousCheckpoint) {
     bool committed;  // step 200 is complete after this point
   };
   const Case cases[] = {
-      {"staging_ready", 1, false},       {"blob_slice_written", 1, false}, {"blob_slice_written", 2, false},
-      {"blob_synced", 1, false},         {"manifest_tmp_written", 1, false}, {"manifest_written", 1, false},
-      {"step_dir_renamed", 1, true},     {"latest_tmp_written", 1, true},  {"latest_written", 1, true},
+      {"staging_ready", 1, false},     {"blob_slice_written", 1, false},   {"blob_slice_written", 2, false},
+      {"blob_synced", 1, false},       {"manifest_tmp_written", 1, false}, {"manifest_written", 1, false},
+      {"step_dir_renamed", 1, true},   {"latest_tmp_written", 1, true},    {"latest_written", 1, true},
       {"retention_deleting", 1, true},
   };
   for (const Case& c : cases) {

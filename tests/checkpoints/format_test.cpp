@@ -41,8 +41,8 @@ at::Tensor Values(at::IntArrayRef shape, at::ScalarType dtype, int seed) {
 }
 
 // Writes `tensors` split at element `cut` between rank 0's and rank 1's blob; returns the manifest.
-Manifest WriteTwoRankCheckpoint(const std::string& dir, int64_t step, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                                int64_t cut) {
+Manifest WriteTwoRankCheckpoint(const std::string& dir, int64_t step,
+                                const std::vector<std::pair<std::string, at::Tensor>>& tensors, int64_t cut) {
   Manifest m;
   m.set_format_version(kFormatVersion);
   m.set_step(step);
@@ -79,9 +79,9 @@ Manifest WriteTwoRankCheckpoint(const std::string& dir, int64_t step, const std:
 
 TEST_F(FormatTest, DtypesRoundTripThroughBlobsAndSlices) {
   const std::vector<std::pair<std::string, at::Tensor>> tensors = {
-      {"f32", Values({10, 7}, at::kFloat, 1)},  {"f64", Values({3, 3}, at::kDouble, 2)},
-      {"i64", Values({5}, at::kLong, 3)},       {"u8", Values({33}, at::kByte, 4)},
-      {"bf16", Values({9}, at::kBFloat16, 5)},  {"i32", Values({4, 2}, at::kInt, 6)},
+      {"f32", Values({10, 7}, at::kFloat, 1)}, {"f64", Values({3, 3}, at::kDouble, 2)},
+      {"i64", Values({5}, at::kLong, 3)},      {"u8", Values({33}, at::kByte, 4)},
+      {"bf16", Values({9}, at::kBFloat16, 5)}, {"i32", Values({4, 2}, at::kInt, 6)},
   };
   WriteTwoRankCheckpoint(root_, 5, tensors, /*cut=*/6);
   auto reader = CheckpointReader::Open(root_);
@@ -110,14 +110,16 @@ TEST_F(FormatTest, ReaderNamesTensorAndFixOnMisuse) {
   ASSERT_TRUE(reader.ok()) << reader.status();
   absl::Status shape = (*reader)->CheckCompatible("model/h0.qkv.weight", at::kFloat, {384, 64});
   EXPECT_EQ(shape.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(shape.message().find("tensor model/h0.qkv.weight: checkpoint shape [384, 128] but the model has [384, 64]"),
+  EXPECT_NE(shape.message().find(
+                "tensor model/h0.qkv.weight: checkpoint shape [384, 128] but the model has [384, 64]"),
             absl::string_view::npos)
       << shape;
   absl::Status dtype = (*reader)->CheckCompatible("model/h0.qkv.weight", at::kDouble, {384, 128});
   EXPECT_NE(dtype.message().find("checkpoint dtype float32"), absl::string_view::npos) << dtype;
   EXPECT_EQ((*reader)->CheckCompatible("model/nope", at::kFloat, {1}).code(), absl::StatusCode::kNotFound);
   at::Tensor too_far = at::empty({10}, at::kFloat);
-  EXPECT_EQ((*reader)->Read("model/h0.qkv.weight", 384 * 128 - 5, too_far).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ((*reader)->Read("model/h0.qkv.weight", 384 * 128 - 5, too_far).code(),
+            absl::StatusCode::kOutOfRange);
   at::Tensor wrong = at::empty({10}, at::kDouble);
   EXPECT_EQ((*reader)->Read("model/h0.qkv.weight", 0, wrong).code(), absl::StatusCode::kInvalidArgument);
 }
@@ -153,7 +155,8 @@ TEST_F(FormatTest, BlobFromAnotherSaveIsNamed) {
   at::Tensor out = at::empty({100}, at::kFloat);
   absl::Status s = (*reader)->Read("t", 0, out);
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
-  EXPECT_NE(s.message().find("rank_1.bin: the file was written by rank 1 at step 6"), absl::string_view::npos) << s;
+  EXPECT_NE(s.message().find("rank_1.bin: the file was written by rank 1 at step 6"), absl::string_view::npos)
+      << s;
 }
 
 TEST(Crc32c, MatchesTheBitwiseDefinitionAndKnownValue) {
@@ -214,8 +217,8 @@ TEST_F(FormatTest, StagingCommitAndLatest) {
   MakeCompleteStep(root_, 9);
   EXPECT_EQ(*ReadLatest(root_), 7);
   EXPECT_EQ(*FindLatestCheckpoint(root_), StepDirPath(root_, 9));
-  fs::create_directories(StepDirPath(root_, 11));        // no manifest
-  fs::create_directories(StagingDirPath(root_, 12));     // interrupted save
+  fs::create_directories(StepDirPath(root_, 11));     // no manifest
+  fs::create_directories(StagingDirPath(root_, 12));  // interrupted save
   MakeCompleteStep(root_, 13);
   fs::rename(StepDirPath(root_, 13), StepDirPath(root_, 13) + ".abandoned");  // a rollback's leftover
   fs::remove_all(StepDirPath(root_, 7));

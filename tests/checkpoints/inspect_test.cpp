@@ -1,7 +1,7 @@
 // `nats inspect` (launch/inspect_command.cpp) on an intact and on a damaged checkpoint: exit codes and
 // the lines a user relies on.
-#include <gtest/gtest.h>
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -78,7 +78,8 @@ TEST_F(InspectTest, DamageGivesNonZeroExitAndNamesTensorAndFile) {
   checkpoint_testing::FlipBit(dir + "/rank_0.bin", 64 + 3);  // the first slice of the first tensor
   InspectRun r = Inspect({dir});
   EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.err.find("tensor model/wte: CRC mismatch in " + dir + "/rank_0.bin"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("tensor model/wte: CRC mismatch in " + dir + "/rank_0.bin"), std::string::npos)
+      << r.err;
   EXPECT_NE(r.out.find("verify      FAILED: 1 damaged"), std::string::npos) << r.out;
 
   checkpoint_testing::Truncate(dir + "/rank_0.bin", 1000);

@@ -7,8 +7,8 @@
 // The state: the synthetic tensors of test_state.h (exact comparison) and the ZeRO-1 AdamW state and
 // parameters after two steps, compared with a non-sharded AdamW computed locally (float tolerance: the
 // ZeRO and plain updates agree up to rounding).
-#include <gtest/gtest.h>
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -50,7 +50,8 @@ std::vector<parallel::OptimizerParam> MakeParams() {
   std::vector<parallel::OptimizerParam> params;
   const std::vector<std::vector<int64_t>> shapes = {{7, 3}, {5}, {11}, {2, 2}, {1001}};
   for (size_t i = 0; i < shapes.size(); ++i) {
-    params.push_back({absl::StrCat("p", i), checkpoint_testing::SeededTensor(i, shapes[i], at::kFloat).requires_grad_(true)});
+    params.push_back({absl::StrCat("p", i),
+                      checkpoint_testing::SeededTensor(i, shapes[i], at::kFloat).requires_grad_(true)});
   }
   return params;
 }
@@ -92,7 +93,8 @@ TEST(Reshard, LoadSyntheticStateInAnyWorldSize) {
   auto& comm = World();
   auto manifest = checkpoint::ReadManifest(*checkpoint::FindLatestCheckpoint(Dir()));
   ASSERT_TRUE(manifest.ok()) << manifest.status();
-  std::printf("rank %d of %d loads a checkpoint saved by %d ranks\n", comm.rank(), comm.size(), manifest->world_size());
+  std::printf("rank %d of %d loads a checkpoint saved by %d ranks\n", comm.rank(), comm.size(),
+              manifest->world_size());
   // This rank's pieces in this world's layouts (different from the saving world's when sizes differ).
   auto targets = checkpoint_testing::SyntheticState(comm.rank(), comm.size());
   for (auto& t : targets) t.tensor = at::zeros_like(t.tensor);
@@ -100,7 +102,8 @@ TEST(Reshard, LoadSyntheticStateInAnyWorldSize) {
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   auto want = checkpoint_testing::SyntheticState(comm.rank(), comm.size());
   ASSERT_EQ(targets.size(), want.size());
-  for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(at::equal(targets[i].tensor, want[i].tensor)) << want[i].name;
+  for (size_t i = 0; i < want.size(); ++i)
+    EXPECT_TRUE(at::equal(targets[i].tensor, want[i].tensor)) << want[i].name;
 }
 
 TEST(Reshard, LoadZeroOptimizerStateInAnyWorldSize) {

@@ -74,7 +74,8 @@ TEST(SaveLoad, EveryDtypeAndLayoutRoundTrips) {
   auto& comm = World();
   const std::string root = checkpoint_testing::SharedTempDir(comm, "roundtrip");
   auto state = checkpoint_testing::SyntheticState(comm.rank(), comm.size());
-  auto saved = SaveCheckpoint(comm, root, 10, state, Header(64), absl::StrCat("rng of rank ", comm.rank()), {});
+  auto saved =
+      SaveCheckpoint(comm, root, 10, state, Header(64), absl::StrCat("rng of rank ", comm.rank()), {});
   ASSERT_TRUE(saved.ok()) << saved.status();
   EXPECT_EQ(saved->step_dir, checkpoint::StepDirPath(root, 10));
 
@@ -118,9 +119,9 @@ TEST(SaveLoad, ShapeMismatchNamesTheConfigChange) {
   auto loaded = LoadCheckpoint(comm, root, targets, options);
   ASSERT_FALSE(loaded.ok());
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(loaded.status().message().find(
-                "tensor model/h0.qkv.weight: checkpoint shape [384, 128] but the model has [384, 64]; the model config "
-                "changed: model.d_model 128 -> 64"),
+  EXPECT_NE(loaded.status().message().find("tensor model/h0.qkv.weight: checkpoint shape [384, 128] but the "
+                                           "model has [384, 64]; the model config "
+                                           "changed: model.d_model 128 -> 64"),
             absl::string_view::npos)
       << loaded.status();
   // A tensor the checkpoint lacks: an error, or listed when allowed.
@@ -148,7 +149,8 @@ void ExpectDamageRefused(const std::string& what, const std::function<void(const
   auto loaded = LoadCheckpoint(comm, root, targets);
   ASSERT_FALSE(loaded.ok()) << what;
   for (const std::string& part : message_parts) {
-    EXPECT_NE(loaded.status().message().find(part), absl::string_view::npos) << what << ": " << loaded.status();
+    EXPECT_NE(loaded.status().message().find(part), absl::string_view::npos)
+        << what << ": " << loaded.status();
   }
   checkpoint_testing::RemoveSharedDir(comm, root);
 }
@@ -157,15 +159,15 @@ TEST(SaveLoad, CorruptionIsRefusedNamingTensorAndFile) {
   ExpectDamageRefused(
       "bit flip", [](const std::string& dir) { checkpoint_testing::FlipBit(dir + "/rank_0.bin", 64 + 100); },
       {"tensor model/w", "CRC mismatch", "rank_0.bin", "use an older step"});
-  ExpectDamageRefused(
-      "truncated", [](const std::string& dir) { checkpoint_testing::Truncate(dir + "/rank_0.bin", 500); },
-      {"tensor model/w", "rank_0.bin is truncated (500 bytes"});
-  ExpectDamageRefused(
-      "missing blob", [](const std::string& dir) { std::filesystem::remove(dir + "/rank_0.bin"); },
-      {"tensor model/w", "cannot open checkpoint blob", "rank_0.bin"});
-  ExpectDamageRefused(
-      "missing manifest", [](const std::string& dir) { std::filesystem::remove(dir + "/manifest.pb"); },
-      {"no complete checkpoint"});
+  ExpectDamageRefused("truncated",
+                      [](const std::string& dir) { checkpoint_testing::Truncate(dir + "/rank_0.bin", 500); },
+                      {"tensor model/w", "rank_0.bin is truncated (500 bytes"});
+  ExpectDamageRefused("missing blob",
+                      [](const std::string& dir) { std::filesystem::remove(dir + "/rank_0.bin"); },
+                      {"tensor model/w", "cannot open checkpoint blob", "rank_0.bin"});
+  ExpectDamageRefused("missing manifest",
+                      [](const std::string& dir) { std::filesystem::remove(dir + "/manifest.pb"); },
+                      {"no complete checkpoint"});
 }
 
 TEST(SaveLoad, RetentionAndLatest) {
@@ -251,7 +253,8 @@ TEST(SaveLoad, InconsistentDeclarationsFailOnEveryRank) {
   std::vector<StateTensor> bad = {{"b", at::zeros({4}), {4}, comm.rank() == comm.size() - 1 ? 2 : 0}};
   saved = SaveCheckpoint(comm, root, 1, bad, Header(8), "", {});
   ASSERT_FALSE(saved.ok());
-  EXPECT_NE(saved.status().message().find("lie outside its global shape"), absl::string_view::npos) << saved.status();
+  EXPECT_NE(saved.status().message().find("lie outside its global shape"), absl::string_view::npos)
+      << saved.status();
   EXPECT_FALSE(checkpoint::FindLatestCheckpoint(root).ok());
   checkpoint_testing::RemoveSharedDir(comm, root);
 }
@@ -263,7 +266,8 @@ TEST(SaveLoad, ZeroOptimizerStateRoundTripsThroughExportImport) {
     std::vector<parallel::OptimizerParam> params;
     const std::vector<std::vector<int64_t>> shapes = {{7, 3}, {5}, {11}, {2, 2}};
     for (size_t i = 0; i < shapes.size(); ++i) {
-      params.push_back({absl::StrCat("p", i), checkpoint_testing::SeededTensor(i, shapes[i], at::kFloat).requires_grad_(true)});
+      params.push_back({absl::StrCat("p", i),
+                        checkpoint_testing::SeededTensor(i, shapes[i], at::kFloat).requires_grad_(true)});
     }
     return params;
   };
@@ -272,7 +276,8 @@ TEST(SaveLoad, ZeroOptimizerStateRoundTripsThroughExportImport) {
   ASSERT_TRUE(opt.ok()) << opt.status();
   for (int step = 0; step < 2; ++step) {
     for (size_t i = 0; i < params.size(); ++i) {
-      params[i].tensor.mutable_grad() = checkpoint_testing::SeededTensor(100 + 10 * step + i, params[i].tensor.sizes(), at::kFloat);
+      params[i].tensor.mutable_grad() =
+          checkpoint_testing::SeededTensor(100 + 10 * step + i, params[i].tensor.sizes(), at::kFloat);
     }
     ASSERT_TRUE((*opt)->Step().ok());
   }

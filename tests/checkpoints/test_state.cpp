@@ -17,8 +17,8 @@ std::string SharedTempDir(parallel::Communicator& comm, const std::string& name)
   if (comm.rank() == 0) pid.data_ptr<int64_t>()[0] = ::getpid();
   TORCH_CHECK(comm.Broadcast(pid, 0).ok(), "broadcast of the temp dir id failed");
   const char* tmp = std::getenv("TMPDIR");
-  const std::string dir =
-      absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/nats_ckpt_", name, "_", pid.data_ptr<int64_t>()[0]);
+  const std::string dir = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/nats_ckpt_", name,
+                                       "_", pid.data_ptr<int64_t>()[0]);
   if (comm.rank() == 0) {
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
@@ -64,11 +64,14 @@ std::pair<int64_t, int64_t> HeldRange(const GlobalSpec& spec, int rank, int size
   for (int64_t d : spec.shape) n *= d;
   const int64_t per = (n + size - 1) / size;
   switch (spec.layout) {
-    case Layout::kReplicated: return {0, n};
-    case Layout::kSharded: return {std::min(n, rank * per), std::min(n, (rank + 1) * per)};
+    case Layout::kReplicated:
+      return {0, n};
+    case Layout::kSharded:
+      return {std::min(n, rank * per), std::min(n, (rank + 1) * per)};
     case Layout::kOverlapping:
       return {std::max<int64_t>(0, std::min(n, rank * per - 3)), std::min(n, (rank + 1) * per + 3)};
-    case Layout::kLastRankOnly: return rank == size - 1 ? std::make_pair(int64_t{0}, n) : std::make_pair(n, n);
+    case Layout::kLastRankOnly:
+      return rank == size - 1 ? std::make_pair(int64_t{0}, n) : std::make_pair(n, n);
   }
   return {0, 0};
 }

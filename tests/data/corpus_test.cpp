@@ -22,11 +22,11 @@ namespace {
 TEST(Corpus, Utf8Validation) {
   EXPECT_TRUE(IsValidUtf8("plain ascii\n"));
   EXPECT_TRUE(IsValidUtf8("caf\xC3\xA9 \xE2\x80\x94 \xF0\x9F\x98\x80"));  // é, em dash, emoji
-  EXPECT_FALSE(IsValidUtf8("caf\xE9"));                                  // Latin-1 é
-  EXPECT_FALSE(IsValidUtf8("\xC3"));                                     // cut short
-  EXPECT_FALSE(IsValidUtf8("\xC0\xAF"));                                 // overlong '/'
-  EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));                             // UTF-16 surrogate
-  EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));                         // > U+10FFFF
+  EXPECT_FALSE(IsValidUtf8("caf\xE9"));                                   // Latin-1 é
+  EXPECT_FALSE(IsValidUtf8("\xC3"));                                      // cut short
+  EXPECT_FALSE(IsValidUtf8("\xC0\xAF"));                                  // overlong '/'
+  EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));                              // UTF-16 surrogate
+  EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));                          // > U+10FFFF
 }
 
 TEST(Corpus, StripsBomAndCrlf) {
@@ -57,8 +57,10 @@ TEST(Corpus, StripsModernGutenbergMarkers) {
       "*** START: FULL LICENSE ***\nmore license\n";
   EXPECT_EQ(StripGutenbergBoilerplate(text), "Chapter 1\nCall me Ishmael.\n\n\n");
   // Variant spelling and only one of the two markers present.
-  EXPECT_EQ(StripGutenbergBoilerplate("head\n***START OF THE PROJECT GUTENBERG EBOOK Y***\nbody\n"), "body\n");
-  EXPECT_EQ(StripGutenbergBoilerplate("body\n*** END OF THE PROJECT GUTENBERG EBOOK Y ***\ntail\n"), "body\n");
+  EXPECT_EQ(StripGutenbergBoilerplate("head\n***START OF THE PROJECT GUTENBERG EBOOK Y***\nbody\n"),
+            "body\n");
+  EXPECT_EQ(StripGutenbergBoilerplate("body\n*** END OF THE PROJECT GUTENBERG EBOOK Y ***\ntail\n"),
+            "body\n");
   // No markers: unchanged, including a line that merely mentions a start.
   const std::string plain = "*** START: a heading ***\nThe start of the story.\n";
   EXPECT_EQ(StripGutenbergBoilerplate(plain), plain);
@@ -105,7 +107,8 @@ TEST(Corpus, CleanBookTextRunsEveryStep) {
       "\xEF\xBB\xBFHeader\r\n*** START OF THIS PROJECT GUTENBERG EBOOK Z ***\r\n\r\n\r\n"
       "Caf\xC3\xA9 text.\r\n\r\n*** END OF THIS PROJECT GUTENBERG EBOOK Z ***\r\nfooter\r\n";
   EXPECT_EQ(CleanBookText(raw, {}), "Caf\xC3\xA9 text.\n");
-  EXPECT_EQ(CleanBookText("Latin \xE9\r\nlast line without newline", {}), "Latin \xC3\xA9\nlast line without newline\n");
+  EXPECT_EQ(CleanBookText("Latin \xE9\r\nlast line without newline", {}),
+            "Latin \xC3\xA9\nlast line without newline\n");
 }
 
 TEST(Corpus, BookListAndSplit) {
@@ -113,8 +116,9 @@ TEST(Corpus, BookListAndSplit) {
   for (const BookSpec& book : DemoBooks()) {
     (book.split == Split::kTrain ? train : val).insert(std::string(book.name));
   }
-  EXPECT_EQ(train, (std::set<std::string>{"mobydick", "poe", "huckfinn", "sherlock", "kjv", "emma", "mansfieldpark",
-                                          "northangerabbey", "persuasion", "prideprejudice", "sensesensibility"}));
+  EXPECT_EQ(train,
+            (std::set<std::string>{"mobydick", "poe", "huckfinn", "sherlock", "kjv", "emma", "mansfieldpark",
+                                   "northangerabbey", "persuasion", "prideprejudice", "sensesensibility"}));
   EXPECT_EQ(val, (std::set<std::string>{"tomsawyer", "opticks"}));
 }
 
@@ -122,7 +126,8 @@ TEST(Corpus, BookListAndSplit) {
 std::string RdbRecord(const std::vector<std::pair<std::string, int32_t>>& strings /* text, CHARSXP flags */) {
   std::string xdr = "X\n";
   auto put = [&](int32_t v) {
-    for (int shift = 24; shift >= 0; shift -= 8) xdr.push_back(static_cast<char>((static_cast<uint32_t>(v) >> shift) & 0xFF));
+    for (int shift = 24; shift >= 0; shift -= 8)
+      xdr.push_back(static_cast<char>((static_cast<uint32_t>(v) >> shift) & 0xFF));
   };
   put(3), put(0x00040201), put(0x00030500), put(5);
   xdr += "UTF-8";
@@ -143,7 +148,8 @@ std::string RdbRecord(const std::vector<std::pair<std::string, int32_t>>& string
             Z_OK);
   compressed.resize(compressed_len);
   std::string record;
-  for (int shift = 24; shift >= 0; shift -= 8) record.push_back(static_cast<char>((xdr.size() >> shift) & 0xFF));
+  for (int shift = 24; shift >= 0; shift -= 8)
+    record.push_back(static_cast<char>((xdr.size() >> shift) & 0xFF));
   return record + compressed;
 }
 
@@ -172,7 +178,8 @@ TEST(Corpus, MissingBookNamesFetchScript) {
   ASSERT_FALSE(book.ok());
   EXPECT_EQ(book.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(book.status().message().find("fetch_corpus.sh"), std::string::npos) << book.status();
-  EXPECT_NE(book.status().message().find("/nonexistent_data_dir/books/raw/"), std::string::npos) << book.status();
+  EXPECT_NE(book.status().message().find("/nonexistent_data_dir/books/raw/"), std::string::npos)
+      << book.status();
 }
 
 // The real books, as launch/fetch_corpus.sh leaves them.
@@ -183,7 +190,8 @@ TEST(Corpus, RealBooksCleanUp) {
   for (const BookSpec& book : DemoBooks()) {
     SCOPED_TRACE(std::string(book.name));
     absl::StatusOr<std::string> text = LoadCleanBook(data_dir, book);
-    ASSERT_TRUE(text.ok()) << text.status() << "\nfetch the demo corpus first: launch/fetch_corpus.sh " << data_dir;
+    ASSERT_TRUE(text.ok()) << text.status() << "\nfetch the demo corpus first: launch/fetch_corpus.sh "
+                           << data_dir;
     EXPECT_GT(text->size(), 300000u);  // the smallest book, Tom Sawyer, is ~380 kB
     EXPECT_TRUE(IsValidUtf8(*text));
     EXPECT_EQ(text->find('\r'), std::string::npos);
@@ -207,7 +215,8 @@ TEST(Corpus, RealBooksCleanUp) {
   EXPECT_NE(moby.find("Call me Ishmael."), std::string::npos);
   EXPECT_EQ(moby.find("FULL LICENSE"), std::string::npos);
   std::string poe = load("poe");
-  EXPECT_NE(poe.find("\xE2\x80\xA1"), std::string::npos);  // the Gold-Bug cipher's double dagger, from CP1252 0x87
+  EXPECT_NE(poe.find("\xE2\x80\xA1"),
+            std::string::npos);  // the Gold-Bug cipher's double dagger, from CP1252 0x87
   EXPECT_NE(poe.find("Once upon a midnight dreary"), std::string::npos);
   EXPECT_EQ(poe.find("\xC2\x87"), std::string::npos);  // not a C1 control (what Latin-1 decoding would give)
   std::string kjv = load("kjv");
@@ -222,8 +231,8 @@ TEST(Corpus, RealBooksCleanUp) {
   EXPECT_NE(sherlock.find("To Sherlock Holmes she is always THE woman."), std::string::npos);
 }
 
-// `nats prepare` end to end with the byte tokenizer, where the expected shard follows from the clean text alone:
-// each document is eot followed by the book's bytes, in book order, whole books in their split.
+// `nats prepare` end to end with the byte tokenizer, where the expected shard follows from the clean text
+// alone: each document is eot followed by the book's bytes, in book order, whole books in their split.
 TEST(Prepare, ByteShardsHoldTheCleanBooksInOrder) {
   const char* data_dir_env = std::getenv("NATS_CACHE");
   ASSERT_NE(data_dir_env, nullptr);
@@ -277,7 +286,8 @@ TEST(Prepare, MissingCorpusNamesFetchScript) {
   ASSERT_FALSE(status.ok());
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
   EXPECT_NE(status.message().find("launch/fetch_corpus.sh"), std::string::npos) << status;
-  EXPECT_NE(status.message().find("/nonexistent_data_dir/books/raw/mobydick.txt"), std::string::npos) << status;
+  EXPECT_NE(status.message().find("/nonexistent_data_dir/books/raw/mobydick.txt"), std::string::npos)
+      << status;
 }
 
 }  // namespace

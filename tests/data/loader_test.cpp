@@ -1,6 +1,6 @@
-// Loader: determinism, dp-invariance of the global batch, window contents, epoch reshuffling, argument errors.
-// The shard used here holds token i at position i (mod a 32-bit vocab), so a window's content says where it came
-// from and every check is against first principles rather than against the loader itself.
+// Loader: determinism, dp-invariance of the global batch, window contents, epoch reshuffling, argument
+// errors. The shard used here holds token i at position i (mod a 32-bit vocab), so a window's content says
+// where it came from and every check is against first principles rather than against the loader itself.
 #include "data/loader.h"
 
 #include <unistd.h>
@@ -19,10 +19,11 @@ namespace {
 constexpr int64_t kVocab = 1 << 20;  // uint32 storage, so position == token id for every position used here
 
 std::shared_ptr<const TokenCorpus> IotaShard(uint64_t num_tokens, const std::string& name) {
-  const std::string path = std::string(::testing::TempDir()) + "/loader_test_" + std::to_string(::getpid()) + "_" +
-                           name + ".tok";
+  const std::string path =
+      std::string(::testing::TempDir()) + "/loader_test_" + std::to_string(::getpid()) + "_" + name + ".tok";
   std::vector<std::vector<int32_t>> docs(3);
-  for (uint64_t i = 0; i < num_tokens; ++i) docs[i * 3 / num_tokens].push_back(static_cast<int32_t>(i % kVocab));
+  for (uint64_t i = 0; i < num_tokens; ++i)
+    docs[i * 3 / num_tokens].push_back(static_cast<int32_t>(i % kVocab));
   EXPECT_TRUE(WriteTokenShard(path, kVocab, docs).ok());
   absl::StatusOr<TokenCorpus> corpus = TokenCorpus::Open(path);
   EXPECT_TRUE(corpus.ok()) << corpus.status();
@@ -64,8 +65,8 @@ TEST(WindowPermutation, ActuallyShuffles) {
     fixed_points += perm(i) == i;
     if (i > 0) ascending_pairs += perm(i) > perm(i - 1);
   }
-  EXPECT_LT(fixed_points, 10);                 // ~1 expected for a random permutation
-  EXPECT_NEAR(ascending_pairs, 500, 100);      // ~499.5 expected; identity would give 999
+  EXPECT_LT(fixed_points, 10);             // ~1 expected for a random permutation
+  EXPECT_NEAR(ascending_pairs, 500, 100);  // ~499.5 expected; identity would give 999
 }
 
 TEST(Loader, WindowCountAndContents) {
@@ -82,7 +83,8 @@ TEST(Loader, WindowCountAndContents) {
       ASSERT_LT(window, loader.windows_per_epoch());
       for (int64_t t = 0; t <= T; ++t) {
         // Position of this token in the shard = its value (iota shard).
-        ASSERT_EQ(batch[j * (T + 1) + t], static_cast<int32_t>(window * T + t)) << "step " << step << " row " << j;
+        ASSERT_EQ(batch[j * (T + 1) + t], static_cast<int32_t>(window * T + t))
+            << "step " << step << " row " << j;
       }
     }
   }
@@ -122,11 +124,13 @@ TEST(Loader, RanksAreDisjointAndTheirUnionIsTheSingleRankBatch) {
         ASSERT_EQ(rank.local_batch(), B / dp);
         std::vector<int32_t> part = rank.Batch(consumed);
         concat.insert(concat.end(), part.begin(), part.end());
-        for (int64_t j = 0; j < B / dp; ++j) windows.insert(part[j * (T + 1)] / T);  // first token = window * T
+        for (int64_t j = 0; j < B / dp; ++j)
+          windows.insert(part[j * (T + 1)] / T);  // first token = window * T
       }
       // Rank r holds rows [r*B/dp, (r+1)*B/dp) in order, so concatenation in rank order is the dp=1 batch.
       EXPECT_EQ(concat, single.Batch(consumed)) << "dp=" << dp << " consumed=" << consumed;
-      // Within one epoch (B < W here, and these batches do not straddle an epoch) samples are distinct windows.
+      // Within one epoch (B < W here, and these batches do not straddle an epoch) samples are distinct
+      // windows.
       EXPECT_EQ(windows.size(), static_cast<size_t>(B)) << "dp=" << dp << " consumed=" << consumed;
     }
   }
@@ -194,7 +198,8 @@ TEST(Loader, ErrorsNameTheConfigField) {
   o.dp_size = 1;
   absl::StatusOr<Loader> too_short = Loader::Create(tiny, o);
   ASSERT_FALSE(too_short.ok());
-  EXPECT_NE(too_short.status().message().find("model.context_length"), std::string::npos) << too_short.status();
+  EXPECT_NE(too_short.status().message().find("model.context_length"), std::string::npos)
+      << too_short.status();
   EXPECT_NE(too_short.status().message().find(tiny->path()), std::string::npos) << too_short.status();
   EXPECT_FALSE(EvalWindows(*tiny, 16, 0, 1).ok());
 
@@ -207,7 +212,8 @@ TEST(Loader, ErrorsNameTheConfigField) {
   o.dp_size = 4;
   absl::StatusOr<Loader> indivisible = Loader::Create(tiny, o);
   ASSERT_FALSE(indivisible.ok());
-  EXPECT_NE(indivisible.status().message().find("train.batch_size"), std::string::npos) << indivisible.status();
+  EXPECT_NE(indivisible.status().message().find("train.batch_size"), std::string::npos)
+      << indivisible.status();
   EXPECT_NE(indivisible.status().message().find("parallel.dp"), std::string::npos) << indivisible.status();
 
   o.global_batch = 8;

@@ -1,6 +1,7 @@
-// `nats prepare --input`: real files on disk (text, JSONL, gzip, directories, globs) through the whole pipeline,
-// read back with TokenCorpus. The byte tokenizer makes every expected token stream computable by hand (id = byte,
-// eot = 256); the GPT-2 tests compare the pieced encoding of a whole book with one Encode call.
+// `nats prepare --input`: real files on disk (text, JSONL, gzip, directories, globs) through the whole
+// pipeline, read back with TokenCorpus. The byte tokenizer makes every expected token stream computable by
+// hand (id = byte, eot = 256); the GPT-2 tests compare the pieced encoding of a whole book with one Encode
+// call.
 #include "data/prepare_corpus.h"
 
 #include <unistd.h>
@@ -8,10 +9,10 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <set>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,8 +29,8 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string TempDir(const std::string& name) {
-  const std::string dir = std::string(::testing::TempDir()) + "/prepare_corpus_test_" + std::to_string(::getpid()) +
-                          "_" + name;
+  const std::string dir =
+      std::string(::testing::TempDir()) + "/prepare_corpus_test_" + std::to_string(::getpid()) + "_" + name;
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
@@ -117,14 +118,15 @@ TEST(PrepareCorpus, TextJsonlGzipDirectoriesAndGlobsInOrder) {
   WriteGzip(dir + "/in/more.jsonl.gz", JsonLine("gzipped"));
   WriteFile(dir + "/in/g1.md", "glob one");
   WriteFile(dir + "/in/g2.md", "glob two");
-  CorpusPrepareOptions o = ByteOptions(
-      {dir + "/in/books", dir + "/in/lines.jsonl", dir + "/in/more.jsonl.gz", dir + "/in/g*.md"}, dir + "/out");
+  CorpusPrepareOptions o =
+      ByteOptions({dir + "/in/books", dir + "/in/lines.jsonl", dir + "/in/more.jsonl.gz", dir + "/in/g*.md"},
+                  dir + "/out");
   absl::StatusOr<CorpusPrepareSummary> s = PrepareUserCorpus(o);
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->files, 6u);
   EXPECT_EQ(s->train.documents, 7u);
-  EXPECT_EQ(SplitTokens(dir + "/out/train"), ByteStream({"alpha text\n", "beta text\n", "line one", "line\ntwo",
-                                                          "gzipped", "glob one", "glob two"}));
+  EXPECT_EQ(SplitTokens(dir + "/out/train"), ByteStream({"alpha text\n", "beta text\n", "line one",
+                                                         "line\ntwo", "gzipped", "glob one", "glob two"}));
   // The shards carry the tokenizer; the index describes them.
   absl::StatusOr<TokenCorpus> corpus = TokenCorpus::Open(dir + "/out/train");
   ASSERT_TRUE(corpus.ok());
@@ -182,7 +184,8 @@ TEST(PrepareCorpus, ValidationSplitIsByDocumentTextAndHasTheAskedSize) {
   WriteFile(dir + "/b.jsonl", backward);
   std::vector<int32_t> val_tokens[2];
   for (int k = 0; k < 2; ++k) {
-    CorpusPrepareOptions o = ByteOptions({dir + (k == 0 ? "/f.jsonl" : "/b.jsonl")}, dir + "/out" + std::to_string(k));
+    CorpusPrepareOptions o =
+        ByteOptions({dir + (k == 0 ? "/f.jsonl" : "/b.jsonl")}, dir + "/out" + std::to_string(k));
     o.val_fraction = 0.1;
     absl::StatusOr<CorpusPrepareSummary> s = PrepareUserCorpus(o);
     ASSERT_TRUE(s.ok()) << s.status();
@@ -211,10 +214,12 @@ TEST(PrepareCorpus, JsonlNestedFieldAndBadLines) {
             "{\"meta\": {\"body\": \"last\"}}\n");
   CorpusPrepareOptions o = ByteOptions({dir + "/nested.jsonl"}, dir + "/out");
   o.text_field = "meta.body";
-  // Without --skip_bad_lines the first bad line stops the run, naming file:line and the field, and leaves nothing.
+  // Without --skip_bad_lines the first bad line stops the run, naming file:line and the field, and leaves
+  // nothing.
   absl::StatusOr<CorpusPrepareSummary> stopped = PrepareUserCorpus(o);
   ASSERT_FALSE(stopped.ok());
-  EXPECT_NE(stopped.status().message().find("nested.jsonl:2: field \"meta.body\" is missing"), std::string::npos)
+  EXPECT_NE(stopped.status().message().find("nested.jsonl:2: field \"meta.body\" is missing"),
+            std::string::npos)
       << stopped.status();
   EXPECT_NE(stopped.status().message().find("--skip_bad_lines"), std::string::npos);
   EXPECT_FALSE(fs::exists(dir + "/out/train/000000.tok"));
@@ -250,7 +255,8 @@ TEST(PrepareCorpus, RefusesToMixIntoAnExistingCorpusUnlessOverwrite) {
   WriteFile(dir + "/one.txt", "first corpus");
   WriteFile(dir + "/two.txt", "second");
   ASSERT_TRUE(PrepareUserCorpus(ByteOptions({dir + "/one.txt"}, dir + "/out")).ok());
-  absl::StatusOr<CorpusPrepareSummary> again = PrepareUserCorpus(ByteOptions({dir + "/two.txt"}, dir + "/out"));
+  absl::StatusOr<CorpusPrepareSummary> again =
+      PrepareUserCorpus(ByteOptions({dir + "/two.txt"}, dir + "/out"));
   ASSERT_FALSE(again.ok());
   EXPECT_NE(again.status().message().find("--overwrite"), std::string::npos) << again.status();
   EXPECT_EQ(SplitTokens(dir + "/out/train"), ByteStream({"first corpus"}));  // untouched
@@ -262,10 +268,12 @@ TEST(PrepareCorpus, RefusesToMixIntoAnExistingCorpusUnlessOverwrite) {
 
 TEST(PrepareCorpus, InputErrorsNameTheInput) {
   const std::string dir = TempDir("errors");
-  absl::StatusOr<CorpusPrepareSummary> missing = PrepareUserCorpus(ByteOptions({dir + "/nope.txt"}, dir + "/out"));
+  absl::StatusOr<CorpusPrepareSummary> missing =
+      PrepareUserCorpus(ByteOptions({dir + "/nope.txt"}, dir + "/out"));
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("nope.txt"), std::string::npos) << missing.status();
-  absl::StatusOr<CorpusPrepareSummary> glob = PrepareUserCorpus(ByteOptions({dir + "/*.jsonl"}, dir + "/out"));
+  absl::StatusOr<CorpusPrepareSummary> glob =
+      PrepareUserCorpus(ByteOptions({dir + "/*.jsonl"}, dir + "/out"));
   ASSERT_FALSE(glob.ok());
   EXPECT_NE(glob.status().message().find("matches no input files"), std::string::npos) << glob.status();
   // A gzip file cut in half, and one whose deflate data is garbage.
@@ -283,7 +291,7 @@ TEST(PrepareCorpus, InputErrorsNameTheInput) {
 
 TEST(DocumentSource, SafeCutsAreAfterANewlineBeforeAPrintableByte) {
   EXPECT_EQ(LastSafeCut("abc"), 0u);
-  EXPECT_EQ(LastSafeCut("ab\ncd\n e"), 3u);   // "\n " is not a cut: the space may join the whitespace run
+  EXPECT_EQ(LastSafeCut("ab\ncd\n e"), 3u);  // "\n " is not a cut: the space may join the whitespace run
   EXPECT_EQ(LastSafeCut("ab\n\ncd"), 4u);
   EXPECT_EQ(LastSafeCut("ab\n\xC3\xA9"), 0u);  // a non-ASCII letter (or a Unicode space) is not trusted
 }
@@ -315,14 +323,16 @@ TEST(PrepareCorpus, LongTextDocumentsInPiecesEncodeLikeTheWholeDocument) {
   }
 }
 
-// TokenCorpus: many shards read as one stream; the loader's windows cross shard boundaries exactly as inside one.
+// TokenCorpus: many shards read as one stream; the loader's windows cross shard boundaries exactly as inside
+// one.
 TEST(TokenCorpus, LoaderOverManyShardsEqualsLoaderOverOne) {
   const std::string dir = TempDir("corpus");
   std::vector<std::vector<int32_t>> docs;
   std::vector<int32_t> flat;
   for (int d = 0; d < 40; ++d) {
     docs.emplace_back();
-    for (int k = 0; k < 37 + d; ++k) docs.back().push_back((d * 1000 + k) % 300), flat.push_back(docs.back().back());
+    for (int k = 0; k < 37 + d; ++k)
+      docs.back().push_back((d * 1000 + k) % 300), flat.push_back(docs.back().back());
   }
   ASSERT_TRUE(WriteTokenShard(dir + "/one.tok", 300, docs).ok());
   ShardSetWriter many(dir + "/many", 300, {}, 97);  // 97: shard boundaries fall inside windows and documents
@@ -363,8 +373,8 @@ TEST(TokenCorpus, RefusesMixedTokenizersAndModelMismatch) {
   const std::string dir = TempDir("mixed_tok");
   fs::create_directories(dir + "/split");
   ASSERT_TRUE(WriteTokenShard(dir + "/split/000000.tok", 257, {{1, 2, 3}}, ByteTokenizer().identity()).ok());
-  ASSERT_TRUE(WriteTokenShard(dir + "/split/000001.tok", 50257, {{1, 2, 3}},
-                              *TokenizerIdentityOf("gpt2")).ok());
+  ASSERT_TRUE(
+      WriteTokenShard(dir + "/split/000001.tok", 50257, {{1, 2, 3}}, *TokenizerIdentityOf("gpt2")).ok());
   absl::StatusOr<TokenCorpus> mixed = TokenCorpus::Open(dir + "/split");
   ASSERT_FALSE(mixed.ok());
   EXPECT_NE(mixed.status().message().find("000001.tok"), std::string::npos) << mixed.status();
@@ -379,8 +389,9 @@ TEST(TokenCorpus, RefusesMixedTokenizersAndModelMismatch) {
   EXPECT_TRUE(CheckCorpusFitsModel(*bytes, "data.train_path", ByteTokenizer().identity(), 257).ok());
   // A shard of unknown tokenizer (written without one, as version 1 shards are) is checked by size only.
   ASSERT_TRUE(WriteTokenShard(dir + "/unknown.tok", 257, {{1, 2, 3}}).ok());
-  EXPECT_TRUE(CheckCorpusFitsModel(*TokenCorpus::Open(dir + "/unknown.tok"), "f", *TokenizerIdentityOf("gpt2"),
-                                   50257).ok());
+  EXPECT_TRUE(
+      CheckCorpusFitsModel(*TokenCorpus::Open(dir + "/unknown.tok"), "f", *TokenizerIdentityOf("gpt2"), 50257)
+          .ok());
   EXPECT_FALSE(TokenCorpus::Open(dir + "/nothing/*.tok").ok());
 }
 

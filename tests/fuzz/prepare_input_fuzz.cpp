@@ -2,11 +2,11 @@
 // streaming reader over zlib (plain or gzip), JSONL line splitting, the JSON field extraction, and the piece
 // cutter for long text documents.
 //
-// Input: [mode byte][rest]. mode bit 0: rest is JSONL (else text); bit 1: gzip-compress rest before writing it;
-// bit 2: read the field "meta.text" (else "text").
-// Contracts checked beyond "no crash": for plain text the pieces concatenate to the file exactly, every piece
-// but the first continues its document, and a cut lies after '\n' before printable non-space ASCII (or at
-// kMaxPieceBytes); for JSONL every returned line is non-blank and contains no '\n'.
+// Input: [mode byte][rest]. mode bit 0: rest is JSONL (else text); bit 1: gzip-compress rest before writing
+// it; bit 2: read the field "meta.text" (else "text"). Contracts checked beyond "no crash": for plain text
+// the pieces concatenate to the file exactly, every piece but the first continues its document, and a cut
+// lies after '\n' before printable non-space ASCII (or at kMaxPieceBytes); for JSONL every returned line is
+// non-blank and contains no '\n'.
 #include <zlib.h>
 
 #include <cstdint>

@@ -36,8 +36,8 @@ uint64_t GetU64(const std::string& s, size_t at) {
 }
 void PutU32(std::string& s, size_t at, uint32_t v) { std::memcpy(s.data() + at, &v, 4); }
 
-// Header layout of token_shard.h: version at 8, header size H at 12 (64 in version 1, 128 in version 2), width
-// at 20, tokens at 24, docs at 32, payload CRC at 40, header CRC in the last 4 header bytes.
+// Header layout of token_shard.h: version at 8, header size H at 12 (64 in version 1, 128 in version 2),
+// width at 20, tokens at 24, docs at 32, payload CRC at 40, header CRC in the last 4 header bytes.
 void FixChecksums(std::string& file) {
   if (file.size() < nats::data::kTokenShardHeaderSizeV1) return;
   const uint64_t header = GetU32(file, 8) == 1 ? 64 : 128;
@@ -55,7 +55,8 @@ void FixChecksums(std::string& file) {
     }
   }
   PutU32(file, header - 4,
-         static_cast<uint32_t>(crc32(crc32(0, nullptr, 0), reinterpret_cast<const Bytef*>(file.data()), header - 4)));
+         static_cast<uint32_t>(
+             crc32(crc32(0, nullptr, 0), reinterpret_cast<const Bytef*>(file.data()), header - 4)));
 }
 
 }  // namespace

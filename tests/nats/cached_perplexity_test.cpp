@@ -1,10 +1,11 @@
-// Tests of perplexity by forward vs by cached decode (nats/cached_perplexity.h): they agree under the `nats` and
-// `dense` policies (the cache is exact), differ for a small StreamingLLM / H2O budget, and report KV fractions that
-// match the budget or the NAtS rule.
+// Tests of perplexity by forward vs by cached decode (nats/cached_perplexity.h): they agree under the `nats`
+// and `dense` policies (the cache is exact), differ for a small StreamingLLM / H2O budget, and report KV
+// fractions that match the budget or the NAtS rule.
+#include "nats/cached_perplexity.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "nats/cached_perplexity.h"
 #include "nats/masks.h"
 
 namespace nats {
@@ -86,8 +87,9 @@ TEST(CachedPerplexity, SmallBudgetsChangeTheLossAndTheFraction) {
   }
 }
 
-// An eviction baseline at the NAtS cache size: the budget BudgetForMeanEntries picks makes StreamingLLM and H2O
-// hold the NAtS cache's measured mean entries per KV head (to within one entry), for several prefill lengths.
+// An eviction baseline at the NAtS cache size: the budget BudgetForMeanEntries picks makes StreamingLLM and
+// H2O hold the NAtS cache's measured mean entries per KV head (to within one entry), for several prefill
+// lengths.
 TEST(CachedPerplexity, MatchedBudgetHoldsTheNatsMeanEntries) {
   Transformer model = MakeModel(SmallSpec(/*nats=*/true, 4));
   torch::manual_seed(4);

@@ -1,9 +1,11 @@
 // Tests of the fused NAtS attention, nats/fused_attention.cpp, against the reference (the dense oracle,
-// nats/nats_attention_reference.h; docs/method.md sections 4, 5 and 9): outputs, lse and every gradient (q, k, v,
-// types) on random shapes (GQA, T not a multiple of the 64-row block, W >= T), type mixes (uniform, learned-looking
-// 3% global / 12% local / 85% sliding, all-global, all-sliding, long local segments), all three grad modes, with
-// and without the regulariser; double for tight tolerances, float for realistic ones; 1 and 2 threads. Also the
-// autograd entry point (impl kFused vs kReference) and the sparse prefill.
+// nats/nats_attention_reference.h; docs/method.md sections 4, 5 and 9): outputs, lse and every gradient (q,
+// k, v, types) on random shapes (GQA, T not a multiple of the 64-row block, W >= T), type mixes (uniform,
+// learned-looking 3% global / 12% local / 85% sliding, all-global, all-sliding, long local segments), all
+// three grad modes, with and without the regulariser; double for tight tolerances, float for realistic ones;
+// 1 and 2 threads. Also the autograd entry point (impl kFused vs kReference) and the sparse prefill.
+#include "nats/fused_attention.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -12,7 +14,6 @@
 #include <vector>
 
 #include "nats/attention.h"
-#include "nats/fused_attention.h"
 #include "nats/nats_attention_reference.h"
 #include "nats/token_type.h"
 
@@ -52,12 +53,24 @@ at::Tensor RandomTypes(const Case& c) {
   };
   at::Tensor types;
   switch (c.mix) {
-    case Mix::kUniform: types = torch::randint(0, 3, shape, torch::kLong); break;
-    case Mix::kLearned: types = pick(0.03, 0.12); break;
-    case Mix::kAllGlobal: types = torch::full(shape, kG, torch::kLong); break;
-    case Mix::kAllSliding: types = torch::full(shape, kS, torch::kLong); break;
-    case Mix::kLongLocal: types = pick(0.05, 0.95); break;
-    case Mix::kAllLocal: types = torch::full(shape, kL, torch::kLong); break;
+    case Mix::kUniform:
+      types = torch::randint(0, 3, shape, torch::kLong);
+      break;
+    case Mix::kLearned:
+      types = pick(0.03, 0.12);
+      break;
+    case Mix::kAllGlobal:
+      types = torch::full(shape, kG, torch::kLong);
+      break;
+    case Mix::kAllSliding:
+      types = torch::full(shape, kS, torch::kLong);
+      break;
+    case Mix::kLongLocal:
+      types = pick(0.05, 0.95);
+      break;
+    case Mix::kAllLocal:
+      types = torch::full(shape, kL, torch::kLong);
+      break;
   }
   if (c.force_ends && c.mix != Mix::kAllSliding && c.mix != Mix::kAllLocal) {
     types.select(-1, 0).fill_(kG);
@@ -80,11 +93,13 @@ Inputs RandomInputs(const Case& c, int seed, torch::Dtype dtype) {
 }
 
 // max |got - want| <= atol + rtol * max |want|, with the location of the worst entry in the message.
-void ExpectClose(const at::Tensor& got, const at::Tensor& want, double rtol, double atol, const std::string& what) {
+void ExpectClose(const at::Tensor& got, const at::Tensor& want, double rtol, double atol,
+                 const std::string& what) {
   ASSERT_TRUE(got.defined()) << what << ": undefined";
   ASSERT_EQ(got.sizes(), want.sizes()) << what;
   at::Tensor g = got.to(torch::kDouble), w = want.to(torch::kDouble);
-  ASSERT_TRUE(torch::isfinite(g).all().item<bool>() == torch::isfinite(w).all().item<bool>()) << what << ": non-finite";
+  ASSERT_TRUE(torch::isfinite(g).all().item<bool>() == torch::isfinite(w).all().item<bool>())
+      << what << ": non-finite";
   const double scale = w.abs().max().item<double>();
   const at::Tensor diff = (g - w).abs();
   const double err = diff.max().item<double>();
@@ -138,8 +153,8 @@ void CompareWithReference(const Case& c, int seed, MaskGradMode mode, double lam
 const std::vector<Case>& DoubleCases() {
   static const std::vector<Case> cases = [] {
     std::vector<Case> v;
-    v.push_back({1, 2, 1, 9, 8, 2, Mix::kUniform, true});     // tiny, single partial block, GQA
-    v.push_back({2, 4, 2, 150, 16, 5, Mix::kUniform, true});  // GQA, T not a multiple of 64
+    v.push_back({1, 2, 1, 9, 8, 2, Mix::kUniform, true});      // tiny, single partial block, GQA
+    v.push_back({2, 4, 2, 150, 16, 5, Mix::kUniform, true});   // GQA, T not a multiple of 64
     v.push_back({1, 3, 3, 200, 8, 300, Mix::kUniform, true});  // W >= T
     v.push_back({1, 2, 1, 64, 32, 3, Mix::kLearned, false});   // exactly one block, no forced ends
     v.push_back({1, 4, 2, 257, 16, 16, Mix::kLearned, true});  // realistic mix, 5 blocks
@@ -203,7 +218,8 @@ TEST(FusedAttention, RandomShapesSweep) {
     c.window = torch::randint(0, 80, {1}).item<int64_t>();
     c.mix = static_cast<Mix>(seed % 6);
     c.force_ends = seed % 3 != 0;
-    CompareWithReference(c, seed, static_cast<MaskGradMode>(seed % 3), seed % 2 ? 1e-3 : 0.0, torch::kDouble, tol);
+    CompareWithReference(c, seed, static_cast<MaskGradMode>(seed % 3), seed % 2 ? 1e-3 : 0.0, torch::kDouble,
+                         tol);
   }
 }
 
@@ -222,10 +238,9 @@ TEST(FusedAttention, SparsePrefillMatchesReferenceForward) {
     for (int64_t window : {0, 5, 64, 1000}) {
       const Case c{1, 4, 2, 300, 32, window, mix, true};
       const Inputs in = RandomInputs(c, seed++, torch::kFloat);
-      const at::Tensor want =
-          NatsReferenceForward(in.q.to(torch::kDouble), in.k.to(torch::kDouble), in.v.to(torch::kDouble), in.types,
-                               window, false)
-              .out;
+      const at::Tensor want = NatsReferenceForward(in.q.to(torch::kDouble), in.k.to(torch::kDouble),
+                                                   in.v.to(torch::kDouble), in.types, window, false)
+                                  .out;
       const at::Tensor got = NatsSparsePrefill(in.q, in.k, in.v, in.types, window);
       EXPECT_EQ(got.scalar_type(), torch::kFloat);
       ExpectClose(got, want, 1e-5, 1e-6, Describe(c, seed) + " prefill");
@@ -260,7 +275,8 @@ TEST(FusedAttention, AutogradEntryPointMatchesReference) {
     }
     const std::string what = "autograd mode " + std::to_string(static_cast<int>(mode));
     const char* names[] = {"out", "dq", "dk", "dv", "dtypes"};
-    for (int x = 0; x < 5; ++x) ExpectClose(results[1][x], results[0][x], 1e-10, 1e-11, what + " " + names[x]);
+    for (int x = 0; x < 5; ++x)
+      ExpectClose(results[1][x], results[0][x], 1e-10, 1e-11, what + " " + names[x]);
   }
 }
 
@@ -277,13 +293,14 @@ TEST(FusedAttention, NoGradForwardUsesPrefillAndMatches) {
     got = Attention(in.q.requires_grad_(true), in.k, in.v, onehot, options);
   }
   EXPECT_FALSE(got.requires_grad());
-  ExpectClose(got, NatsReferenceForward(in.q.detach(), in.k, in.v, in.types, c.window, false).out, 1e-12, 1e-12,
-              "no-grad forward");
+  ExpectClose(got, NatsReferenceForward(in.q.detach(), in.k, in.v, in.types, c.window, false).out, 1e-12,
+              1e-12, "no-grad forward");
 }
 
 TEST(FusedAttention, QueryBeginSkipsLeadingRowsWithoutChangingTheRest) {
-  // A sequence-parallel prefix: rows before query_begin have zero queries and no output gradient. Skipping their
-  // blocks must leave every other output and every gradient as the kernel computes them with query_begin = 0.
+  // A sequence-parallel prefix: rows before query_begin have zero queries and no output gradient. Skipping
+  // their blocks must leave every other output and every gradient as the kernel computes them with
+  // query_begin = 0.
   const Case c{1, 4, 2, 300, 8, 5, Mix::kUniform, true};
   for (int64_t query_begin : {64, 150, 299}) {
     Inputs in = RandomInputs(c, 700 + static_cast<int>(query_begin), torch::kDouble);

@@ -1,15 +1,17 @@
-// Tests of the inference KV caches (docs/method.md section 6 and section 9 "KV cache"): prefill of any length then
-// decode (one token or a few at a time) gives the logits of the model's forward with the same types; after every
-// step each layer/head holds exactly the keys the rule of section 3 lets the next query see (brute force from
-// DenseMask); statistics match KvRetained; the dense policy equals full attention; StreamingLLM / H2O with a
-// budget >= T equal dense and keep the entries their policy names; bad inputs fail with clear messages.
+// Tests of the inference KV caches (docs/method.md section 6 and section 9 "KV cache"): prefill of any length
+// then decode (one token or a few at a time) gives the logits of the model's forward with the same types;
+// after every step each layer/head holds exactly the keys the rule of section 3 lets the next query see
+// (brute force from DenseMask); statistics match KvRetained; the dense policy equals full attention;
+// StreamingLLM / H2O with a budget >= T equal dense and keep the entries their policy names; bad inputs fail
+// with clear messages.
+#include "nats/kv_cache.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <string>
 #include <vector>
 
-#include "nats/kv_cache.h"
 #include "nats/masks.h"
 #include "nats/token_type.h"
 #include "nats/transformer.h"
@@ -22,7 +24,8 @@ constexpr int64_t kL = static_cast<int64_t>(TokenType::kLocal);
 constexpr int64_t kS = static_cast<int64_t>(TokenType::kSliding);
 constexpr int64_t kVocab = 97;
 
-ModelSpec SmallSpec(bool nats, int64_t window, int n_kv_head = 0, std::vector<bool> nats_layers = {true, true}) {
+ModelSpec SmallSpec(bool nats, int64_t window, int n_kv_head = 0,
+                    std::vector<bool> nats_layers = {true, true}) {
   ModelSpec spec;
   spec.model.set_vocab_size(kVocab);
   spec.model.set_n_layer(2);
@@ -54,8 +57,10 @@ at::Tensor RandomTypes(int64_t b, int64_t h, int64_t n, double pg, double pl, ui
   return t.to(torch::kChar);
 }
 
-// The keys a query at position n sees under docs/method.md 3, from the dense mask of the types extended by one token.
-std::vector<int64_t> BruteForceRetained(const at::Tensor& types, int64_t b, int64_t h, int64_t n, int64_t window) {
+// The keys a query at position n sees under docs/method.md 3, from the dense mask of the types extended by
+// one token.
+std::vector<int64_t> BruteForceRetained(const at::Tensor& types, int64_t b, int64_t h, int64_t n,
+                                        int64_t window) {
   at::Tensor prefix = types.select(0, b).select(0, h).narrow(0, 0, n).to(torch::kLong);
   at::Tensor extended = torch::cat({prefix, torch::full({1}, kS, torch::kLong)}).view({1, 1, n + 1});
   at::Tensor row = DenseMask(extended, window)[0][0][n];
@@ -77,11 +82,11 @@ void ExpectLogitsClose(const at::Tensor& got, const at::Tensor& want, const std:
   EXPECT_LT(err, 1e-9) << where << ": max |diff| " << err;
 }
 
-// Runs tokens through a cache in steps of the given sizes (the first is the prefill) and checks logits against
-// `full` and, when `types` is given (per layer), the retained sets and statistics after every step.
+// Runs tokens through a cache in steps of the given sizes (the first is the prefill) and checks logits
+// against `full` and, when `types` is given (per layer), the retained sets and statistics after every step.
 void CheckCachedRun(Transformer& model, const CachePolicyConfig& policy, const at::Tensor& tokens,
-                    const at::Tensor& full, const std::vector<int64_t>& steps, const std::vector<at::Tensor>& types,
-                    int64_t window, const std::string& where) {
+                    const at::Tensor& full, const std::vector<int64_t>& steps,
+                    const std::vector<at::Tensor>& types, int64_t window, const std::string& where) {
   auto cache = model->NewCache(policy, tokens.size(0));
   int64_t pos = 0;
   for (size_t s = 0; s < steps.size(); ++s) {
@@ -89,8 +94,8 @@ void CheckCachedRun(Transformer& model, const CachePolicyConfig& policy, const a
     at::Tensor chunk = tokens.narrow(1, pos, x);
     at::Tensor logits = s == 0 ? model->Prefill(chunk, *cache, /*all_logits=*/true)
                                : model->Decode(chunk, *cache, /*all_logits=*/true);
-    const std::string at_step = where + " step " + std::to_string(s) + " (positions " + std::to_string(pos) + ".." +
-                                std::to_string(pos + x - 1) + ")";
+    const std::string at_step = where + " step " + std::to_string(s) + " (positions " + std::to_string(pos) +
+                                ".." + std::to_string(pos + x - 1) + ")";
     ExpectLogitsClose(logits, full.narrow(1, pos, x), at_step);
     pos += x;
     ASSERT_EQ(cache->tokens(), pos);
@@ -111,12 +116,13 @@ void CheckCachedRun(Transformer& model, const CachePolicyConfig& policy, const a
   }
 }
 
-// The core claim of docs/method.md 6, over prompt lengths (1 included), windows (1, 3, 16, >= T), type mixes and step
-// sizes, with batch 2 rows that have different types and GQA (4 query heads over 2 KV heads).
+// The core claim of docs/method.md 6, over prompt lengths (1 included), windows (1, 3, 16, >= T), type mixes
+// and step sizes, with batch 2 rows that have different types and GQA (4 query heads over 2 KV heads).
 TEST(KvCache, PrefillThenDecodeEqualsForwardWithInjectedTypes) {
   const int64_t b = 2, n = 29, hkv = 2;
-  const std::vector<Mix> mixes = {{"paper-like", 0.05, 0.15}, {"balanced", 0.3, 0.35}, {"local-heavy", 0.1, 0.8},
-                                  {"all-global", 1.0, 0.0},   {"all-local", 0.0, 1.0},  {"all-sliding", 0.0, 0.0}};
+  const std::vector<Mix> mixes = {{"paper-like", 0.05, 0.15}, {"balanced", 0.3, 0.35},
+                                  {"local-heavy", 0.1, 0.8},  {"all-global", 1.0, 0.0},
+                                  {"all-local", 0.0, 1.0},    {"all-sliding", 0.0, 0.0}};
   for (int64_t window : {1, 3, 16, 40}) {
     ModelSpec spec = SmallSpec(/*nats=*/true, window, /*n_kv_head=*/hkv);
     Transformer model = MakeModel(spec, 7);
@@ -143,8 +149,8 @@ TEST(KvCache, PrefillThenDecodeEqualsForwardWithInjectedTypes) {
   }
 }
 
-// Types from the scorer itself (no override): scaled-up scorer weights give a mix of all three types; the cached
-// path must reproduce the eval-mode forward, including the forced-global first position.
+// Types from the scorer itself (no override): scaled-up scorer weights give a mix of all three types; the
+// cached path must reproduce the eval-mode forward, including the forced-global first position.
 TEST(KvCache, PrefillThenDecodeEqualsForwardWithScorerTypes) {
   for (int64_t window : {1, 3, 16}) {
     ModelSpec spec = SmallSpec(/*nats=*/true, window);
@@ -200,7 +206,8 @@ TEST(KvCache, MixedDenseAndNatsLayers) {
   at::Tensor full = model->forward(tokens);
   std::vector<int64_t> steps = {3};
   for (int i = 3; i < 21; ++i) steps.push_back(1);
-  CheckCachedRun(model, {}, tokens, full, steps, {torch::zeros({1, 4, 21}, torch::kChar), types1}, 3, "mixed");
+  CheckCachedRun(model, {}, tokens, full, steps, {torch::zeros({1, 4, 21}, torch::kChar), types1}, 3,
+                 "mixed");
   auto cache = model->NewCache({}, 1);
   model->Prefill(tokens, *cache);
   EXPECT_FALSE(cache->layer(0).uses_types());
@@ -234,7 +241,8 @@ TEST(KvCache, StatisticsMatchTheRule) {
   EXPECT_EQ(sum.dense_entries, 2 * 4 * n);
   EXPECT_EQ(sum.retained_entries, 2 * KvRetained(types, window).sum().item<int64_t>());
   ASSERT_EQ(sum.layer_kv_fraction.size(), 2u);
-  EXPECT_NEAR(sum.layer_kv_fraction[0], KvRetained(types, window).to(torch::kDouble).mean().item<double>() / n, 1e-12);
+  EXPECT_NEAR(sum.layer_kv_fraction[0],
+              KvRetained(types, window).to(torch::kDouble).mean().item<double>() / n, 1e-12);
   EXPECT_LT(sum.bytes, sum.dense_bytes / 2);
 }
 
@@ -261,7 +269,8 @@ TEST(KvCache, DensePolicyEqualsFullAttention) {
   }
 }
 
-// StreamingLLM and H2O with a budget >= T never evict: they equal dense attention, from prefill or from decode.
+// StreamingLLM and H2O with a budget >= T never evict: they equal dense attention, from prefill or from
+// decode.
 TEST(KvCache, EvictionPoliciesWithLargeBudgetEqualDense) {
   Transformer model = MakeModel(SmallSpec(/*nats=*/false, 16, /*n_kv_head=*/2), 6);
   torch::manual_seed(8);
@@ -313,7 +322,8 @@ TEST(KvCache, EvictionPoliciesKeepWhatTheyName) {
           ASSERT_EQ(static_cast<int64_t>(got.size()), std::min(seen, budget));
           // The budget/2 most recent positions are always kept.
           for (int64_t j = std::max<int64_t>(0, seen - budget / 2); j < seen; ++j) {
-            EXPECT_TRUE(std::find(got.begin(), got.end(), j) != got.end()) << "h2o lost recent " << j << " at " << i;
+            EXPECT_TRUE(std::find(got.begin(), got.end(), j) != got.end())
+                << "h2o lost recent " << j << " at " << i;
           }
         }
       }
@@ -337,7 +347,8 @@ TEST(KvCache, H2OKeepsTheHeaviestKey) {
   const at::Tensor q = torch::tensor({10.0, 0.0, 0.0, 0.0}, torch::kDouble).view({1, 1, 1, 4});
   for (int64_t i = 0; i < 12; ++i) {
     // Position 1 has the key aligned with every query; the others are orthogonal.
-    at::Tensor k = i == 1 ? q.clone() : torch::tensor({0.0, 1.0, 0.0, 0.0}, torch::kDouble).view({1, 1, 1, 4});
+    at::Tensor k =
+        i == 1 ? q.clone() : torch::tensor({0.0, 1.0, 0.0, 0.0}, torch::kDouble).view({1, 1, 1, 4});
     cache->Attend(q, k, torch::randn({1, 1, 1, 4}, torch::kDouble), {});
   }
   const std::vector<int64_t> kept = cache->RetainedPositions(0, 0);
@@ -356,7 +367,8 @@ TEST(KvCache, AppendBuildsTheSameCacheAsAttend) {
   at::Tensor types = RandomTypes(2, 3, n + 1, 0.1, 0.4, 12);
   torch::manual_seed(3);
   at::Tensor q = torch::randn({2, 6, n + 1, 8}, torch::kDouble);
-  at::Tensor k = torch::randn({2, 3, n + 1, 8}, torch::kDouble), v = torch::randn({2, 3, n + 1, 8}, torch::kDouble);
+  at::Tensor k = torch::randn({2, 3, n + 1, 8}, torch::kDouble),
+             v = torch::randn({2, 3, n + 1, 8}, torch::kDouble);
   auto attended = MakeNatsLayerCache(shape, false);
   auto appended = MakeNatsLayerCache(shape, false);
   attended->Attend(q.narrow(2, 0, 20), k.narrow(2, 0, 20), v.narrow(2, 0, 20), types.narrow(2, 0, 20));
@@ -372,8 +384,10 @@ TEST(KvCache, AppendBuildsTheSameCacheAsAttend) {
       EXPECT_EQ(attended->RetainedPositions(b, h), appended->RetainedPositions(b, h));
     }
   }
-  at::Tensor a = attended->Attend(q.narrow(2, n, 1), k.narrow(2, n, 1), v.narrow(2, n, 1), types.narrow(2, n, 1));
-  at::Tensor p = appended->Attend(q.narrow(2, n, 1), k.narrow(2, n, 1), v.narrow(2, n, 1), types.narrow(2, n, 1));
+  at::Tensor a =
+      attended->Attend(q.narrow(2, n, 1), k.narrow(2, n, 1), v.narrow(2, n, 1), types.narrow(2, n, 1));
+  at::Tensor p =
+      appended->Attend(q.narrow(2, n, 1), k.narrow(2, n, 1), v.narrow(2, n, 1), types.narrow(2, n, 1));
   EXPECT_LT((a - p).abs().max().item<double>(), 1e-12);
   auto h2o = MakeLayerCache({CachePolicy::kH2O, 8}, false, shape);
   EXPECT_THROW(h2o->Append(k, v, types), c10::Error);
@@ -401,11 +415,13 @@ TEST(KvCache, BadInputsGiveClearErrors) {
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("Decode"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(model->Decode(torch::randint(kVocab, {2, 1}, torch::kLong), *cache), c10::Error);  // wrong batch
-  EXPECT_THROW(model->Decode(torch::zeros({1, 0}, torch::kLong), *cache), c10::Error);            // no tokens
+  EXPECT_THROW(model->Decode(torch::randint(kVocab, {2, 1}, torch::kLong), *cache),
+               c10::Error);                                                             // wrong batch
+  EXPECT_THROW(model->Decode(torch::zeros({1, 0}, torch::kLong), *cache), c10::Error);  // no tokens
   auto layer = MakeNatsLayerCache(LayerCacheShape{}, /*all_global=*/false);
-  EXPECT_THROW(layer->Attend(torch::randn({1, 1, 1, 1}), torch::randn({1, 1, 1, 1}), torch::randn({1, 1, 1, 1}), {}),
-               c10::Error);  // a NAtS cache needs types
+  EXPECT_THROW(
+      layer->Attend(torch::randn({1, 1, 1, 1}), torch::randn({1, 1, 1, 1}), torch::randn({1, 1, 1, 1}), {}),
+      c10::Error);  // a NAtS cache needs types
 }
 
 }  // namespace

@@ -1,11 +1,12 @@
-// The fused head + loss (nats/linear_cross_entropy.h) against LibTorch's unfused at::cross_entropy_loss of the
-// logits: loss, dL/dx and dL/dW, in double (tight) and float (realistic vocabulary), with a row count that is not a
-// multiple of the block, 1 and 2 threads, and an upstream gradient other than 1. Also: the model's Loss() equals
-// cross-entropy of its forward() logits, tied and untied.
+// The fused head + loss (nats/linear_cross_entropy.h) against LibTorch's unfused at::cross_entropy_loss of
+// the logits: loss, dL/dx and dL/dW, in double (tight) and float (realistic vocabulary), with a row count
+// that is not a multiple of the block, 1 and 2 threads, and an upstream gradient other than 1. Also: the
+// model's Loss() equals cross-entropy of its forward() logits, tied and untied.
+#include "nats/linear_cross_entropy.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "nats/linear_cross_entropy.h"
 #include "nats/transformer.h"
 
 namespace nats {

@@ -1,12 +1,13 @@
 // Tests of the NAtS mask rule (docs/method.md section 3) and the mask statistics (sections 3, 6), against the
 // worked example of the spec and against scalar loops written straight from the rule.
+#include "nats/masks.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <string>
 #include <vector>
 
-#include "nats/masks.h"
 #include "nats/token_type.h"
 
 namespace nats {
@@ -27,16 +28,24 @@ at::Tensor RandomTypes(int64_t b, int64_t h, int64_t t, int seed, bool force_end
   torch::manual_seed(seed);
   at::Tensor types;
   switch (seed % 7) {
-    case 0: types = torch::full({b, h, t}, kG, torch::kLong); break;
-    case 1: types = torch::full({b, h, t}, kS, torch::kLong); break;
-    case 2: types = torch::full({b, h, t}, kL, torch::kLong); break;
+    case 0:
+      types = torch::full({b, h, t}, kG, torch::kLong);
+      break;
+    case 1:
+      types = torch::full({b, h, t}, kS, torch::kLong);
+      break;
+    case 2:
+      types = torch::full({b, h, t}, kL, torch::kLong);
+      break;
     case 3: {  // globals rare: long local segments
       at::Tensor u = torch::rand({b, h, t});
-      types = torch::where(u < 0.05, torch::full({}, kG, torch::kLong),
-                           torch::where(u < 0.7, torch::full({}, kL, torch::kLong), torch::full({}, kS, torch::kLong)));
+      types = torch::where(
+          u < 0.05, torch::full({}, kG, torch::kLong),
+          torch::where(u < 0.7, torch::full({}, kL, torch::kLong), torch::full({}, kS, torch::kLong)));
       break;
     }
-    default: types = torch::randint(0, 3, {b, h, t}, torch::kLong);
+    default:
+      types = torch::randint(0, 3, {b, h, t}, torch::kLong);
   }
   if (force_ends) {
     types.select(-1, 0).fill_(kG);
@@ -73,8 +82,8 @@ at::Tensor BruteForceMask(const at::Tensor& types, int64_t window) {
           if (ty[j] == kS) rule = i - j <= window;
           double prod = 1.0;
           for (int64_t k = j + 1; k <= i - 1; ++k) prod *= (ty[k] == kG ? 0.0 : 1.0);
-          const double product_form =
-              (ty[j] == kG ? 1.0 : 0.0) + (ty[j] == kL ? prod : 0.0) + (ty[j] == kS && i - j <= window ? 1.0 : 0.0);
+          const double product_form = (ty[j] == kG ? 1.0 : 0.0) + (ty[j] == kL ? prod : 0.0) +
+                                      (ty[j] == kS && i - j <= window ? 1.0 : 0.0);
           EXPECT_EQ(rule, product_form == 1.0) << "rule and product form disagree at i=" << i << " j=" << j;
           acc[bi][hi][i][j] = rule;
         }
@@ -96,15 +105,19 @@ TEST(Masks, WorkedExampleOfSpecSection3) {
     for (int64_t j = 0; j < 9; ++j) row += mask[i][j].item<bool>() ? '1' : '.';
     EXPECT_EQ(row, expected[i]) << "row " << i;
   }
-  EXPECT_TRUE(torch::equal(NextGlobalIndex(types)[0][0], torch::tensor({0, 5, 5, 5, 5, 5, 8, 8, 8}, torch::kLong)));
-  EXPECT_TRUE(torch::equal(FirstGlobalAfter(types)[0][0], torch::tensor({5, 5, 5, 5, 5, 8, 8, 8, 8}, torch::kLong)));
-  EXPECT_TRUE(torch::equal(PrevGlobalIndex(types)[0][0], torch::tensor({-1, 0, 0, 0, 0, 0, 5, 5, 5}, torch::kLong)));
+  EXPECT_TRUE(
+      torch::equal(NextGlobalIndex(types)[0][0], torch::tensor({0, 5, 5, 5, 5, 5, 8, 8, 8}, torch::kLong)));
+  EXPECT_TRUE(
+      torch::equal(FirstGlobalAfter(types)[0][0], torch::tensor({5, 5, 5, 5, 5, 8, 8, 8, 8}, torch::kLong)));
+  EXPECT_TRUE(
+      torch::equal(PrevGlobalIndex(types)[0][0], torch::tensor({-1, 0, 0, 0, 0, 0, 5, 5, 5}, torch::kLong)));
 }
 
 TEST(Masks, WorkedExampleStatistics) {
   const at::Tensor types = TypesFromString("GLSLLGSLG");
   // Visible rows per key: 9,5,3,3,2,4,3,2,1 = 32 of the 45 causal entries.
-  EXPECT_TRUE(torch::equal(VisibleRowCount(types, 2)[0][0], torch::tensor({9, 5, 3, 3, 2, 4, 3, 2, 1}, torch::kLong)));
+  EXPECT_TRUE(torch::equal(VisibleRowCount(types, 2)[0][0],
+                           torch::tensor({9, 5, 3, 3, 2, 4, 3, 2, 1}, torch::kLong)));
   EXPECT_DOUBLE_EQ(MaskDensity(types, 2).item<double>(), 32.0 / 45.0);
   at::Tensor fractions = TypeFractions(types)[0][0];
   EXPECT_DOUBLE_EQ(fractions[0].item<double>(), 3.0 / 9.0);
@@ -130,7 +143,8 @@ TEST(Masks, DenseMaskMatchesBruteForceOnRandomTypes) {
     const bool force_ends = seed % 2 == 0;
     const at::Tensor types = RandomTypes(2, 3, t, seed, force_ends);
     for (int64_t window : {int64_t{0}, int64_t{1}, int64_t{3}, int64_t{16}, t, t + 5}) {
-      SCOPED_TRACE("seed " + std::to_string(seed) + " T " + std::to_string(t) + " W " + std::to_string(window));
+      SCOPED_TRACE("seed " + std::to_string(seed) + " T " + std::to_string(t) + " W " +
+                   std::to_string(window));
       const at::Tensor mask = DenseMask(types, window);
       EXPECT_TRUE(torch::equal(mask, BruteForceMask(types, window)));
       EXPECT_TRUE(torch::equal(mask, DenseMask(types.to(torch::kLong), window)));  // int64 types too
@@ -153,9 +167,15 @@ TEST(Masks, GlobalIndicesMatchScalarSearch) {
         for (int64_t j = 0; j < t; ++j) {
           int64_t first_after = t - 1, last_before = -1;
           for (int64_t k = j + 1; k < t; ++k)
-            if (ty[k] == kG) { first_after = k; break; }
+            if (ty[k] == kG) {
+              first_after = k;
+              break;
+            }
           for (int64_t k = j - 1; k >= 0; --k)
-            if (ty[k] == kG) { last_before = k; break; }
+            if (ty[k] == kG) {
+              last_before = k;
+              break;
+            }
           EXPECT_EQ(e[b][h][j].item<int64_t>(), ScalarNextGlobal(ty, j));
           EXPECT_EQ(f[b][h][j].item<int64_t>(), first_after);
           EXPECT_EQ(p[b][h][j].item<int64_t>(), last_before);
@@ -165,18 +185,18 @@ TEST(Masks, GlobalIndicesMatchScalarSearch) {
   }
 }
 
-// kv_retained (docs/method.md 6) is the number of keys a query at position T would see: extend the sequence by one
-// position and read that row of the brute-force mask (the new token's own diagonal entry excluded).
+// kv_retained (docs/method.md 6) is the number of keys a query at position T would see: extend the sequence
+// by one position and read that row of the brute-force mask (the new token's own diagonal entry excluded).
 TEST(Masks, KvRetainedIsTheNextQueryRow) {
   for (int seed = 0; seed < 21; ++seed) {
     const int64_t t = 1 + (seed * 3) % 19;
     const at::Tensor types = RandomTypes(2, 2, t, seed, /*force_ends=*/seed % 3 == 0);
     for (int64_t window : {int64_t{0}, int64_t{1}, int64_t{4}, t + 2}) {
       // The appended token is sliding so it cannot cut off any local before it.
-      at::Tensor extended =
-          torch::cat({types, torch::full({2, 2, 1}, kS, torch::kChar)}, -1);
+      at::Tensor extended = torch::cat({types, torch::full({2, 2, 1}, kS, torch::kChar)}, -1);
       at::Tensor next_row = BruteForceMask(extended, window).select(-2, t).narrow(-1, 0, t);
-      EXPECT_TRUE(torch::equal(KvRetained(types, window), next_row.sum(-1))) << "seed " << seed << " W " << window;
+      EXPECT_TRUE(torch::equal(KvRetained(types, window), next_row.sum(-1)))
+          << "seed " << seed << " W " << window;
     }
   }
 }

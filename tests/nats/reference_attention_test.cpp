@@ -1,7 +1,7 @@
 // Tests of the reference NAtS attention, nats/nats_attention.cpp (docs/method.md sections 4, 5, 9): forward
-// and q/k/v gradients vs a plain masked softmax; the type gradient (mode exact) vs LibTorch autograd of the product form of the mask
-// with float one-hots; the collected term, the regulariser, and the clipped / unmasked modes vs their
-// formulas; all-global vs dense causal attention.
+// and q/k/v gradients vs a plain masked softmax; the type gradient (mode exact) vs LibTorch autograd of the
+// product form of the mask with float one-hots; the collected term, the regulariser, and the clipped /
+// unmasked modes vs their formulas; all-global vs dense causal attention.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -47,8 +47,9 @@ Inputs RandomInputs(const Case& c, int seed, torch::Dtype dtype = torch::kDouble
   in.v = torch::randn({c.b, c.h_kv, c.t, c.d}, opts);
   in.dout = torch::randn({c.b, c.h, c.t, c.d}, opts);
   at::Tensor types = torch::randint(0, 3, {c.b, c.h_kv, c.t}, torch::kLong);
-  if (seed % 5 == 4) types = torch::where(torch::rand({c.b, c.h_kv, c.t}) < 0.1, torch::full({}, kG, torch::kLong),
-                                          torch::full({}, kL, torch::kLong));  // long local segments
+  if (seed % 5 == 4)
+    types = torch::where(torch::rand({c.b, c.h_kv, c.t}) < 0.1, torch::full({}, kG, torch::kLong),
+                         torch::full({}, kL, torch::kLong));  // long local segments
   if (c.force_ends) {
     types.select(-1, 0).fill_(kG);
     types.select(-1, c.t - 1).fill_(kG);
@@ -105,7 +106,8 @@ at::Tensor PlainMaskedAttention(const at::Tensor& q, const at::Tensor& k, const 
   return torch::matmul(torch::softmax(a, -1), vv);
 }
 
-// docs/method.md 5.3 as scalar loops over a mask gradient G [B, H_kv, T, T] (already summed over query heads).
+// docs/method.md 5.3 as scalar loops over a mask gradient G [B, H_kv, T, T] (already summed over query
+// heads).
 at::Tensor BruteForceTypeGradient(const at::Tensor& mask_grad, const at::Tensor& types, int64_t window) {
   const int64_t b = types.size(0), h = types.size(1), t = types.size(2);
   at::Tensor out = torch::zeros({b, h, t, 3}, torch::kDouble);
@@ -119,9 +121,15 @@ at::Tensor BruteForceTypeGradient(const at::Tensor& mask_grad, const at::Tensor&
       for (int64_t j = 0; j < t; ++j) {
         int64_t f = t - 1, p = -1;
         for (int64_t k = j + 1; k < t; ++k)
-          if (ty[bi][hi][k] == kG) { f = k; break; }
+          if (ty[bi][hi][k] == kG) {
+            f = k;
+            break;
+          }
         for (int64_t k = j - 1; k >= 0; --k)
-          if (ty[bi][hi][k] == kG) { p = k; break; }
+          if (ty[bi][hi][k] == kG) {
+            p = k;
+            break;
+          }
         double ds = 0, dl = 0, dg = 0, collected = 0;
         for (int64_t i = j; i <= std::min(t - 1, j + window); ++i) ds += G[bi][hi][i][j];
         for (int64_t i = j; i <= f; ++i) dl += G[bi][hi][i][j];
@@ -139,7 +147,8 @@ at::Tensor BruteForceTypeGradient(const at::Tensor& mask_grad, const at::Tensor&
   return out;
 }
 
-void ExpectClose(const at::Tensor& got, const at::Tensor& want, double rtol, double atol, const std::string& what) {
+void ExpectClose(const at::Tensor& got, const at::Tensor& want, double rtol, double atol,
+                 const std::string& what) {
   ASSERT_EQ(got.sizes(), want.sizes()) << what;
   const double err = (got.to(torch::kDouble) - want.to(torch::kDouble)).abs().max().item<double>();
   const double scale = want.to(torch::kDouble).abs().max().item<double>();
@@ -228,9 +237,9 @@ TEST(NatsAttention, TypeGradientSumsMatchScalarLoopsAndAutograd) {
 TEST(NatsAttention, CollectedTermOnHandCase) {
   at::Tensor types = torch::tensor({kG, kL, kL, kG, kL, kG}, torch::kLong).view({1, 1, 6}).to(torch::kChar);
   at::Tensor g = torch::zeros({1, 1, 6, 6}, torch::kDouble);
-  g[0][0][4][1] = 1.0;   // row 4, local key 1: inside rows 4..5 after global 3 -> C_3
-  g[0][0][5][2] = 10.0;  // row 5, local key 2: also C_3 (f_3 = 5)
-  g[0][0][3][1] = 100.0; // row 3 = j itself: not in C_3 (rows start at j+1)
+  g[0][0][4][1] = 1.0;    // row 4, local key 1: inside rows 4..5 after global 3 -> C_3
+  g[0][0][5][2] = 10.0;   // row 5, local key 2: also C_3 (f_3 = 5)
+  g[0][0][3][1] = 100.0;  // row 3 = j itself: not in C_3 (rows start at j+1)
   at::Tensor d = TypeGradientFromMaskGradient(g, types, /*window=*/1);
   // j = 3 (global): column 3 of G is zero; C_3 = G[4][1] + G[5][2] (locals 1, 2; rows 4..f_3 = 5).
   EXPECT_DOUBLE_EQ(d[0][0][3][kG].item<double>(), -11.0);
@@ -256,7 +265,8 @@ TEST(NatsAttention, QkvGradientsMatchPlainMaskedSoftmax) {
       const Grads got = RunNats(in, options);
       at::Tensor q = in.q.clone().requires_grad_(true), k = in.k.clone().requires_grad_(true);
       at::Tensor v = in.v.clone().requires_grad_(true);
-      at::Tensor out = PlainMaskedAttention(q, k, v, DenseMask(in.types, c.window)  /* tested vs brute force in masks_test */);
+      at::Tensor out = PlainMaskedAttention(
+          q, k, v, DenseMask(in.types, c.window) /* tested vs brute force in masks_test */);
       auto want = torch::autograd::grad({out}, {q, k, v}, {in.dout});
       ExpectClose(got.out, out.detach(), 1e-10, 1e-12, "output");
       ExpectClose(got.dq, want[0], 1e-9, 1e-11, "dq");
@@ -266,10 +276,16 @@ TEST(NatsAttention, QkvGradientsMatchPlainMaskedSoftmax) {
   }
 }
 
-// docs/method.md 5.4 by hand on the worked example of section 3 (G L S L L G S L G, e = 0,5,5,5,5,5,8,8,8), n_rep 2.
+// docs/method.md 5.4 by hand on the worked example of section 3 (G L S L L G S L G, e = 0,5,5,5,5,5,8,8,8),
+// n_rep 2.
 TEST(NatsAttention, RegulariserMatchesHandValues) {
   Case c;
-  c.b = 1; c.h = 2; c.h_kv = 1; c.t = 9; c.window = 2; c.d = 4;
+  c.b = 1;
+  c.h = 2;
+  c.h_kv = 1;
+  c.t = 9;
+  c.window = 2;
+  c.d = 4;
   Inputs in = RandomInputs(c, 3);
   const std::vector<int64_t> letters = {kG, kL, kS, kL, kL, kG, kS, kL, kG};
   at::Tensor types = torch::tensor(letters, torch::kLong).view({1, 1, 9});
@@ -278,8 +294,10 @@ TEST(NatsAttention, RegulariserMatchesHandValues) {
   const double lambda = 1e-3;
   at::Tensor want = torch::zeros({1, 1, 9, 3}, torch::kDouble);
   const double unit = lambda * 2 / 9.0;
-  for (auto [j, rows] : std::vector<std::pair<int, double>>{{0, 9}, {5, 4}, {8, 1}}) want[0][0][j][kG] = unit * rows;
-  for (auto [j, rows] : std::vector<std::pair<int, double>>{{1, 4}, {3, 2}, {4, 1}, {7, 1}}) want[0][0][j][kL] = unit * rows;
+  for (auto [j, rows] : std::vector<std::pair<int, double>>{{0, 9}, {5, 4}, {8, 1}})
+    want[0][0][j][kG] = unit * rows;
+  for (auto [j, rows] : std::vector<std::pair<int, double>>{{1, 4}, {3, 2}, {4, 1}, {7, 1}})
+    want[0][0][j][kL] = unit * rows;
   ExpectClose(SparsityRegulariserGradient(in.types, lambda, /*n_rep=*/2), want, 1e-15, 0, "regulariser");
 
   for (MaskGradMode mode : {MaskGradMode::kClipped, MaskGradMode::kExact, MaskGradMode::kUnmasked}) {
@@ -294,14 +312,18 @@ TEST(NatsAttention, RegulariserMatchesHandValues) {
   }
 }
 
-// q = k with equal row norms makes a_ij <= a_ii for every j, so every exp(a_ij)/Z^M_i <= 1 (the diagonal is in
-// Z^M): clipping changes nothing and clipped == exact. With random q, k some masked ratios exceed 1 and the
-// two modes differ, which shows the comparison can fail.
+// q = k with equal row norms makes a_ij <= a_ii for every j, so every exp(a_ij)/Z^M_i <= 1 (the diagonal is
+// in Z^M): clipping changes nothing and clipped == exact. With random q, k some masked ratios exceed 1 and
+// the two modes differ, which shows the comparison can fail.
 TEST(NatsAttention, ClippedEqualsExactWhenNoMaskedRatioExceedsOne) {
   int differing = 0;
   for (int seed = 0; seed < 12; ++seed) {
     Case c;
-    c.h = 2; c.h_kv = 2; c.t = 13; c.d = 8; c.window = 1 + seed % 4;
+    c.h = 2;
+    c.h_kv = 2;
+    c.t = 13;
+    c.d = 8;
+    c.window = 1 + seed % 4;
     Inputs in = RandomInputs(c, 200 + seed);
     at::Tensor unit = in.k / in.k.norm(2, -1, true);
     AttentionOptions options;
@@ -312,8 +334,8 @@ TEST(NatsAttention, ClippedEqualsExactWhenNoMaskedRatioExceedsOne) {
       bounded.k = 4.0 * unit;
       bounded.q = 4.0 * unit;
       {  // the premise: exp(a_ij) / Z^M_i <= 1 on every causal pair
-        const NatsReferenceForwardResult fwd = NatsReferenceForward(bounded.q, bounded.k, bounded.v, bounded.types,
-                                                                    c.window, /*keep_full_lse=*/false);
+        const NatsReferenceForwardResult fwd = NatsReferenceForward(
+            bounded.q, bounded.k, bounded.v, bounded.types, c.window, /*keep_full_lse=*/false);
         at::Tensor a = torch::matmul(bounded.q, bounded.k.transpose(-2, -1)) / std::sqrt(8.0);
         at::Tensor ratio = (a - fwd.lse_masked.unsqueeze(-1)).exp().tril();
         ASSERT_LE(ratio.max().item<double>(), 1.0 + 1e-12);
@@ -336,12 +358,17 @@ TEST(NatsAttention, ClippedEqualsExactWhenNoMaskedRatioExceedsOne) {
   EXPECT_GT(differing, 6);
 }
 
-// docs/method.md 5.2 `unmasked`: G_ij = exp(a_ij) / Z^F_i (dP_ij - Delta_i) with Z^F the causal (unmasked) sum,
-// written out with scalar loops on a small case and pushed through the scalar 5.3 sums.
+// docs/method.md 5.2 `unmasked`: G_ij = exp(a_ij) / Z^F_i (dP_ij - Delta_i) with Z^F the causal (unmasked)
+// sum, written out with scalar loops on a small case and pushed through the scalar 5.3 sums.
 TEST(NatsAttention, UnmaskedModeMatchesItsFormula) {
   for (int seed = 0; seed < 4; ++seed) {
     Case c;
-    c.b = 1; c.h = 4; c.h_kv = 2; c.t = 7; c.d = 3; c.window = 2;
+    c.b = 1;
+    c.h = 4;
+    c.h_kv = 2;
+    c.t = 7;
+    c.d = 3;
+    c.window = 2;
     c.force_ends = seed % 2 == 0;
     const Inputs in = RandomInputs(c, 300 + seed);
     AttentionOptions options;
@@ -380,7 +407,12 @@ TEST(NatsAttention, AllGlobalEqualsDenseCausalAttention) {
   for (torch::Dtype dtype : {torch::kFloat, torch::kDouble}) {
     for (int seed = 0; seed < 4; ++seed) {
       Case c;
-      c.b = 2; c.h = 4; c.h_kv = seed % 2 == 0 ? 2 : 4; c.t = 11 + seed; c.d = 16; c.window = 1;
+      c.b = 2;
+      c.h = 4;
+      c.h_kv = seed % 2 == 0 ? 2 : 4;
+      c.t = 11 + seed;
+      c.d = 16;
+      c.window = 1;
       Inputs in = RandomInputs(c, 400 + seed, dtype);
       in.onehot = torch::zeros({c.b, c.h_kv, c.t, 3}, dtype);
       in.onehot.select(-1, kG).fill_(1.0);
@@ -397,14 +429,19 @@ TEST(NatsAttention, AllGlobalEqualsDenseCausalAttention) {
       ExpectClose(got.dk, want[1], tol, tol, "dk");
       ExpectClose(got.dv, want[2], tol, tol, "dv");
       // Through the entry point with undefined types: the dense path itself.
-      EXPECT_TRUE(torch::equal(Attention(in.q, in.k, in.v, at::Tensor(), options), DenseCausalAttention(in.q, in.k, in.v)));
+      EXPECT_TRUE(torch::equal(Attention(in.q, in.k, in.v, at::Tensor(), options),
+                               DenseCausalAttention(in.q, in.k, in.v)));
     }
   }
 }
 
 TEST(NatsAttention, FloatInputsAndTypesWithoutGradient) {
   Case c;
-  c.h = 4; c.h_kv = 2; c.t = 10; c.d = 8; c.window = 3;
+  c.h = 4;
+  c.h_kv = 2;
+  c.t = 10;
+  c.d = 8;
+  c.window = 3;
   const Inputs in = RandomInputs(c, 500, torch::kFloat);
   Inputs in64 = in;
   for (at::Tensor* x : {&in64.q, &in64.k, &in64.v, &in64.dout, &in64.onehot}) *x = x->to(torch::kDouble);

@@ -1,11 +1,12 @@
 // Tests of the token-type scorer (docs/method.md sections 2 and 5.3): exact one-hot forward values, forced
 // positions, the straight-through logits gradient vs its closed form, the biased argmax at inference, seeded
 // reproducibility, and the end-to-end path scorer -> NAtS attention -> scorer weight gradient.
+#include "nats/scorer.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "nats/attention.h"
-#include "nats/scorer.h"
 #include "nats/token_type.h"
 
 namespace nats {
@@ -44,13 +45,14 @@ TEST(Scorer, TrainingOutputIsExactlyOneHotWithForcedEnds) {
     if (t == 40) {
       for (int64_t type : {kG, kL, kS}) EXPECT_TRUE(out.types.eq(type).any().item<bool>()) << "type " << type;
       // Away from the forced ends the sample is the argmax of the perturbed softmax.
-      EXPECT_TRUE(torch::equal(out.soft.argmax(-1).narrow(-1, 1, t - 2), out.types.narrow(-1, 1, t - 2).to(torch::kLong)));
+      EXPECT_TRUE(torch::equal(out.soft.argmax(-1).narrow(-1, 1, t - 2),
+                               out.types.narrow(-1, 1, t - 2).to(torch::kLong)));
     }
   }
 }
 
-// docs/method.md 5.3: dL/dlogit_o = ysoft_o (dL/dy_o - sum_o' ysoft_o' dL/dy_o') / tau; zero at forced positions;
-// no gradient into the scorer input.
+// docs/method.md 5.3: dL/dlogit_o = ysoft_o (dL/dy_o - sum_o' ysoft_o' dL/dy_o') / tau; zero at forced
+// positions; no gradient into the scorer input.
 TEST(Scorer, StraightThroughGradientMatchesFormula) {
   for (double tau : {1.0, 0.5, 2.0}) {
     torch::manual_seed(2);
@@ -83,11 +85,11 @@ TEST(Scorer, InferenceIsBiasedArgmaxWithSinkAtPositionZero) {
     torch::NoGradGuard no_grad;
     scorer->proj()->weight.copy_(torch::eye(3));  // logits = x
   }
-  const at::Tensor x = torch::tensor({{0.0, 0.0, 0.5},     // sliding, but position 0: sink
-                                      {0.0, 0.05, 0.0},    // near-tie: global wins by the bias
-                                      {0.0, 0.2, 0.0},     // local
-                                      {0.0, 0.0, 0.3},     // sliding
-                                      {0.5, 0.0, 0.0}})    // global
+  const at::Tensor x = torch::tensor({{0.0, 0.0, 0.5},   // sliding, but position 0: sink
+                                      {0.0, 0.05, 0.0},  // near-tie: global wins by the bias
+                                      {0.0, 0.2, 0.0},   // local
+                                      {0.0, 0.0, 0.3},   // sliding
+                                      {0.5, 0.0, 0.0}})  // global
                            .view({1, 5, 3});
   ScorerOutput out = scorer->Forward(x, /*training=*/false, 1.0, /*global_bias=*/0.1);
   EXPECT_TRUE(torch::equal(out.types[0][0], torch::tensor({kG, kG, kL, kS, kG}, torch::kChar)));
@@ -99,7 +101,8 @@ TEST(Scorer, InferenceIsBiasedArgmaxWithSinkAtPositionZero) {
   out = scorer->Forward(x, false, 1.0, 0.1, /*start_pos=*/5);
   EXPECT_TRUE(torch::equal(out.types[0][0], torch::tensor({kS, kG, kL, kS, kG}, torch::kChar)));
   // Inference never samples: repeated calls agree.
-  EXPECT_TRUE(torch::equal(scorer->Forward(x, false, 1.0, 0.1).types, scorer->Forward(x, false, 1.0, 0.1).types));
+  EXPECT_TRUE(
+      torch::equal(scorer->Forward(x, false, 1.0, 0.1).types, scorer->Forward(x, false, 1.0, 0.1).types));
 }
 
 TEST(Scorer, SeededTrainingSampleIsReproducible) {
@@ -136,7 +139,8 @@ TEST(Scorer, EndToEndGradientReachesScorerWeight) {
   at::Tensor dlogit = out.soft * (dy - (out.soft * dy).sum(-1, true));
   dlogit.select(2, 0).zero_();
   dlogit.select(2, t - 1).zero_();
-  const at::Tensor want = torch::einsum("bto,btd->od", {dlogit.permute({0, 2, 1, 3}).reshape({b, t, h_kv * 3}), x});
+  const at::Tensor want =
+      torch::einsum("bto,btd->od", {dlogit.permute({0, 2, 1, 3}).reshape({b, t, h_kv * 3}), x});
   const at::Tensor got = scorer->proj()->weight.grad();
   ASSERT_TRUE(got.defined());
   EXPECT_GT(got.abs().max().item<double>(), 0.0);

@@ -1,8 +1,8 @@
 // The transformer model: causality, gradients vs finite differences, and fitting one batch.
+#include "nats/transformer.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
-
-#include "nats/transformer.h"
 
 namespace nats {
 namespace {
@@ -75,7 +75,8 @@ TEST_P(TransformerVariants, GradientsMatchFiniteDifferencesInDouble) {
       const double down = model->Loss(inputs, targets).item<double>();
       flat[idx] = saved;
       const double numeric = (up - down) / (2 * eps);
-      EXPECT_NEAR(grad[idx].item<double>(), numeric, 1e-6 + 1e-5 * std::abs(numeric)) << p.key() << "[" << idx << "]";
+      EXPECT_NEAR(grad[idx].item<double>(), numeric, 1e-6 + 1e-5 * std::abs(numeric))
+          << p.key() << "[" << idx << "]";
       ++checked;
     }
   }

@@ -39,9 +39,15 @@ at::Tensor Reference(ReduceOp op, const std::vector<at::Tensor>& inputs) {
   for (size_t q = 1; q < inputs.size(); ++q) {
     switch (op) {
       case ReduceOp::kSum:
-      case ReduceOp::kAvg: acc = acc + inputs[q]; break;
-      case ReduceOp::kMax: acc = at::maximum(acc, inputs[q]); break;
-      case ReduceOp::kMin: acc = at::minimum(acc, inputs[q]); break;
+      case ReduceOp::kAvg:
+        acc = acc + inputs[q];
+        break;
+      case ReduceOp::kMax:
+        acc = at::maximum(acc, inputs[q]);
+        break;
+      case ReduceOp::kMin:
+        acc = at::minimum(acc, inputs[q]);
+        break;
     }
   }
   if (op == ReduceOp::kAvg) acc = acc / static_cast<double>(inputs.size());
@@ -60,8 +66,9 @@ TEST(Collectives, AllReduceMatchesDefinition) {
         for (int q = 0; q < comm.size(); ++q) inputs.push_back(RandomTensor(seed * 100 + q, {n}, dtype));
         at::Tensor mine = inputs[comm.rank()].clone();
         ASSERT_TRUE(comm.AllReduce(mine, op).ok());
-        ExpectEqualTensors(mine, Reference(op, inputs),
-                           std::string(ReduceOpName(op)) + " " + c10::toString(dtype) + " n=" + std::to_string(n));
+        ExpectEqualTensors(
+            mine, Reference(op, inputs),
+            std::string(ReduceOpName(op)) + " " + c10::toString(dtype) + " n=" + std::to_string(n));
       }
     }
   }
@@ -73,7 +80,8 @@ TEST(Collectives, AllReduceAsyncOverlapsSeveral) {
   std::vector<std::unique_ptr<Work>> works;
   for (int i = 0; i < 5; ++i) {
     std::vector<at::Tensor> inputs;
-    for (int q = 0; q < comm.size(); ++q) inputs.push_back(RandomTensor(500 + 10 * i + q, {2, 3 + i}, at::kFloat));
+    for (int q = 0; q < comm.size(); ++q)
+      inputs.push_back(RandomTensor(500 + 10 * i + q, {2, 3 + i}, at::kFloat));
     mine.push_back(inputs[comm.rank()].clone());
     want.push_back(Reference(ReduceOp::kAvg, inputs));
   }
@@ -103,7 +111,8 @@ TEST(Collectives, AllGatherMatchesDefinition) {
     for (int64_t n : kSizes) {
       std::vector<at::Tensor> inputs;
       for (int q = 0; q < comm.size(); ++q) {
-        inputs.push_back(RandomTensor(7000 + n * 10 + q, {n}, dtype == at::kHalf ? at::kFloat : dtype).to(dtype));
+        inputs.push_back(
+            RandomTensor(7000 + n * 10 + q, {n}, dtype == at::kHalf ? at::kFloat : dtype).to(dtype));
       }
       at::Tensor out = at::empty({n * comm.size()}, at::TensorOptions(dtype));
       ASSERT_TRUE(comm.AllGather(inputs[comm.rank()], out).ok());
@@ -119,7 +128,8 @@ TEST(Collectives, AllGatherVConcatenatesFirstDimension) {
   for (auto dtype : {at::kFloat, at::kInt, at::kHalf}) {
     std::vector<at::Tensor> inputs;
     for (int q = 0; q < comm.size(); ++q) {
-      inputs.push_back(RandomTensor(900 + q, {RowsOf(q), 3, 2}, dtype == at::kHalf ? at::kFloat : dtype).to(dtype));
+      inputs.push_back(
+          RandomTensor(900 + q, {RowsOf(q), 3, 2}, dtype == at::kHalf ? at::kFloat : dtype).to(dtype));
     }
     std::vector<at::Tensor> out;
     ASSERT_TRUE(comm.AllGatherV(inputs[comm.rank()], &out).ok());
@@ -145,11 +155,13 @@ TEST(Collectives, ReduceScatterMatchesDefinition) {
       for (auto op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax}) {
         if (op == ReduceOp::kAvg && !at::isFloatingType(dtype)) continue;
         std::vector<at::Tensor> inputs;
-        for (int q = 0; q < comm.size(); ++q) inputs.push_back(RandomTensor(3000 + n * 7 + q, {n * comm.size()}, dtype));
+        for (int q = 0; q < comm.size(); ++q)
+          inputs.push_back(RandomTensor(3000 + n * 7 + q, {n * comm.size()}, dtype));
         at::Tensor out = at::empty({n}, at::TensorOptions(dtype));
         ASSERT_TRUE(comm.ReduceScatter(inputs[comm.rank()], out, op).ok());
         at::Tensor want = Reference(op, inputs).narrow(0, comm.rank() * n, n);
-        ExpectEqualTensors(out, want, std::string("reduce-scatter ") + c10::toString(dtype) + " n=" + std::to_string(n));
+        ExpectEqualTensors(out, want,
+                           std::string("reduce-scatter ") + c10::toString(dtype) + " n=" + std::to_string(n));
       }
     }
   }

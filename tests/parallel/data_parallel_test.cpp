@@ -2,11 +2,12 @@
 // parameters) that one process computes on the whole batch B. Checked for the bucketed hook path with a
 // tiny bucket size (several buckets, gradient accumulation over two micro-steps), for the blocking twin,
 // and for the bucketed path followed by ZeRO-1.
+#include "parallel/data_parallel.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "parallel/adamw.h"
-#include "parallel/data_parallel.h"
 #include "parallel/zero_optimizer.h"
 #include "tests/parallel/test_world.h"
 
@@ -104,7 +105,8 @@ void RunDataParallel(Mode mode) {
     for (int m = 0; m < 2; ++m) {
       // Two micro-steps of half the local batch; the mean over the whole batch is their mean.
       dp.set_sync(mode != Mode::kBlocking && m == 1);
-      auto loss = torch::mse_loss(model->forward(x.narrow(0, m * micro, micro)), y.narrow(0, m * micro, micro)) / 2;
+      auto loss =
+          torch::mse_loss(model->forward(x.narrow(0, m * micro, micro)), y.narrow(0, m * micro, micro)) / 2;
       loss.backward();
     }
     if (mode == Mode::kBlocking) {

@@ -57,7 +57,8 @@ TEST(AdamW, MatchesTorchAdamW) {
   for (int step = 0; step < 4; ++step) {
     const double lr = 0.01 * (step + 1);  // a schedule: lr changes every step
     (*opt)->set_lr(lr);
-    for (auto& group : torch_opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    for (auto& group : torch_opt.param_groups())
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     SetGrads(mine, 50 + step);
     SetGrads(theirs, 50 + step);
     ASSERT_TRUE((*opt)->Step().ok());
@@ -140,7 +141,8 @@ void RunZero(bool reduce_gradients) {
       continue;
     }
     covered += s.tensor.numel();
-    EXPECT_TRUE(at::allclose(s.tensor, full[s.name].narrow(0, s.offset, s.tensor.numel()), 1e-5, 1e-7)) << s.name;
+    EXPECT_TRUE(at::allclose(s.tensor, full[s.name].narrow(0, s.offset, s.tensor.numel()), 1e-5, 1e-7))
+        << s.name;
   }
   at::Tensor total = at::full({1}, covered, at::kLong);
   ASSERT_TRUE(comm.AllReduce(total, ReduceOp::kSum).ok());

@@ -1,6 +1,6 @@
-// Sequence parallelism (docs/method.md section 7) against a single rank: every rank computes the whole-sequence
-// result itself (same seeds), then runs its chunk through SequenceParallel over the world (or, with 4 ranks,
-// also a dp 2 x sp 2 grid) and compares.
+// Sequence parallelism (docs/method.md section 7) against a single rank: every rank computes the
+// whole-sequence result itself (same seeds), then runs its chunk through SequenceParallel over the world (or,
+// with 4 ranks, also a dp 2 x sp 2 grid) and compares.
 //  - Attention level (double): outputs and dq, dk, dv (the owners' dK/dV include what later ranks returned)
 //    match to 1e-9 in both exchange modes; type gradients match in mode `full` and are reported as a cosine
 //    similarity in mode `retained`. Cases include the spec's edge cases: chunks without a global token, W
@@ -243,7 +243,8 @@ ModelGrads RunModel(Transformer& model, const at::Tensor& tokens, SequenceParall
     targets = targets.narrow(1, s, tc);
     scale = static_cast<double>(tc) * sp->comm().size() / static_cast<double>(n);
   }
-  // As the trainer does: the regulariser is charged once per row, and the average over the sp ranks divides it.
+  // As the trainer does: the regulariser is charged once per row, and the average over the sp ranks divides
+  // it.
   model->SetRegulariserScale(sp != nullptr ? sp->comm().size() : 1);
   model->SetChunkAttention(sp);
   at::Tensor logits = model->forward(inputs);

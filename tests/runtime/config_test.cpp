@@ -1,4 +1,6 @@
 // Config loading, --set overrides, validation and the learning-rate schedules.
+#include "runtime/config.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -7,7 +9,6 @@
 #include <fstream>
 #include <string>
 
-#include "runtime/config.h"
 #include "runtime/lr_schedule.h"
 
 namespace nats {
@@ -45,7 +46,8 @@ TEST(Config, MissingFileNamesThePath) {
 }
 
 TEST(Config, UnknownFieldInFileNamesFileLineAndField) {
-  const std::string path = WriteTemp("nats_cfg_unknown.textproto", "model {\n  n_layer: 2\n  n_layers: 3\n}\n");
+  const std::string path =
+      WriteTemp("nats_cfg_unknown.textproto", "model {\n  n_layer: 2\n  n_layers: 3\n}\n");
   auto cfg = LoadConfigFile(path);
   ASSERT_FALSE(cfg.ok());
   const std::string msg(cfg.status().message());

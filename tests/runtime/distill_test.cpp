@@ -248,11 +248,11 @@ TEST_F(Distill, AllGlobalStudentEqualsTeacher) {
 // nats.target_kv_fraction = 0.3 from lambda 1e-8 at the default gain: the controller finds the lambda that
 // holds 0.3 (the scorers start near 0.45 over the first 20 steps); the mean KV fraction of the last 100 of
 // 300 steps is within 0.02 of it (measured: 0.304). Batch 16 and a constant learning rate keep the per-step
-// measurement's noise and the scorers' response time small enough for that. Once the budget holds, the distill
-// loss falls (mean of steps 251-300 below 0.8 x steps 101-150): the scorers learn which tokens matter. The KV
-// fraction here is the one the controller holds (nats.target_kv_measure CACHE_MEAN of the inference types,
-// logged as kv_controlled). A rollback to step 150 (a resume from that
-// checkpoint) then repeats steps 151..300 with the same lambdas and losses, bit for bit.
+// measurement's noise and the scorers' response time small enough for that. Once the budget holds, the
+// distill loss falls (mean of steps 251-300 below 0.8 x steps 101-150): the scorers learn which tokens
+// matter. The KV fraction here is the one the controller holds (nats.target_kv_measure CACHE_MEAN of the
+// inference types, logged as kv_controlled). A rollback to step 150 (a resume from that checkpoint) then
+// repeats steps 151..300 with the same lambdas and losses, bit for bit.
 TEST_F(Distill, ControllerHoldsTheTargetAndResumesBitForBit) {
   const config::Config cfg =
       DistillConfig(dir_.string(), {"train.steps=300", "train.batch_size=16", "optim.min_lr_ratio=1",

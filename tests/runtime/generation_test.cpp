@@ -1,7 +1,7 @@
 // Tests of sampling and cached generation (runtime/generation.h): a fixed seed gives the same tokens; greedy
-// generation continues with the argmax of the full forward at every step (so the cache is used correctly while
-// generating); top-k = 1 and a tiny top-p are greedy; sampling frequencies follow the softmax; user errors name
-// the flag.
+// generation continues with the argmax of the full forward at every step (so the cache is used correctly
+// while generating); top-k = 1 and a tiny top-p are greedy; sampling frequencies follow the softmax; user
+// errors name the flag.
 #include "runtime/generation.h"
 
 #include <gtest/gtest.h>
@@ -69,7 +69,8 @@ TEST(Generation, GreedyFollowsTheFullForward) {
     for (int64_t id : r->tokens) {
       torch::NoGradGuard no_grad;
       at::Tensor logits = model->forward(torch::tensor(seq, torch::kLong).view({1, -1}));
-      EXPECT_EQ(logits[0][-1].argmax().item<int64_t>(), id) << "nats " << nats << " at position " << seq.size();
+      EXPECT_EQ(logits[0][-1].argmax().item<int64_t>(), id)
+          << "nats " << nats << " at position " << seq.size();
       seq.push_back(id);
     }
     // top_k = 1 and a tiny top_p are greedy whatever the temperature and seed.

@@ -51,7 +51,8 @@ config::Config BaseConfig(double lambda) {
   auto cfg = LoadConfigFile(source + "/configs/tiny_nats.textproto");
   EXPECT_TRUE(cfg.ok()) << cfg.status();
   for (const std::string& s :
-       {"data.train_path=" + data + "/books/train.tok", "data.val_path=" + data + "/books/val.tok", std::string("model.d_model=64"), std::string("model.context_length=64"),
+       {"data.train_path=" + data + "/books/train.tok", "data.val_path=" + data + "/books/val.tok",
+        std::string("model.d_model=64"), std::string("model.context_length=64"),
         std::string("model.n_kv_head=2"), std::string("nats.window=8"), absl::StrCat("nats.lambda=", lambda),
         std::string("train.batch_size=4"), std::string("train.threads=1"),
         std::string("train.eval_windows=4"), std::string("train.steps=1")}) {

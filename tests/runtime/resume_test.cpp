@@ -29,11 +29,12 @@ config::Config TinyNatsConfig(const std::string& run_dir) {
   const std::string source = Env("NATS_SOURCE_DIR", "."), data = Env("NATS_DATA_DIR", "data");
   auto cfg = LoadConfigFile(source + "/configs/tiny_nats.textproto");
   EXPECT_TRUE(cfg.ok()) << cfg.status();
-  for (const std::string& s :
-       {"data.train_path=" + data + "/books/train.tok", "data.val_path=" + data + "/books/val.tok", std::string("train.steps=12"), std::string("train.eval_interval=0"),
-        std::string("train.eval_windows=2"), std::string("train.log_interval=1"), std::string("train.threads=1"),
-        std::string("model.n_layer=1"), std::string("checkpoint.interval_steps=6"),
-        std::string("checkpoint.keep_last=0"), "train.run_dir=" + run_dir}) {
+  for (const std::string& s : {"data.train_path=" + data + "/books/train.tok",
+                               "data.val_path=" + data + "/books/val.tok", std::string("train.steps=12"),
+                               std::string("train.eval_interval=0"), std::string("train.eval_windows=2"),
+                               std::string("train.log_interval=1"), std::string("train.threads=1"),
+                               std::string("model.n_layer=1"), std::string("checkpoint.interval_steps=6"),
+                               std::string("checkpoint.keep_last=0"), "train.run_dir=" + run_dir}) {
     EXPECT_TRUE(ApplyOverride(s, &*cfg).ok()) << s;
   }
   return *cfg;
@@ -47,7 +48,8 @@ std::map<int, std::string> Losses(const std::string& run_dir) {
     if (line.find("\"kind\":\"train\"") == std::string::npos) continue;
     const size_t s = line.find("\"step\":"), l = line.find("\"loss\":");
     const int step = std::atoi(line.c_str() + s + 7);
-    out[step] = line.substr(l + 7, line.find(',', l) - l - 7);  // the printed value, compared as text: bit-exact
+    out[step] =
+        line.substr(l + 7, line.find(',', l) - l - 7);  // the printed value, compared as text: bit-exact
   }
   return out;
 }
@@ -99,7 +101,8 @@ config::Config SmallConfig(const std::string& run_dir, int steps) {
   auto cfg = LoadConfigFile(source + "/configs/tiny.textproto");
   EXPECT_TRUE(cfg.ok()) << cfg.status();
   for (const std::string& s :
-       {"data.train_path=" + data + "/books/train.tok", "data.val_path=" + data + "/books/val.tok", "train.steps=" + std::to_string(steps), std::string("train.eval_interval=0"),
+       {"data.train_path=" + data + "/books/train.tok", "data.val_path=" + data + "/books/val.tok",
+        "train.steps=" + std::to_string(steps), std::string("train.eval_interval=0"),
         std::string("train.eval_windows=2"), std::string("train.log_interval=1"),
         std::string("train.threads=1"), std::string("model.n_layer=1"), std::string("model.d_model=32"),
         std::string("model.n_head=2"), std::string("model.context_length=32"),

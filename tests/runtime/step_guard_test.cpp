@@ -198,13 +198,13 @@ TEST_F(GuardedTrainingTest, RollbackWithoutACheckpointStopsWithTheFix) {
   const std::string data = Env("NATS_DATA_DIR", "data");
   auto cfg = LoadConfigFile(Env("NATS_SOURCE_DIR", ".") + "/configs/tiny.textproto");
   ASSERT_TRUE(cfg.ok());
-  for (const std::string& s :
-       {"data.train_path=" + data + "/books/train.tok", "data.val_path=" + data + "/books/val.tok", std::string("model.d_model=64"), std::string("model.context_length=32"),
-        std::string("train.threads=1"), std::string("train.eval_windows=2"),
-        std::string("guard.max_bad_steps=2"),
-        "train.run_dir=" +
-            (std::filesystem::temp_directory_path() / absl::StrCat("nats_guard_", getppid(), "_no_ckpt"))
-                .string()}) {
+  for (const std::string& s : {"data.train_path=" + data + "/books/train.tok",
+                               "data.val_path=" + data + "/books/val.tok", std::string("model.d_model=64"),
+                               std::string("model.context_length=32"), std::string("train.threads=1"),
+                               std::string("train.eval_windows=2"), std::string("guard.max_bad_steps=2"),
+                               "train.run_dir=" + (std::filesystem::temp_directory_path() /
+                                                   absl::StrCat("nats_guard_", getppid(), "_no_ckpt"))
+                                                      .string()}) {
     ASSERT_TRUE(ApplyOverride(s, &*cfg).ok()) << s;
   }
   TrainOptions options;

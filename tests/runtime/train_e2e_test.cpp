@@ -27,7 +27,8 @@ TEST(TrainEndToEnd, TinyConfigLowersValidationLossOnBooks) {
   // A fresh run: `nats train` refuses a run directory that holds an earlier run (runtime/run_directory.h).
   std::filesystem::remove_all(std::filesystem::temp_directory_path() / "nats_e2e_tiny");
   for (const std::string& s :
-       {"data.train_path=" + data + "/books/train.tok", "data.val_path=" + data + "/books/val.tok", std::string("train.steps=150"), std::string("train.eval_interval=0"),
+       {"data.train_path=" + data + "/books/train.tok", "data.val_path=" + data + "/books/val.tok",
+        std::string("train.steps=150"), std::string("train.eval_interval=0"),
         std::string("train.eval_windows=16"), std::string("train.log_interval=50"),
         "train.run_dir=" + (std::filesystem::temp_directory_path() / "nats_e2e_tiny").string()}) {
     ASSERT_TRUE(ApplyOverride(s, &*cfg).ok()) << s;
