@@ -62,4 +62,11 @@ at::Tensor NatsSparsePrefill(const at::Tensor& q, const at::Tensor& k, const at:
 at::Tensor FusedNatsAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               const at::Tensor& types, const AttentionOptions& options);
 
+// Dense causal attention through the same blocked kernel: every type global, no type gradient. The fast twin
+// of DenseCausalAttention (nats/attention.h, the reference it is tested against): O(T) extra memory, and the
+// key tiles above the diagonal are never computed. q [B, H, T, D], k, v [B, H_kv, T, D] (GQA inside the
+// kernel, no repeated K/V); rows before `query_begin` as AttentionOptions::query_begin.
+at::Tensor FusedCausalAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                int64_t query_begin = 0);
+
 }  // namespace nats

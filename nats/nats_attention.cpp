@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "nats/attention.h"
+#include "nats/attention_shapes.h"
 #include "nats/fused_attention.h"
 #include "nats/masks.h"
 #include "nats/nats_attention_reference.h"
@@ -14,29 +15,7 @@
 namespace nats {
 namespace {
 
-struct Dims {
-  int64_t b, h, h_kv, n_rep, t, d;
-};
-
-Dims CheckShapes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types) {
-  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "NAtS attention expects [B, H, T, D] q, k, v");
-  TORCH_CHECK(k.sizes() == v.sizes(), "k and v must have the same shape, got ", k.sizes(), " and ",
-              v.sizes());
-  Dims dims{q.size(0), q.size(1), k.size(1), 0, q.size(2), q.size(3)};
-  TORCH_CHECK(k.size(0) == dims.b && k.size(2) == dims.t && k.size(3) == dims.d, "q ", q.sizes(), " and k ",
-              k.sizes(), " disagree on batch, length or head size");
-  TORCH_CHECK(dims.h % dims.h_kv == 0, "n_head (", dims.h, ") must be a multiple of n_kv_head (", dims.h_kv,
-              ")");
-  dims.n_rep = dims.h / dims.h_kv;
-  TORCH_CHECK(
-      types.dim() == 3 && types.size(0) == dims.b && types.size(1) == dims.h_kv && types.size(2) == dims.t,
-      "types must be [B, H_kv, T] = [", dims.b, ", ", dims.h_kv, ", ", dims.t, "], got ", types.sizes());
-  return dims;
-}
-
-at::ScalarType ComputeType(const at::Tensor& q) {
-  return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
+using Dims = AttentionDims;
 
 // Queries grouped by KV head, [B, H_kv, n_rep, T, D]; keys/values [B, H_kv, 1, T, D] broadcast over n_rep.
 at::Tensor GroupHeads(const at::Tensor& x, const Dims& dims, at::ScalarType type) {
@@ -55,7 +34,7 @@ struct Scores {
 
 Scores ComputeScores(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& types,
                      int64_t window, const Dims& dims) {
-  const at::ScalarType type = ComputeType(q);
+  const at::ScalarType type = AttentionComputeType(q);
   Scores s;
   s.q5 = GroupHeads(q, dims, type);
   s.k5 = GroupHeads(k, dims, type);
@@ -109,7 +88,7 @@ at::Tensor Lse5(const at::Tensor& lse, const Dims& dims, at::ScalarType type) {
 
 NatsReferenceForwardResult NatsReferenceForward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                 const at::Tensor& types, int64_t window, bool keep_full_lse) {
-  const Dims dims = CheckShapes(q, k, v, types);
+  const Dims dims = CheckAttentionShapes(q, k, v, types);
   const Scores s = ComputeScores(q, k, v, types, window, dims);
   NatsReferenceForwardResult result;
   // docs/method.md 4: masked softmax; the diagonal is always visible so every row has a finite log-sum-exp.
@@ -193,7 +172,7 @@ BackwardState PrepareBackward(const at::Tensor& q, const at::Tensor& k, const at
   TORCH_CHECK(dout.sizes() == q.sizes(), "dout ", dout.sizes(), " must match q ", q.sizes());
   TORCH_CHECK(forward.out.defined() && forward.lse_masked.defined(),
               "backward needs the forward's out and lse");
-  const at::ScalarType type = ComputeType(q);
+  const at::ScalarType type = AttentionComputeType(q);
   BackwardState st;
   st.s = ComputeScores(q, k, v, types, window, dims);
   st.lse_masked5 = Lse5(forward.lse_masked, dims, type);
@@ -210,7 +189,7 @@ BackwardState PrepareBackward(const at::Tensor& q, const at::Tensor& k, const at
 at::Tensor MaskEntryGradient(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const at::Tensor& types, const NatsReferenceForwardResult& forward,
                              const at::Tensor& dout, int64_t window, MaskGradMode mode) {
-  const Dims dims = CheckShapes(q, k, v, types);
+  const Dims dims = CheckAttentionShapes(q, k, v, types);
   const BackwardState st = PrepareBackward(q, k, v, types, forward, dout, window, dims);
   // Summed over the n_rep query heads of each KV head (docs/method.md 5.3).
   return MaskEntryGradientPerHead(st.s, st.lse_masked5, st.lse_full5, st.dp, st.delta, mode).sum(2);
@@ -221,7 +200,7 @@ NatsReferenceGradients NatsReferenceBackward(const at::Tensor& q, const at::Tens
                                              const NatsReferenceForwardResult& forward,
                                              const at::Tensor& dout, const AttentionOptions& options,
                                              bool need_type_grad) {
-  const Dims dims = CheckShapes(q, k, v, types);
+  const Dims dims = CheckAttentionShapes(q, k, v, types);
   const BackwardState st = PrepareBackward(q, k, v, types, forward, dout, options.window, dims);
   NatsReferenceGradients grads;
   // docs/method.md 5.1: ordinary masked-softmax gradients; GQA sums over the query heads sharing a KV head.

@@ -102,12 +102,13 @@ class BlockImpl : public torch::nn::Module {
     fc_ = register_module("fc", MakeLinear(m.d_model(), ff, bias));
     if (swiglu_) gate_ = register_module("gate", MakeLinear(m.d_model(), ff, bias));
     fc_out_ = register_module("fc_out", MakeLinear(ff, m.d_model(), bias));
+    // nats.impl picks the kernel of dense layers too (FUSED: the blocked causal kernel; REFERENCE: matmuls).
+    options_.impl = static_cast<AttentionImpl>(spec.nats.impl());
     if (use_nats_) {
       scorer_ = register_module("scorer", Scorer(m.d_model(), n_kv_));
       options_.window = spec.nats.window();
       options_.lambda = spec.nats.lambda();
       options_.grad_mode = static_cast<MaskGradMode>(spec.nats.grad_mode());
-      options_.impl = static_cast<AttentionImpl>(spec.nats.impl());
     }
   }
 

@@ -1,6 +1,7 @@
 #include "parallel/adamw.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <cmath>
 #include <map>
@@ -9,6 +10,31 @@
 #include "absl/strings/str_cat.h"
 
 namespace nats::parallel {
+namespace {
+
+// The update of AdamW::Step for one run of float elements, in one pass and in the tensor-op form's operation
+// order (decay, moments, denominator, step), in float as ATen computes float tensors; so the two agree to
+// rounding (tests/parallel/optimizer_test.cpp). Chunks of 16k elements over LibTorch's threads.
+void FusedUpdate(float* p, const float* g, float* m, float* v, int64_t n, double decay_factor,
+                 double step_size, double sqrt_bc2, double beta1, double beta2, double eps) {
+  const float decay = static_cast<float>(decay_factor), b1 = static_cast<float>(beta1),
+              b2 = static_cast<float>(beta2), one_minus_b1 = static_cast<float>(1.0 - beta1),
+              one_minus_b2 = static_cast<float>(1.0 - beta2), bc2 = static_cast<float>(sqrt_bc2),
+              e = static_cast<float>(eps), minus_step = static_cast<float>(-step_size);
+  at::parallel_for(0, n, int64_t{1} << 14, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float gi = g[i];
+      const float mi = m[i] * b1 + one_minus_b1 * gi;
+      const float vi = v[i] * b2 + one_minus_b2 * gi * gi;
+      m[i] = mi;
+      v[i] = vi;
+      const float denom = std::sqrt(vi) / bc2 + e;
+      p[i] = p[i] * decay + minus_step * (mi / denom);
+    }
+  });
+}
+
+}  // namespace
 
 AdamW::AdamW(std::vector<OptimizerParam> params, AdamWOptions options)
     : params_(std::move(params)), options_(options) {}
@@ -120,8 +146,16 @@ absl::Status AdamW::Step() {
     const int64_t n = s.end - s.begin;
     at::Tensor m = exp_avg_.narrow(0, s.local, n);
     at::Tensor v = exp_avg_sq_.narrow(0, s.local, n);
+    const bool decay = params_[s.param].weight_decay;
+    if (options_.fused && p.is_cpu() && p.scalar_type() == at::kFloat && g.scalar_type() == at::kFloat &&
+        p.is_contiguous() && g.is_contiguous()) {
+      FusedUpdate(p.data_ptr<float>(), g.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(), n,
+                  decay ? 1.0 - options_.lr * options_.weight_decay : 1.0, step_size, sqrt_bc2,
+                  options_.beta1, options_.beta2, options_.eps);
+      continue;
+    }
     // Same operation order as torch::optim::AdamW so the two agree to rounding.
-    if (params_[s.param].weight_decay) p.mul_(1.0 - options_.lr * options_.weight_decay);
+    if (decay) p.mul_(1.0 - options_.lr * options_.weight_decay);
     m.mul_(options_.beta1).add_(g, 1.0 - options_.beta1);
     v.mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
     at::Tensor denom = (v.sqrt() / sqrt_bc2).add_(options_.eps);

@@ -39,6 +39,10 @@ struct AdamWOptions {
   double beta2 = 0.999;
   double eps = 1e-8;
   double weight_decay = 0.0;  // applied to parameters whose OptimizerParam::weight_decay is true
+  // One fused pass per element over float32 CPU parameters (read p, g, m, v once, write p, m, v once) instead
+  // of the tensor-op form (seven passes and a temporary per parameter). false: the tensor-op form, the
+  // reference the fused pass is tested against; other dtypes and devices always take it.
+  bool fused = true;
 };
 
 struct OptimizerParam {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <string>
 
+#include "nats/fused_attention.h"
 #include "nats/nats_attention_reference.h"
 #include "nats/token_type.h"
 
@@ -333,8 +334,9 @@ at::Tensor SequenceParallel::Attend(int layer, const at::Tensor& q, const at::Te
   // prefix rows run with zero queries; their outputs are dropped and get no gradient, so they change nothing,
   // and the fused kernel skips the query blocks that lie wholly inside the prefix
   // (AttentionOptions::query_begin).
-  if (dense) return DenseCausalAttention(q, k_ext, v_ext);
+  if (dense && options.impl != AttentionImpl::kFused) return DenseCausalAttention(q, k_ext, v_ext);
   at::Tensor q_ext = at::cat({at::zeros({b, q.size(1), prefix, d}, q.options()), q}, 2);
+  if (dense) return FusedCausalAttention(q_ext, k_ext, v_ext, prefix).narrow(2, prefix, tc);
   return Attention(q_ext, k_ext, v_ext, at::cat({pre[2], own_types}, 2), kernel).narrow(2, prefix, tc);
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "nats/attention.h"
+#include "nats/executed_flops.h"
 #include "nats/nats_attention_reference.h"
 #include "nats/token_type.h"
 
@@ -326,6 +327,73 @@ TEST(FusedAttention, QueryBeginSkipsLeadingRowsWithoutChangingTheRest) {
       }
     }
   }
+}
+
+// Dense layers through the blocked kernel (Attention() with undefined types and impl kFused) against the
+// matmul-softmax-matmul reference DenseCausalAttention: output and dq, dk, dv via autograd, GQA, T from 1 to
+// past several blocks, 1 and 2 threads, double (tight) and float (realistic); and the no-grad path.
+TEST(FusedAttention, DenseLayersThroughTheBlockedKernelMatchDenseCausal) {
+  const int saved = at::get_num_threads();
+  int seed = 800;
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    for (const Case& c : {Case{1, 2, 1, 1, 8}, Case{2, 4, 2, 63, 16}, Case{1, 6, 2, 64, 16},
+                          Case{2, 2, 2, 65, 8}, Case{1, 4, 1, 333, 32}}) {
+      for (torch::Dtype dtype : {torch::kDouble, torch::kFloat}) {
+        const Inputs in = RandomInputs(c, seed++, dtype);
+        std::vector<std::vector<at::Tensor>> results;
+        for (AttentionImpl impl : {AttentionImpl::kReference, AttentionImpl::kFused}) {
+          at::Tensor q = in.q.clone().requires_grad_(true), k = in.k.clone().requires_grad_(true),
+                     v = in.v.clone().requires_grad_(true);
+          AttentionOptions options;
+          options.impl = impl;
+          at::Tensor out = Attention(q, k, v, at::Tensor(), options);
+          (out * in.dout).sum().backward();
+          results.push_back({out.detach(), q.grad(), k.grad(), v.grad()});
+        }
+        const bool tight = dtype == torch::kDouble;
+        const std::string what =
+            Describe(c, seed) + (tight ? " double" : " float") + " threads " + std::to_string(threads);
+        const char* names[] = {"out", "dq", "dk", "dv"};
+        for (int x = 0; x < 4; ++x) {
+          ExpectClose(results[1][x], results[0][x], tight ? 1e-11 : 2e-5, tight ? 1e-12 : 2e-6,
+                      what + " " + names[x]);
+        }
+        torch::NoGradGuard no_grad;
+        AttentionOptions fused;
+        fused.impl = AttentionImpl::kFused;
+        ExpectClose(Attention(in.q, in.k, in.v, at::Tensor(), fused), results[0][0], tight ? 1e-11 : 2e-5,
+                    tight ? 1e-12 : 2e-6, what + " no-grad out");
+      }
+    }
+  }
+  at::set_num_threads(saved);
+}
+
+// The executed-FLOP counter (nats/executed_flops.h): a dense forward through the blocked kernel runs the
+// causal tiles only, i.e. about half of the reference's T x T products; a NAtS forward with few globals and a
+// short window runs far fewer; the reference dense path counts exactly 2 x 2 B H T^2 D.
+TEST(FusedAttention, CountsExecutedFlops) {
+  const Case c{1, 2, 1, 512, 16, 8, Mix::kLearned, true};
+  const Inputs in = RandomInputs(c, 900, torch::kFloat);
+  torch::NoGradGuard no_grad;
+  AttentionOptions options;
+  TakeExecutedAttentionFlops();
+  options.impl = AttentionImpl::kReference;
+  Attention(in.q, in.k, in.v, at::Tensor(), options);
+  const int64_t reference = TakeExecutedAttentionFlops();
+  EXPECT_EQ(reference, 2 * 2 * c.b * c.h * c.t * c.t * c.d);
+  options.impl = AttentionImpl::kFused;
+  Attention(in.q, in.k, in.v, at::Tensor(), options);
+  const int64_t blocked = TakeExecutedAttentionFlops();
+  // 8 query blocks of 64: block i visits i + 1 key chunks, so 36 of the 64 tiles.
+  EXPECT_EQ(blocked, reference * 36 / 64);
+  at::Tensor onehot = torch::one_hot(in.types.to(torch::kLong), 3).to(torch::kFloat);
+  options.window = c.window;
+  Attention(in.q, in.k, in.v, onehot, options);
+  const int64_t sparse = TakeExecutedAttentionFlops();
+  EXPECT_GT(sparse, 0);
+  EXPECT_LT(sparse, blocked / 2) << "a learned-looking type mix should skip most key tiles";
 }
 
 TEST(FusedAttention, RejectsSoftTypes) {

@@ -71,6 +71,45 @@ TEST(AdamW, MatchesTorchAdamW) {
   EXPECT_EQ((*opt)->step_count(), 4);
 }
 
+// The fused one-pass update (the default) against the tensor-op form, on parameters large enough to be split
+// over threads (16k-element chunks) and with and without weight decay.
+TEST(AdamW, FusedPassMatchesTensorOps) {
+  auto make = [] {
+    std::vector<OptimizerParam> out;
+    out.push_back({"big", RandomTensor(3, {70001}, at::kFloat).requires_grad_(true), /*weight_decay=*/true});
+    out.push_back(
+        {"bias", RandomTensor(4, {40000}, at::kFloat).requires_grad_(true), /*weight_decay=*/false});
+    return out;
+  };
+  auto fused_params = make(), plain_params = make();
+  AdamWOptions o = Options();
+  auto fused = AdamW::Create(fused_params, o);
+  o.fused = false;
+  auto plain = AdamW::Create(plain_params, o);
+  ASSERT_TRUE(fused.ok() && plain.ok());
+  for (int step = 0; step < 5; ++step) {
+    SetGrads(fused_params, 70 + step);
+    SetGrads(plain_params, 70 + step);
+    ASSERT_TRUE((*fused)->Step().ok());
+    ASSERT_TRUE((*plain)->Step().ok());
+  }
+  for (size_t i = 0; i < fused_params.size(); ++i) {
+    const at::Tensor diff = (fused_params[i].tensor - plain_params[i].tensor).abs();
+    EXPECT_TRUE(at::allclose(fused_params[i].tensor, plain_params[i].tensor, 1e-6, 1e-7))
+        << fused_params[i].name << " max diff " << diff.max().item<double>();
+    // The update moved the parameters (a comparison of two no-ops would pass too).
+    EXPECT_GT((fused_params[i].tensor - make()[i].tensor).abs().max().item<double>(), 1e-3);
+  }
+  const auto a = (*fused)->ExportState(), b = (*plain)->ExportState();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    const at::Tensor x = a[i].tensor.to(at::kDouble), y = b[i].tensor.to(at::kDouble);
+    EXPECT_TRUE(at::allclose(x, y, 1e-6, 5e-7))  // a few float ulps of values up to ~1
+        << a[i].name << " max diff " << (x - y).abs().max().item<double>() << " of max "
+        << y.abs().max().item<double>();
+  }
+}
+
 TEST(AdamW, ClipGradNormMatchesTorch) {
   auto mine = MakeParams(20);
   auto theirs = MakeParams(20);
