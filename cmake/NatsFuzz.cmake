@@ -41,7 +41,7 @@ target_link_libraries(nats_config_proto PUBLIC protobuf::libprotobuf)
 target_include_directories(nats_config_proto PUBLIC ${CMAKE_BINARY_DIR}/runtime ${CMAKE_BINARY_DIR})
 add_library(nats_config STATIC ${CMAKE_SOURCE_DIR}/runtime/config.cpp ${CMAKE_SOURCE_DIR}/runtime/lr_schedule.cpp
                                ${CMAKE_SOURCE_DIR}/nats/model_shape.cpp)
-target_link_libraries(nats_config PUBLIC nats_config_proto absl::status absl::statusor absl::strings)
+target_link_libraries(nats_config PUBLIC nats_config_proto nats_data absl::status absl::statusor absl::strings)
 
 add_subdirectory(data)
 add_subdirectory(checkpoints)
