@@ -18,6 +18,7 @@ pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 find_package(ZLIB REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)  # Debian nlohmann-json3-dev: JSON for data/ (prepare's JSONL, index.json)
 find_package(Threads REQUIRED)
+find_package(OpenSSL REQUIRED)  # Debian libssl-dev: SHA-256 (libcrypto) for data/sha256.h
 
 set(NATS_USE_PCH OFF)  # a PCH costs more than it saves for the few LibTorch files built here
 set(CMAKE_CXX_FLAGS "${CMAKE_CXX_FLAGS} ${TORCH_CXX_FLAGS}")
