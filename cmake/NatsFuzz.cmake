@@ -18,6 +18,7 @@ pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 find_package(ZLIB REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)  # Debian nlohmann-json3-dev: JSON for data/ (prepare's JSONL, index.json)
 find_package(Threads REQUIRED)
+find_package(OpenSSL REQUIRED)  # Debian libssl-dev: SHA-256 (libcrypto) for data/sha256.h
 
 set(NATS_USE_PCH OFF)  # a PCH costs more than it saves for the few LibTorch files built here
 set(CMAKE_CXX_FLAGS "${CMAKE_CXX_FLAGS} ${TORCH_CXX_FLAGS}")
@@ -41,7 +42,7 @@ target_link_libraries(nats_config_proto PUBLIC protobuf::libprotobuf)
 target_include_directories(nats_config_proto PUBLIC ${CMAKE_BINARY_DIR}/runtime ${CMAKE_BINARY_DIR})
 add_library(nats_config STATIC ${CMAKE_SOURCE_DIR}/runtime/config.cpp ${CMAKE_SOURCE_DIR}/runtime/lr_schedule.cpp
                                ${CMAKE_SOURCE_DIR}/nats/model_shape.cpp)
-target_link_libraries(nats_config PUBLIC nats_config_proto absl::status absl::statusor absl::strings)
+target_link_libraries(nats_config PUBLIC nats_config_proto nats_data absl::status absl::statusor absl::strings)
 
 add_subdirectory(data)
 add_subdirectory(checkpoints)

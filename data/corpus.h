@@ -49,8 +49,6 @@ absl::StatusOr<std::vector<std::vector<std::string>>> DecodeRCharacterVectors(st
 
 // --- Cleaning steps (public so that tests can hold each one to synthetic input). ---
 
-bool IsValidUtf8(std::string_view text);
-
 // Windows-1252 -> UTF-8. Windows-1252 rather than plain Latin-1 because the one non-UTF-8 book (Poe) is
 // CP1252: it uses 0x86/0x87 for the dagger signs of "The Gold-Bug" cipher and 0x9C for the "oe" ligature,
 // which Latin-1 would turn into invisible C1 control characters. For bytes 0xA0-0xFF the two encodings agree.

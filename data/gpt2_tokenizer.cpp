@@ -20,6 +20,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "data/sha256.h"
+#include "data/utf8.h"
 
 namespace nats::data {
 namespace {
@@ -44,47 +45,11 @@ std::string FetchHint(const std::string& path) {
   return absl::StrCat("run `launch/fetch_tokenizer.sh ", data_dir, "`");
 }
 
-// Length of the well-formed UTF-8 sequence at the start of `s` (Unicode 15, table 3-7), or 0 when
-// `s` starts with an ill-formed one.
-size_t Utf8SequenceLength(const unsigned char* s, size_t n) {
-  const unsigned char b0 = s[0];
-  if (b0 < 0x80) return 1;
-  auto cont = [&](size_t i, unsigned char lo = 0x80, unsigned char hi = 0xBF) {
-    return i < n && s[i] >= lo && s[i] <= hi;
-  };
-  if (b0 >= 0xC2 && b0 <= 0xDF) return cont(1) ? 2 : 0;
-  if (b0 == 0xE0) return cont(1, 0xA0) && cont(2) ? 3 : 0;
-  if ((b0 >= 0xE1 && b0 <= 0xEC) || b0 == 0xEE || b0 == 0xEF) return cont(1) && cont(2) ? 3 : 0;
-  if (b0 == 0xED) return cont(1, 0x80, 0x9F) && cont(2) ? 3 : 0;  // no surrogates
-  if (b0 == 0xF0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
-  if (b0 >= 0xF1 && b0 <= 0xF3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
-  if (b0 == 0xF4) return cont(1, 0x80, 0x8F) && cont(2) && cont(3) ? 4 : 0;
-  return 0;
-}
-
-// Length of the longest well-formed UTF-8 prefix of `s`.
-size_t ValidUtf8PrefixLength(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const size_t n = s.size();
-  size_t i = 0;
-  while (i < n) {
-    if (p[i] < 0x80) {
-      ++i;
-      continue;
-    }
-    const size_t len = Utf8SequenceLength(p + i, n - i);
-    if (len == 0) break;
-    i += len;
-  }
-  return i;
-}
-
 // Length of the run of ill-formed bytes at the start of `s` (stops where a well-formed sequence
 // starts).
 size_t InvalidUtf8PrefixLength(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   size_t i = 0;
-  while (i < s.size() && Utf8SequenceLength(p + i, s.size() - i) == 0) ++i;
+  while (i < s.size() && Utf8SequenceLength(s.substr(i)) == 0) ++i;
   return i;
 }
 

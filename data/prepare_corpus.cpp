@@ -23,6 +23,7 @@
 #include "data/human_units.h"
 #include "data/mix64.h"
 #include "data/tokenizer.h"
+#include "data/utf8.h"
 
 namespace nats::data {
 namespace {

@@ -11,7 +11,7 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin
   libabsl-dev libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
-  libpcre2-dev zlib1g-dev nlohmann-json3-dev
+  libpcre2-dev zlib1g-dev nlohmann-json3-dev libssl-dev
   nodejs npm python3-torch python3-protobuf python3-matplotlib
 )
 if [ "${1:-}" = "--fuzz" ]; then

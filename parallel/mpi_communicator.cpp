@@ -10,10 +10,12 @@
 #include <cstdlib>
 #include <functional>
 #include <mutex>
+#include <string_view>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "data/fingerprint.h"
 
 namespace nats::parallel {
 namespace {
@@ -205,15 +207,13 @@ std::string Describe(absl::string_view call, const at::Tensor& t) {
   return absl::StrCat(call, " (", t.numel(), " x ", c10::toString(t.scalar_type()), ")");
 }
 
-// Hash of the row shape (all dims but the first) so ranks can compare shapes with one integer.
+// Fingerprint of the row shape (all dims but the first, as int64 bytes: their count is in the length) so
+// ranks can compare shapes with one integer. Only ranks of one run compare it; nothing records it.
 int64_t RowShapeHash(const at::Tensor& t) {
-  uint64_t h = 1469598103934665603ull;
-  for (int64_t d = 1; d < t.dim(); ++d) {
-    h ^= static_cast<uint64_t>(t.size(d)) + 0x9e3779b97f4a7c15ull;
-    h *= 1099511628211ull;
-  }
-  h ^= static_cast<uint64_t>(t.dim());
-  return static_cast<int64_t>(h & 0x7fffffffffffffffull);
+  const at::IntArrayRef row_shape = t.dim() > 1 ? t.sizes().slice(1) : at::IntArrayRef();
+  const std::string_view bytes(reinterpret_cast<const char*>(row_shape.data()),
+                               row_shape.size() * sizeof(int64_t));
+  return static_cast<int64_t>(data::Fingerprint64(bytes) & 0x7fffffffffffffffull);
 }
 
 }  // namespace

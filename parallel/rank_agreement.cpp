@@ -96,13 +96,4 @@ absl::Status CheckRanksAgree(Communicator& comm, std::string_view what, uint64_t
       " ranks differ from rank 0); every rank must use the same config, model and data"));
 }
 
-uint64_t Fingerprint(std::string_view bytes) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 }  // namespace nats::parallel

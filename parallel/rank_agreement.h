@@ -26,9 +26,7 @@ absl::Status AgreeOnStatus(Communicator& comm, const absl::Status& mine);
 
 // FailedPrecondition on every rank when some rank's `value` differs, e.g.
 // "ranks disagree on parameter count: rank 1 has 1234, rank 0 has 1200 (1 of 4 ranks differ from rank 0)".
+// For a text (a config, a list of shapes) pass its data::Fingerprint64 (data/fingerprint.h).
 absl::Status CheckRanksAgree(Communicator& comm, std::string_view what, uint64_t value);
-
-// 64-bit FNV-1a of `bytes`: a cheap fingerprint of a config text or a list of shapes for CheckRanksAgree.
-uint64_t Fingerprint(std::string_view bytes);
 
 }  // namespace nats::parallel

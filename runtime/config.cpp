@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "data/fingerprint.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
@@ -390,15 +391,7 @@ std::string ConfigToText(const config::Config& cfg) {
   return out;
 }
 
-uint64_t ConfigHash(const config::Config& cfg) {
-  std::string bytes = ConfigToText(cfg);
-  uint64_t h = 1469598103934665603ull;  // FNV-1a: stable across builds and ranks
-  for (unsigned char ch : bytes) {
-    h ^= ch;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
+uint64_t ConfigHash(const config::Config& cfg) { return data::Fingerprint64(ConfigToText(cfg)); }
 
 std::string ConfigHashText(const config::Config& config) {
   return absl::StrFormat("%016x", ConfigHash(config));

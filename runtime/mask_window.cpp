@@ -6,11 +6,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "data/loader.h"
+#include "data/utf8.h"
 #include "nats/token_type.h"
 #include "runtime/metrics_log.h"
 
@@ -22,11 +24,8 @@ namespace {
 std::string ValidUtf8(const std::string& s) {
   std::string out;
   for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    bool ok = n > 0 && i + n <= s.size();
-    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 0x2;
-    if (ok) {
+    const size_t n = data::Utf8SequenceLength(std::string_view(s).substr(i));
+    if (n > 0) {
       out.append(s, i, n);
       i += n;
     } else {

@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "checkpoints/checkpoint_dir.h"
 #include "checkpoints/checkpoint_reader.h"
+#include "data/fingerprint.h"
 #include "data/human_units.h"
 #include "data/loader.h"
 #include "data/token_shard.h"
@@ -672,8 +673,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
     absl::StrAppend(&shapes, p.key(), p.value().sizes().vec().size(), ";");
     for (int64_t d : p.value().sizes()) absl::StrAppend(&shapes, d, ",");
   }
-  if (absl::Status s =
-          parallel::CheckRanksAgree(*st->comm, "parameter layout", parallel::Fingerprint(shapes));
+  if (absl::Status s = parallel::CheckRanksAgree(*st->comm, "parameter layout", data::Fingerprint64(shapes));
       !s.ok()) {
     return s;
   }

@@ -14,20 +14,11 @@
 #include "data/prepare.h"
 #include "data/token_shard.h"
 #include "data/tokenizer.h"
+#include "data/utf8.h"
 #include "gtest/gtest.h"
 
 namespace nats::data {
 namespace {
-
-TEST(Corpus, Utf8Validation) {
-  EXPECT_TRUE(IsValidUtf8("plain ascii\n"));
-  EXPECT_TRUE(IsValidUtf8("caf\xC3\xA9 \xE2\x80\x94 \xF0\x9F\x98\x80"));  // é, em dash, emoji
-  EXPECT_FALSE(IsValidUtf8("caf\xE9"));                                   // Latin-1 é
-  EXPECT_FALSE(IsValidUtf8("\xC3"));                                      // cut short
-  EXPECT_FALSE(IsValidUtf8("\xC0\xAF"));                                  // overlong '/'
-  EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));                              // UTF-16 surrogate
-  EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));                          // > U+10FFFF
-}
 
 TEST(Corpus, StripsBomAndCrlf) {
   EXPECT_EQ(NormalizeNewlines("\xEF\xBB\xBFHello\r\nworld\r\n"), "Hello\nworld\n");

@@ -101,6 +101,33 @@ TEST(Sha256, MatchesSha256sumAcrossPaddingBoundaries) {
   }
 }
 
+// More than one read chunk of Sha256HexOfFile (64 KiB), and not a multiple of it.
+TEST(Sha256, MatchesSha256sumOnAMegabyte) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/sha256_input_1mb");
+  std::mt19937 rng(8);
+  std::string bytes((1 << 20) + 3, '\0');
+  for (char& c : bytes) c = static_cast<char>(rng());
+  std::ofstream(path, std::ios::binary) << bytes;
+  const std::string expected = Sha256sumOf(path);
+  ASSERT_EQ(expected.size(), 64u) << "sha256sum failed on " << path;
+  EXPECT_EQ(Sha256Hex(bytes), expected);
+  absl::StatusOr<std::string> from_file = Sha256HexOfFile(path);
+  ASSERT_TRUE(from_file.ok()) << from_file.status();
+  EXPECT_EQ(*from_file, expected);
+  std::remove(path.c_str());
+}
+
+// A file of the repository, as it is on disk.
+TEST(Sha256, FileMatchesSha256sumOfACheckedInFile) {
+  const std::string path = EnvOrDie("NATS_SOURCE_DIR") + "/tests/data/gpt2_reference_tokens.json";
+  const std::string expected = Sha256sumOf(path);
+  ASSERT_EQ(expected.size(), 64u) << "sha256sum failed on " << path;
+  absl::StatusOr<std::string> from_file = Sha256HexOfFile(path);
+  ASSERT_TRUE(from_file.ok()) << from_file.status();
+  EXPECT_EQ(*from_file, expected);
+  EXPECT_EQ(Sha256Hex(ReadFile(path)), expected);
+}
+
 TEST(Sha256, MissingFileIsNotFound) {
   absl::StatusOr<std::string> digest = Sha256HexOfFile("/nonexistent/sha256/input");
   EXPECT_EQ(digest.status().code(), absl::StatusCode::kNotFound);

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "data/corpus.h"
+#include "data/utf8.h"
 #include "tests/fuzz/fuzz_input.h"
 
 namespace {

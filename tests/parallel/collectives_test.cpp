@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/time/time.h"
+#include "data/fingerprint.h"
 #include "parallel/communicator.h"
 #include "parallel/local_communicator.h"
 #include "parallel/process_grid.h"
@@ -242,7 +243,7 @@ TEST(Collectives, SplitGroupsByColorOrdersByKey) {
 
 TEST(RankAgreement, AgreesAndReportsTheDifferingRank) {
   Communicator& comm = World();
-  EXPECT_TRUE(CheckRanksAgree(comm, "config hash", Fingerprint("model { d: 64 }")).ok());
+  EXPECT_TRUE(CheckRanksAgree(comm, "config hash", data::Fingerprint64("model { d: 64 }")).ok());
   const int odd = comm.size() - 1;
   absl::Status s = CheckRanksAgree(comm, "parameter count", comm.rank() == odd && odd > 0 ? 101 : 100);
   if (comm.size() == 1) {
