@@ -8,6 +8,7 @@
 #include "nats/linear_cross_entropy.h"
 #include "nats/masks.h"
 #include "nats/model_shape.h"
+#include "nats/qkv_heads.h"
 #include "nats/scorer.h"
 #include "nats/token_type.h"
 
@@ -215,20 +216,15 @@ class BlockImpl : public torch::nn::Module {
   };
 
   Projected Project(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t offset) {
-    const int64_t b = x.size(0), t = x.size(1);
     Projected p;
     p.h = norm1_any_.forward(x);
-    at::Tensor qkv = qkv_->forward(p.h);
-    p.q = qkv.narrow(-1, 0, n_head_ * head_dim_).view({b, t, n_head_, head_dim_}).transpose(1, 2);
-    p.k =
-        qkv.narrow(-1, n_head_ * head_dim_, n_kv_ * head_dim_).view({b, t, n_kv_, head_dim_}).transpose(1, 2);
-    p.v = qkv.narrow(-1, (n_head_ + n_kv_) * head_dim_, n_kv_ * head_dim_)
-              .view({b, t, n_kv_, head_dim_})
-              .transpose(1, 2);
-    if (rope_) {  // learned absolute positions were added to the embeddings instead
-      p.q = ApplyRope(p.q, cos, sin, offset);
-      p.k = ApplyRope(p.k, cos, sin, offset);
-    }
+    // One pass from the fused projection to contiguous heads, RoPE included (learned absolute positions were
+    // added to the embeddings instead); nats/qkv_heads.h.
+    QkvHeads heads = SplitQkvHeads(qkv_->forward(p.h), n_head_, n_kv_, head_dim_, rope_ ? cos : at::Tensor(),
+                                   rope_ ? sin : at::Tensor(), offset);
+    p.q = std::move(heads.q);
+    p.k = std::move(heads.k);
+    p.v = std::move(heads.v);
     return p;
   }
 

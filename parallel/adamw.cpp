@@ -3,9 +3,11 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -32,6 +34,23 @@ void FusedUpdate(float* p, const float* g, float* m, float* v, int64_t n, double
       p[i] = p[i] * decay + minus_step * (mi / denom);
     }
   });
+}
+
+// sum x^2 in double, in one read of x (at::sum(g.pow(2), kDouble) allocates g^2 and a double copy). Fixed
+// 16k-element chunks summed in order, so the result does not depend on the thread count (exact resume).
+double SumOfSquares(const float* x, int64_t n) {
+  constexpr int64_t kChunk = int64_t{1} << 14;
+  std::vector<double> partial((n + kChunk - 1) / kChunk, 0.0);
+  at::parallel_for(0, static_cast<int64_t>(partial.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      double acc = 0;
+      for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) acc += double{x[i]} * x[i];
+      partial[c] = acc;
+    }
+  });
+  double sum = 0;
+  for (double p : partial) sum += p;
+  return sum;
 }
 
 }  // namespace
@@ -115,7 +134,16 @@ absl::StatusOr<double> AdamW::GradNorm() {
   if (auto s = EnsureGradients(); !s.ok()) return s;
   at::NoGradGuard no_grad;
   at::Tensor partial = at::zeros({1}, exp_avg_.options().dtype(at::kDouble));
-  for (const auto& s : segments_) partial.add_(at::sum(GradView(s).pow(2), at::kDouble));
+  double sum = 0;
+  for (const auto& s : segments_) {
+    at::Tensor g = GradView(s);
+    if (g.is_cpu() && g.scalar_type() == at::kFloat && g.is_contiguous()) {
+      sum += SumOfSquares(g.data_ptr<float>(), g.numel());
+    } else {
+      sum += at::sum(g.pow(2), at::kDouble).item<double>();
+    }
+  }
+  partial.fill_(sum);
   if (auto s = SumAcrossShards(partial); !s.ok()) return s;
   return std::sqrt(partial.item<double>());
 }

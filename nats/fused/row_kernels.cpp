@@ -23,46 +23,82 @@ namespace nats::fused {
 
 namespace {
 
+// The row reductions (max, sum) keep kLanes independent partial results, combined at the end: a single
+// accumulator is a serial chain GCC must not reorder (no -ffast-math here: the masks rely on infinities), so
+// it stayed scalar and made the forward slower than the backward; lanes vectorise. The combination order is
+// fixed, so results stay deterministic.
+constexpr int kLanes = 16;
+
+template <typename T>
+inline T MaxOfLanes(const T* lanes) {
+  T m = lanes[0];
+  for (int l = 1; l < kLanes; ++l) m = lanes[l] > m ? lanes[l] : m;
+  return m;
+}
+
+template <typename T>
+inline T SumOfLanes(const T* lanes) {
+  T s = 0;
+  for (int l = 0; l < kLanes; ++l) s += lanes[l];
+  return s;
+}
+
 // Scales the logits in place; returns the max over visible and over causal entries of row i.
 template <typename T>
 inline void ScaleRowMaxImpl(T* row, const ChunkKeys& ck, int32_t i, T scale, T* max_vis, T* max_causal) {
-  T mv = NegInf<T>(), mc = NegInf<T>();
-  for (int c = 0; c < ck.n; ++c) {
+  T mv[kLanes], mc[kLanes];
+  for (int l = 0; l < kLanes; ++l) mv[l] = mc[l] = NegInf<T>();
+  auto body = [&](int c, int l) {
     const T a = row[c] * scale;
     row[c] = a;
     const bool causal = ck.col[c] <= i;
     const bool vis = causal & (i <= ck.last[c]);
     const T av = vis ? a : NegInf<T>();
     const T ac = causal ? a : NegInf<T>();
-    mv = av > mv ? av : mv;
-    mc = ac > mc ? ac : mc;
+    mv[l] = av > mv[l] ? av : mv[l];
+    mc[l] = ac > mc[l] ? ac : mc[l];
+  };
+  int c = 0;
+  for (; c + kLanes <= ck.n; c += kLanes) {
+    for (int l = 0; l < kLanes; ++l) body(c + l, l);
   }
-  *max_vis = mv;
-  *max_causal = mc;
+  for (int l = 0; c < ck.n; ++c, ++l) body(c, l);
+  *max_vis = MaxOfLanes(mv);
+  *max_causal = MaxOfLanes(mc);
 }
 
 // P = vis ? exp(a - m) : 0 written in place; returns the row sum.
 template <typename T>
 inline T ExpRowVisibleImpl(T* row, const ChunkKeys& ck, int32_t i, T m) {
-  T sum = 0;
-  for (int c = 0; c < ck.n; ++c) {
+  T sum[kLanes] = {};
+  auto body = [&](int c, int l) {
     const bool vis = (ck.col[c] <= i) & (i <= ck.last[c]);
     const T e = FastExp(row[c] - m);
     const T p = vis ? e : T(0);
     row[c] = p;
-    sum += p;
+    sum[l] += p;
+  };
+  int c = 0;
+  for (; c + kLanes <= ck.n; c += kLanes) {
+    for (int l = 0; l < kLanes; ++l) body(c + l, l);
   }
-  return sum;
+  for (int l = 0; c < ck.n; ++c, ++l) body(c, l);
+  return SumOfLanes(sum);
 }
 
 template <typename T>
 inline T ExpRowCausalSumImpl(const T* row, const ChunkKeys& ck, int32_t i, T m) {
-  T sum = 0;
-  for (int c = 0; c < ck.n; ++c) {
+  T sum[kLanes] = {};
+  auto body = [&](int c, int l) {
     const T e = FastExp(row[c] - m);
-    sum += ck.col[c] <= i ? e : T(0);
+    sum[l] += ck.col[c] <= i ? e : T(0);
+  };
+  int c = 0;
+  for (; c + kLanes <= ck.n; c += kLanes) {
+    for (int l = 0; l < kLanes; ++l) body(c + l, l);
   }
-  return sum;
+  for (int l = 0; c < ck.n; ++c, ++l) body(c, l);
+  return SumOfLanes(sum);
 }
 
 // One backward row. In: s = raw QK^T row, dp = dO_i . v_j. Out: s = P (visible softmax), dp = dS = P (dP -
@@ -81,8 +117,8 @@ inline T BackwardRowImpl(T* s, T* dp, T* g, const ChunkKeys& ck, int32_t i, T sc
     }
     return 0;
   }
-  T tail_dot = 0;
-  for (int c = 0; c < n; ++c) {
+  T tail_dot[kLanes] = {};
+  auto body = [&](int c, int l) {
     const T a = s[c] * scale;
     const bool causal = ck.col[c] <= i;
     const bool vis = causal & (i <= ck.last[c]);
@@ -105,9 +141,14 @@ inline T BackwardRowImpl(T* s, T* dp, T* g, const ChunkKeys& ck, int32_t i, T sc
     sums->all[c] += gij;
     sums->sliding[c] += (i - ck.col[c] <= window) ? gij : T(0);
     sums->local[c] += (i <= ck.next[c]) ? gij : T(0);
-    tail_dot += sums->tail[c] * gij;
+    tail_dot[l] += sums->tail[c] * gij;
+  };
+  int c = 0;
+  for (; c + kLanes <= n; c += kLanes) {
+    for (int l = 0; l < kLanes; ++l) body(c + l, l);
   }
-  return tail_dot;
+  for (int l = 0; c < n; ++c, ++l) body(c, l);
+  return SumOfLanes(tail_dot);
 }
 
 }  // namespace
