@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# CPU training speed, all from one run on one machine (issue 15's numbers): `nats train` tokens/s of the
+# 6-layer d-384 and the configs/small (6-layer d-192) GPT-2-vocabulary models at T 1024, dense and NAtS, against
+# the PyTorch eager peer (bench/pytorch_peer_train.py, the same dense model) at its best micro-batch (1, 2 or
+# 4); the achieved GFLOP/s of each (dense-equivalent FLOPs, 6 N + 6 L T d per token) against a large sgemm
+# measured in the same run; then bench/tile_gemm_bench (the fused kernel against sgemm at its tile shapes).
+# Prints markdown tables (BENCHMARKS.md keeps them). Takes about 15 minutes on 2 cores.
+# usage: bench/cpu_speed.sh [BUILD_DIR] [STEPS] [THREADS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${1:-build}; STEPS=${2:-6}; THREADS=${3:-2}
+out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
+peak=$(/usr/bin/python3 - "$THREADS" <<'PY'
+import sys, time, torch
+torch.set_num_threads(int(sys.argv[1]))
+a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+a @ b
+best = 1e9
+for _ in range(5):
+    t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
+print(f"{2 * 2048 ** 3 / best / 1e9:.1f}")
+PY
+)
+echo "sgemm 2048^3 peak: $peak GFLOP/s ($THREADS threads)" >&2
+ours() {  # NAME D ATTENTION
+  "$BUILD_DIR/bin/nats" train --config configs/small.textproto --set model.d_model="$2" \
+    --set model.attention="$3" --set train.steps="$STEPS" --set train.eval_interval=0 --set train.eval_windows=1 \
+    --set train.log_interval=1 --set train.threads="$THREADS" --set checkpoint.interval_steps=0 \
+    --set train.run_dir="$out/$1" > "$out/$1.log"
+}
+for d in 192 384; do
+  ours "d${d}_dense" "$d" DENSE
+  ours "d${d}_nats" "$d" NATS
+  for micro in 1 2 4; do
+    /usr/bin/python3 bench/pytorch_peer_train.py --shard data/books/train.tok --layers 6 --d "$d" --heads 6 \
+      --ctx 1024 --batch 8 --micro "$micro" --steps "$STEPS" --threads "$THREADS" > "$out/peer_d${d}_m${micro}.json"
+  done
+done
+/usr/bin/python3 - "$out" "$peak" "$THREADS" <<'PY'
+import glob, json, sys
+out, peak, threads = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+def ours(name):
+    rows = [r for r in map(json.loads, open(f"{out}/{name}/metrics.jsonl")) if r.get("kind") == "train" and r["step"] > 2]
+    return 8 * 1024 * len(rows) / sum(8 * 1024 / r["tokens_per_s"] for r in rows)
+print("| model | implementation | tokens/s | vs PyTorch eager (best micro) | GFLOP/s (dense-equiv.) | of sgemm peak |")
+print("|---|---|---|---|---|---|")
+for d in (192, 384):
+    peers = {m: json.load(open(f"{out}/peer_d{d}_m{m}.json")) for m in (1, 2, 4)}
+    best_m = max(peers, key=lambda m: peers[m]["tokens_per_s"])
+    peer = peers[best_m]
+    n = peer["params"]
+    fpt = 6 * n + 6 * 6 * 1024 * d
+    for label, tok in [("nats train, dense", ours(f"d{d}_dense")), ("nats train, NAtS", ours(f"d{d}_nats")),
+                       (f"PyTorch {peer['torch']} eager, micro {best_m}", peer["tokens_per_s"])]:
+        gf = tok * fpt / 1e9
+        print(f"| 6L d{d} ({n / 1e6:.1f}M) | {label} | {tok:.0f} | {tok / peer['tokens_per_s']:.2f}x | {gf:.1f} | {100 * gf / peak:.0f}% |")
+    print(f"| 6L d{d} | PyTorch eager by micro-batch | " + ", ".join(f"{m}: {peers[m]['tokens_per_s']:.0f}" for m in (1, 2, 4)) + " | | | |")
+print(f"\nsgemm 2048^3 peak in the same run: {peak:.1f} GFLOP/s; {threads} threads; batch 8 x 1024 tokens, steps 3..N timed.")
+PY
+echo
+"$BUILD_DIR/bench/tile_gemm_bench" --threads "$THREADS"
