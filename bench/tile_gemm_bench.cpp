@@ -4,7 +4,7 @@
 // wall time, dense causal (every type global) forward and forward + backward, so the gap is what the
 // elementwise work, gathers and scheduling around the tiles cost.
 //
-// usage: tile_gemm_bench [--threads 2] [--t 2048] [--d 64] [--heads 12]
+// usage: tile_gemm_bench [--threads 2] [--t 2048] [--d 64] [--heads 12] [--blas_threads 1]
 #include <cblas.h>
 #include <torch/torch.h>
 
@@ -49,7 +49,7 @@ double TileGflops(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int threads = 2, t = 2048, d = 64, heads = 12;
+  int threads = 2, t = 2048, d = 64, heads = 12, blas_threads = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int v = std::atoi(argv[i + 1]);
@@ -61,18 +61,21 @@ int main(int argc, char** argv) {
       d = v;
     else if (a == "--heads")
       heads = v;
+    else if (a == "--blas_threads")
+      blas_threads = v;
     else {
-      std::fprintf(stderr, "usage: tile_gemm_bench [--threads 2] [--t 2048] [--d 64] [--heads 12]\n");
+      std::fprintf(stderr, "usage: tile_gemm_bench [--threads 2] [--t 2048] [--d 64] [--heads 12] [--blas_threads 1]\n");
       return 2;
     }
   }
-  openblas_set_num_threads(1);  // the kernel's tiles run single-threaded inside its own threads
+  openblas_set_num_threads(blas_threads);  // the trainer sets it to its thread count
   const double s_tile = TileGflops(CblasTrans, CblasTrans, 64, 64, d);       // S = Q K^T (transposed Q tile)
   const double pv_tile = TileGflops(CblasNoTrans, CblasNoTrans, 64, d, 64);  // O += P V
   const double tile = 0.5 * (s_tile + pv_tile);
   at::set_num_threads(threads);
   torch::manual_seed(0);
-  at::Tensor q = torch::randn({1, heads, t, d}), k = torch::randn({1, heads, t, d}),
+  const double qscale = std::getenv("QSCALE") ? std::atof(std::getenv("QSCALE")) : 1.0;
+  at::Tensor q = torch::randn({1, heads, t, d}) * qscale, k = torch::randn({1, heads, t, d}) * qscale,
              v = torch::randn({1, heads, t, d});
   nats::TakeExecutedAttentionFlops();
   double fwd_flops = 0;
@@ -83,6 +86,12 @@ int main(int argc, char** argv) {
   });
   at::Tensor qg = q.clone().requires_grad_(true), kg = k.clone().requires_grad_(true),
              vg = v.clone().requires_grad_(true), dout = torch::randn({1, heads, t, d});
+  double grad_fwd_flops = 0;
+  const double grad_fwd = BestSeconds(3, [&] {
+    at::Tensor out = nats::FusedCausalAttention(qg, kg, vg);
+    grad_fwd_flops = static_cast<double>(nats::TakeExecutedAttentionFlops());
+  });
+  std::fprintf(stderr, "autograd forward alone: %.1f ms, %.1f GFLOP/s\n", 1e3 * grad_fwd, grad_fwd_flops / grad_fwd / 1e9);
   double train_flops = 0;
   const double train = BestSeconds(3, [&] {
     at::Tensor out = nats::FusedCausalAttention(qg, kg, vg);

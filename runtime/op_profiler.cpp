@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <utility>
 
 namespace nats {
@@ -37,6 +38,7 @@ constexpr char kEngineRecord[] = "autograd::engine::evaluate_function";
 std::string g_phase = "forward";  // set between steps, read by the callbacks
 thread_local Frame* t_current = nullptr;
 bool g_recording = false;
+std::thread::id g_recording_thread;
 at::CallbackHandle g_handle = 0;
 
 std::unique_ptr<at::ObserverContext> OnStart(const at::RecordFunction& fn) {
@@ -72,7 +74,10 @@ void OnEnd(const at::RecordFunction& fn, at::ObserverContext* context) {
   ++t.calls;
   t.total += total;
   t.self += self;
-  if (frame->parent == nullptr) g_top_level[frame->phase] += total;
+  // Phase totals from the recording thread only: records on LibTorch's worker threads overlap its wall time.
+  if (frame->parent == nullptr && std::this_thread::get_id() == g_recording_thread) {
+    g_top_level[frame->phase] += total;
+  }
 }
 
 }  // namespace
@@ -88,6 +93,7 @@ void OpProfiler::Start() {
     g_totals.clear();
     g_top_level.clear();
   }
+  g_recording_thread = std::this_thread::get_id();
   g_handle = at::addGlobalCallback(at::RecordFunctionCallback(&OnStart, &OnEnd).needsInputs(false));
   g_recording = true;
 }

@@ -21,6 +21,8 @@ struct OpTiming {
   int64_t calls = 0;
   double total_seconds = 0;  // wall time between start and end, enclosed records included
   double self_seconds = 0;   // total minus the enclosed records on the same thread
+  // Both summed over threads: an operator that LibTorch runs on its worker threads (inside an
+  // at::parallel_for) can add more than the wall time it took.
 };
 
 class OpProfiler {
@@ -37,8 +39,8 @@ class OpProfiler {
 
   // One row per (name, phase), largest self time first.
   std::vector<OpTiming> Timings() const;
-  // Sum of the durations of the top-level records (those no other record encloses) per phase: the time the
-  // operators account for; the rest of a phase's wall time is framework overhead between them.
+  // Sum of the durations of the top-level records (those no other record encloses) on the thread that called
+  // Start, per phase: the wall time the operators account for; the rest is framework overhead between them.
   double TopLevelSeconds(const std::string& phase) const;
 };
 
