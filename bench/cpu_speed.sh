@@ -6,6 +6,7 @@
 # measured in the same run; then bench/tile_gemm_bench (the fused kernel against sgemm at its tile shapes).
 # Prints markdown tables (BENCHMARKS.md keeps them). Takes about 15 minutes on 2 cores.
 # usage: bench/cpu_speed.sh [BUILD_DIR] [STEPS] [THREADS]
+#        NATS_BEFORE=/path/to/older/nats bench/cpu_speed.sh ...   also times an older binary (a "before" column)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}; STEPS=${2:-6}; THREADS=${3:-2}
@@ -22,8 +23,8 @@ print(f"{2 * 2048 ** 3 / best / 1e9:.1f}")
 PY
 )
 echo "sgemm 2048^3 peak: $peak GFLOP/s ($THREADS threads)" >&2
-ours() {  # NAME D ATTENTION
-  "$BUILD_DIR/bin/nats" train --config configs/small.textproto --set model.d_model="$2" \
+ours() {  # NAME D ATTENTION [BINARY]
+  "${4:-$BUILD_DIR/bin/nats}" train --config configs/small.textproto --set model.d_model="$2" \
     --set model.attention="$3" --set train.steps="$STEPS" --set train.eval_interval=0 --set train.eval_windows=1 \
     --set train.log_interval=1 --set train.threads="$THREADS" --set checkpoint.interval_steps=0 \
     --set train.run_dir="$out/$1" > "$out/$1.log"
@@ -31,6 +32,10 @@ ours() {  # NAME D ATTENTION
 for d in 192 384; do
   ours "d${d}_dense" "$d" DENSE
   ours "d${d}_nats" "$d" NATS
+  if [ -n "${NATS_BEFORE:-}" ]; then
+    ours "d${d}_dense_before" "$d" DENSE "$NATS_BEFORE"
+    ours "d${d}_nats_before" "$d" NATS "$NATS_BEFORE"
+  fi
   for micro in 1 2 4; do
     /usr/bin/python3 bench/pytorch_peer_train.py --shard data/books/train.tok --layers 6 --d "$d" --heads 6 \
       --ctx 1024 --batch 8 --micro "$micro" --steps "$STEPS" --threads "$THREADS" > "$out/peer_d${d}_m${micro}.json"
@@ -50,8 +55,10 @@ for d in (192, 384):
     peer = peers[best_m]
     n = peer["params"]
     fpt = 6 * n + 6 * 6 * 1024 * d
-    for label, tok in [("nats train, dense", ours(f"d{d}_dense")), ("nats train, NAtS", ours(f"d{d}_nats")),
-                       (f"PyTorch {peer['torch']} eager, micro {best_m}", peer["tokens_per_s"])]:
+    runs = [("nats train, dense", f"d{d}_dense"), ("nats train, NAtS", f"d{d}_nats"),
+            ("before (NATS_BEFORE), dense", f"d{d}_dense_before"), ("before (NATS_BEFORE), NAtS", f"d{d}_nats_before")]
+    rows = [(label, ours(name)) for label, name in runs if glob.glob(f"{out}/{name}/metrics.jsonl")]
+    for label, tok in rows + [(f"PyTorch {peer['torch']} eager, micro {best_m}", peer["tokens_per_s"])]:
         gf = tok * fpt / 1e9
         print(f"| 6L d{d} ({n / 1e6:.1f}M) | {label} | {tok:.0f} | {tok / peer['tokens_per_s']:.2f}x | {gf:.1f} | {100 * gf / peak:.0f}% |")
     print(f"| 6L d{d} | PyTorch eager by micro-batch | " + ", ".join(f"{m}: {peers[m]['tokens_per_s']:.0f}" for m in (1, 2, 4)) + " | | | |")

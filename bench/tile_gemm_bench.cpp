@@ -64,7 +64,9 @@ int main(int argc, char** argv) {
     else if (a == "--blas_threads")
       blas_threads = v;
     else {
-      std::fprintf(stderr, "usage: tile_gemm_bench [--threads 2] [--t 2048] [--d 64] [--heads 12] [--blas_threads 1]\n");
+      std::fprintf(
+          stderr,
+          "usage: tile_gemm_bench [--threads 2] [--t 2048] [--d 64] [--heads 12] [--blas_threads 1]\n");
       return 2;
     }
   }
@@ -74,8 +76,7 @@ int main(int argc, char** argv) {
   const double tile = 0.5 * (s_tile + pv_tile);
   at::set_num_threads(threads);
   torch::manual_seed(0);
-  const double qscale = std::getenv("QSCALE") ? std::atof(std::getenv("QSCALE")) : 1.0;
-  at::Tensor q = torch::randn({1, heads, t, d}) * qscale, k = torch::randn({1, heads, t, d}) * qscale,
+  at::Tensor q = torch::randn({1, heads, t, d}), k = torch::randn({1, heads, t, d}),
              v = torch::randn({1, heads, t, d});
   nats::TakeExecutedAttentionFlops();
   double fwd_flops = 0;
@@ -86,12 +87,6 @@ int main(int argc, char** argv) {
   });
   at::Tensor qg = q.clone().requires_grad_(true), kg = k.clone().requires_grad_(true),
              vg = v.clone().requires_grad_(true), dout = torch::randn({1, heads, t, d});
-  double grad_fwd_flops = 0;
-  const double grad_fwd = BestSeconds(3, [&] {
-    at::Tensor out = nats::FusedCausalAttention(qg, kg, vg);
-    grad_fwd_flops = static_cast<double>(nats::TakeExecutedAttentionFlops());
-  });
-  std::fprintf(stderr, "autograd forward alone: %.1f ms, %.1f GFLOP/s\n", 1e3 * grad_fwd, grad_fwd_flops / grad_fwd / 1e9);
   double train_flops = 0;
   const double train = BestSeconds(3, [&] {
     at::Tensor out = nats::FusedCausalAttention(qg, kg, vg);
