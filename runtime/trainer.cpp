@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <thread>
 
@@ -22,6 +23,7 @@
 #include "data/loader.h"
 #include "data/token_shard.h"
 #include "data/tokenizer.h"
+#include "nats/executed_flops.h"
 #include "nats/masks.h"
 #include "nats/model_shape.h"
 #include "nats/transformer.h"
@@ -41,6 +43,7 @@
 #include "runtime/lr_schedule.h"
 #include "runtime/mask_window.h"
 #include "runtime/metrics_log.h"
+#include "runtime/peak_flops.h"
 #include "runtime/run_directory.h"
 #include "runtime/signals.h"
 #include "runtime/step_guard.h"
@@ -52,31 +55,6 @@ using Clock = std::chrono::steady_clock;
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-// Peak fp32 matmul throughput of this process's threads, measured once at start (~0.3 s), so that
-// MFU is relative to what this machine can actually do rather than a datasheet number.
-// OpenBLAS (Debian's LibTorch's BLAS, and the fused kernel's tiles) keeps its own thread pool, one thread per
-// core, which at::set_num_threads does not reach: without this, a run with train.threads = 1 still spreads
-// its matmuls over every core, and two runs side by side (a sweep's cells, ranks on one node) fight over
-// them.
-void LimitBlasThreads(int threads) {
-  using SetThreads = void (*)(int);
-  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
-}
-
-double MeasureMatmulFlops() {
-  torch::NoGradGuard no_grad;
-  const int64_t n = 512;
-  at::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
-  at::Tensor c = at::matmul(a, b);  // warm-up
-  int reps = 0;
-  const auto start = Clock::now();
-  while (SecondsSince(start) < 0.25) {
-    c = at::matmul(a, b);
-    ++reps;
-  }
-  return 2.0 * n * n * n * reps / SecondsSince(start);
 }
 
 struct InitFromCounts {
@@ -140,6 +118,15 @@ absl::StatusOr<InitFromCounts> LoadInitialWeights(Transformer& model, const std:
 
 }  // namespace
 
+// OpenBLAS (Debian's LibTorch's BLAS, and the fused kernel's tiles) keeps its own thread pool, one thread per
+// core, which at::set_num_threads does not reach: without this, a run with train.threads = 1 still spreads
+// its matmuls over every core, and two runs side by side (a sweep's cells, ranks on one node) fight over
+// them.
+void LimitBlasThreads(int threads) {
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
+}
+
 int DefaultThreadsPerRank() {
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   int local_ranks = 1;
@@ -173,7 +160,8 @@ class TrainerState {
   // SetUpSequenceParallel.
   double sp_loss_share = 1;
   MetricsLog log;
-  double peak_flops = 0;
+  RunPeak peak;                    // per rank, and where it came from (runtime/peak_flops.h)
+  double peak_flops = 0;           // all ranks' fp32 matmul peak in FLOP/s; 0: none known, no MFU
   double train_seconds = 0;        // this process's time inside training steps
   double val_bytes_per_token = 0;  // measured on the evaluated validation windows, for bits per byte
   int64_t step = 0;
@@ -398,6 +386,13 @@ class TrainerState {
       for (double& x : *v) x = *averaged++;
     }
     return absl::OkStatus();
+  }
+
+  absl::StatusOr<double> SumOverRanks(double value) {
+    if (world == 1) return value;
+    at::Tensor t = torch::tensor({value}, torch::kFloat64);
+    if (absl::Status s = comm->AllReduce(t, parallel::ReduceOp::kSum); !s.ok()) return s;
+    return t.item<double>();
   }
 
   absl::StatusOr<double> AverageOverRanks(double value) {
@@ -777,6 +772,14 @@ void SetUpSequenceParallel(TrainerState& st) {
   st.sp_loss_share = static_cast<double>(end - begin) * st.grid->sp_size() / static_cast<double>(seq);
 }
 
+// The peak MFU divides by: train.peak_gflops, else `nats bench peak`'s file for this CPU and thread count,
+// else none (runtime/peak_flops.h). Never measured here: every rank would measure at once while the others
+// load the cores.
+void ChoosePeak(TrainerState& st) {
+  st.peak = ResolveRunPeak(st.cfg.train().peak_gflops(), st.threads, DefaultPeakPath());
+  st.peak_flops = st.peak.gflops * 1e9 * st.world;
+}
+
 // Resuming: the checkpoint's weights, optimizer state, step and history, the data cursor (on the same
 // training data only), and the generator state.
 absl::Status ResumeFromCheckpoint(TrainerState& st, const std::string& dir, const TrainOptions& options) {
@@ -836,13 +839,20 @@ void PrintRunHeader(const TrainerState& st, const TrainOptions& options, const T
       config::ModelConfig::Attention_Name(cfg.model().attention())));
   st.Print(absl::StrFormat(
       "run: %d rank(s) (%s), dp %d x sp %d%s, batch %d = %d micro x %d accum x %d dp, %d threads/rank, "
-      "train %d tokens, val %d tokens, matmul peak %.1f GFLOP/s",
+      "train %d tokens, val %d tokens",
       st.world, std::string(st.comm->backend()), st.dp, st.grid->sp_size(),
       !st.sequence_parallel                                         ? ""
       : st.sequence_parallel->mode() == parallel::SpExchange::kFull ? " (full KV exchange)"
                                                                     : " (retained KV exchange)",
       t.batch_size(), st.micro_batch, st.accum_steps, st.dp, st.threads, st.train_data->num_tokens(),
-      st.val_data->num_tokens(), st.peak_flops / 1e9));
+      st.val_data->num_tokens()));
+  for (const std::string& note : st.peak.notes) st.Print(note);
+  if (st.peak_flops > 0) {
+    st.Print(absl::StrFormat("MFU peak: %.1f GFLOP/s per rank x %d rank(s) = %.1f GFLOP/s (%s)",
+                             st.peak.gflops, st.world, st.peak_flops / 1e9, st.peak.source));
+  } else {
+    st.Print("MFU: no peak known for this machine; run `nats bench peak` once (or set train.peak_gflops)");
+  }
   if (st.distill()) {
     st.Print(absl::StrFormat(
         "objective DISTILL: %d scorer tensors (%d parameters) train, the other %d parameters are frozen; "
@@ -880,7 +890,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   if (!trainable.ok()) return trainable.status();
   if (absl::Status s = SetUpDataParallel(*st); !s.ok()) return s;
   SetUpSequenceParallel(*st);
-  st->peak_flops = MeasureMatmulFlops() * st->world;
+  ChoosePeak(*st);
   InstallStopSignalHandlers();
   if (!start->resume_dir.empty()) {
     if (absl::Status s = ResumeFromCheckpoint(*st, start->resume_dir, options); !s.ok()) return s;
@@ -1018,7 +1028,10 @@ struct StepReport {
   double loss = 0, lr = 0, grad_norm = 0;
   double lambda = 0;        // the lambda this step's backward used
   double tokens_per_s = 0;  // all ranks, over the steps since the last report
-  double mfu = 0;
+  // Of the peak (NaN: none known). Dense-equivalent: Transformer::FlopsPerToken per token; executed: its 6N
+  // part plus the attention FLOPs the kernels ran (nats/executed_flops.h).
+  double mfu = 0, mfu_executed = 0;
+  double flops_executed = 0;  // per training step, all ranks
   double eta_seconds = 0;
   double steps_in_window = 1;  // training steps since the last report (at least 1)
   int64_t skipped_steps = 0;
@@ -1096,10 +1109,16 @@ absl::Status WriteStepReport(TrainerState& st, const StepReport& r, const std::v
     for (double b : sp_sent) sent += b;
     absl::StrAppend(&nats_line, absl::StrFormat(" | sp KV packets %.2f MB/step", sent / 1e6));
   }
-  st.Print(absl::StrFormat(
-      "step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | MFU %.1f%%%s | ETA %s", st.step,
-      r.total_steps, r.loss, r.lr, r.grad_norm, r.tokens_per_s, 100 * r.mfu, nats_line,
-      data::FormatDuration(r.eta_seconds)));
+  std::string mfu_part;
+  if (std::isfinite(r.mfu)) {
+    mfu_part = absl::StrFormat(" | MFU %.1f%%", 100 * r.mfu);
+    const std::string executed = absl::StrFormat("%.1f%%", 100 * r.mfu_executed);
+    if (executed != absl::StrFormat("%.1f%%", 100 * r.mfu))
+      absl::StrAppend(&mfu_part, " (executed ", executed, ")");
+  }
+  st.Print(absl::StrFormat("step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s%s%s | ETA %s",
+                           st.step, r.total_steps, r.loss, r.lr, r.grad_norm, r.tokens_per_s, mfu_part,
+                           nats_line, data::FormatDuration(r.eta_seconds)));
   JsonLine line;
   line.Add("kind", "train")
       .Add("rank", st.rank)
@@ -1142,8 +1161,9 @@ absl::Status WriteStepReport(TrainerState& st, const StepReport& r, const std::v
       {"train/lr", r.lr},
       {"train/grad_norm", r.grad_norm},
       {"train/tokens_per_s", r.tokens_per_s},
-      {"train/mfu", r.mfu},
       {"train/skipped_steps", static_cast<double>(r.skipped_steps)}};
+  if (std::isfinite(r.mfu))
+    scalars.insert(scalars.end(), {{"train/mfu", r.mfu}, {"train/mfu_executed", r.mfu_executed}});
   for (size_t i = 0; i < kv.size(); ++i) {
     const std::string layer = absl::StrCat("nats_layer", nats_layers[i], "/");
     scalars.insert(scalars.end(), {{layer + "frac_global", frac_g[i]},
@@ -1162,7 +1182,9 @@ absl::Status WriteStepReport(TrainerState& st, const StepReport& r, const std::v
   }
   st.WriteTensorBoard(scalars);
   st.log.Write(line.Add("tokens_per_s", r.tokens_per_s)
-                   .Add("mfu", r.mfu)
+                   .Add("mfu", r.mfu)  // null without a peak
+                   .Add("mfu_executed", r.mfu_executed)
+                   .Add("flops_executed", r.flops_executed)
                    .Add("consumed_samples", st.consumed_samples)
                    .Add("elapsed_s", SecondsSince(r.run_start)));
   return absl::OkStatus();
@@ -1250,6 +1272,7 @@ struct ReportWindow {
   Clock::time_point start = Clock::now();
   int64_t tokens = 0;
   int64_t last_logged_step = 0;
+  double attention_flops = 0;  // this process's executed attention FLOPs (nats/executed_flops.h)
 };
 
 }  // namespace
@@ -1273,15 +1296,17 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
   CheckpointSchedule schedule(st.cfg.checkpoint(), absl::Now());
 
   const auto run_start = Clock::now();
-  ReportWindow window{Clock::now(), 0, st.step};
+  ReportWindow window{Clock::now(), 0, st.step, 0};
   const int64_t first_step = st.step;
   st.model->train();
   while (st.step < total_steps) {
     const auto step_start = Clock::now();
     const double lr = LearningRateAt(st.cfg.optim(), st.step, total_steps);
     st.optimizer->set_lr(lr);
+    TakeExecutedAttentionFlops();  // what evaluation and the last step's measurements ran is not the step's
     auto forward_backward = ForwardBackward();
     if (!forward_backward.ok()) return forward_backward.status();
+    const int64_t step_attention_flops = TakeExecutedAttentionFlops();
     const double loss_value = *forward_backward;
     // The norm before clipping; a non-finite one leaves the gradients unscaled, and the step is skipped
     // below.
@@ -1316,6 +1341,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     st.consumed_samples += t.batch_size();
     st.train_seconds += SecondsSince(step_start);
     window.tokens += tokens_per_step;
+    window.attention_flops += static_cast<double>(step_attention_flops);
     summary.last_train_loss = loss_value;
 
     const bool last = st.step == total_steps;
@@ -1327,14 +1353,27 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
       report.grad_norm = *grad_norm;
       report.lambda = step_lambda;
       report.tokens_per_s = window.tokens / std::max(SecondsSince(window.start), 1e-9);
-      report.mfu = report.tokens_per_s * st.model->FlopsPerToken() / st.peak_flops;
+      // Executed attention FLOPs are counted per process (each rank's rows and chunks): summed over ranks.
+      auto attention_flops = st.SumOverRanks(window.attention_flops);
+      if (!attention_flops.ok()) return attention_flops.status();
+      const double flops_per_token = st.model->FlopsPerToken();
+      // Kernels that count nothing (the counter is new to some of them): executed = dense-equivalent.
+      const double executed_per_token =
+          *attention_flops > 0
+              ? 6.0 * static_cast<double>(st.model->NumParameters()) + *attention_flops / window.tokens
+              : flops_per_token;
+      const double no_peak = std::numeric_limits<double>::quiet_NaN();
+      report.mfu = st.peak_flops > 0 ? report.tokens_per_s * flops_per_token / st.peak_flops : no_peak;
+      report.mfu_executed =
+          st.peak_flops > 0 ? report.tokens_per_s * executed_per_token / st.peak_flops : no_peak;
+      report.flops_executed = executed_per_token * tokens_per_step;
       report.eta_seconds =
           (total_steps - st.step) * st.train_seconds / std::max<int64_t>(1, st.step - first_step);
       report.steps_in_window = std::max<int64_t>(1, st.step - window.last_logged_step);
       report.skipped_steps = summary.skipped_steps;
       report.run_start = run_start;
       if (absl::Status s = WriteStepReport(st, report, kv->sampled, kv->inference); !s.ok()) return s;
-      window = ReportWindow{Clock::now(), 0, st.step};
+      window = ReportWindow{Clock::now(), 0, st.step, 0};
     }
     if ((t.eval_interval() > 0 && st.step % t.eval_interval() == 0) || last) {
       if (absl::Status s = EvaluateOnSchedule(*this, st, loss_value, &summary); !s.ok()) return s;
