@@ -21,5 +21,6 @@ int RunFit(int argc, char** argv);       // launch/fit_command.cpp (scaling/law_
 int RunImport(int argc, char** argv);    // launch/import_command.cpp (interop/hf_import.h)
 int RunExport(int argc, char** argv);    // launch/export_command.cpp (interop/hf_export.h)
 int RunVersion(int argc, char** argv);   // launch/version_command.cpp
+int RunBench(int argc, char** argv);     // launch/bench_command.cpp (runtime/peak_flops.h)
 
 }  // namespace nats::launch

@@ -39,6 +39,7 @@ constexpr char kUsage[] =
     "model\n"
     "  export    --checkpoint DIR --to HF_DIR [--shard_mb N]  a checkpoint in its Hugging Face family's "
     "layout\n"
+    "  bench     peak [--threads N] [--seconds S] [--out FILE]  this machine's fp32 matmul peak, for MFU\n"
     "  version   commit, build type, LibTorch, MPI / NCCL / CUDA, compiler (also: nats --version)\n"
     "\n"
     "Flags are `--flag value` or `--flag=value`. Run `nats <command> --help` (or -h) for the flags of one\n"
@@ -57,6 +58,7 @@ int Dispatch(const std::string& command, int argc, char** argv) {
   if (command == "import") return nats::launch::RunImport(argc, argv);
   if (command == "export") return nats::launch::RunExport(argc, argv);
   if (command == "version") return nats::launch::RunVersion(argc, argv);
+  if (command == "bench") return nats::launch::RunBench(argc, argv);
   std::fprintf(stderr, "nats: unknown command '%s'\n\n%s", command.c_str(), kUsage);
   return 2;
 }

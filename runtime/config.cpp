@@ -322,6 +322,11 @@ absl::Status ValidateConfig(const config::Config& c) {
     return absl::InvalidArgumentError(absl::StrCat(
         "train.distill_kl_weight = ", c.train().distill_kl_weight(), ": must be a finite number >= 0"));
   }
+  if (!(c.train().peak_gflops() >= 0) || !std::isfinite(c.train().peak_gflops())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("train.peak_gflops = ", c.train().peak_gflops(),
+                     ": must be a finite number >= 0 (GFLOP/s of one rank; 0: `nats bench peak`'s file)"));
+  }
   const double target = c.nats().target_kv_fraction();
   if (!(target >= 0 && target < 1)) {
     return absl::InvalidArgumentError(absl::StrCat("nats.target_kv_fraction = ", target,

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <thread>
 
@@ -23,6 +24,7 @@
 #include "data/loader.h"
 #include "data/token_shard.h"
 #include "data/tokenizer.h"
+#include "nats/executed_flops.h"
 #include "nats/masks.h"
 #include "nats/model_shape.h"
 #include "nats/transformer.h"
@@ -42,6 +44,7 @@
 #include "runtime/lr_schedule.h"
 #include "runtime/mask_window.h"
 #include "runtime/metrics_log.h"
+#include "runtime/peak_flops.h"
 #include "runtime/run_directory.h"
 #include "runtime/signals.h"
 #include "runtime/step_guard.h"
@@ -53,31 +56,6 @@ using Clock = std::chrono::steady_clock;
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-// Peak fp32 matmul throughput of this process's threads, measured once at start (~0.3 s), so that
-// MFU is relative to what this machine can actually do rather than a datasheet number.
-// OpenBLAS (Debian's LibTorch's BLAS, and the fused kernel's tiles) keeps its own thread pool, one thread per
-// core, which at::set_num_threads does not reach: without this, a run with train.threads = 1 still spreads
-// its matmuls over every core, and two runs side by side (a sweep's cells, ranks on one node) fight over
-// them.
-void LimitBlasThreads(int threads) {
-  using SetThreads = void (*)(int);
-  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
-}
-
-double MeasureMatmulFlops() {
-  torch::NoGradGuard no_grad;
-  const int64_t n = 512;
-  at::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
-  at::Tensor c = at::matmul(a, b);  // warm-up
-  int reps = 0;
-  const auto start = Clock::now();
-  while (SecondsSince(start) < 0.25) {
-    c = at::matmul(a, b);
-    ++reps;
-  }
-  return 2.0 * n * n * n * reps / SecondsSince(start);
 }
 
 struct InitFromCounts {
@@ -141,6 +119,15 @@ absl::StatusOr<InitFromCounts> LoadInitialWeights(Transformer& model, const std:
 
 }  // namespace
 
+// OpenBLAS (Debian's LibTorch's BLAS, and the fused kernel's tiles) keeps its own thread pool, one thread per
+// core, which at::set_num_threads does not reach: without this, a run with train.threads = 1 still spreads
+// its matmuls over every core, and two runs side by side (a sweep's cells, ranks on one node) fight over
+// them.
+void LimitBlasThreads(int threads) {
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
+}
+
 int DefaultThreadsPerRank() {
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   int local_ranks = 1;
@@ -169,8 +156,13 @@ class TrainerState {
   std::unique_ptr<parallel::DataParallel> data_parallel;
   // sp > 1: this rank's chunk of every sequence and the retained-KV exchange (owned here, used by the model).
   std::unique_ptr<parallel::SequenceParallel> sequence_parallel;
+  int threads = 1;  // intra-op and BLAS threads of this rank (train.threads)
+  // This rank's loss is its chunk's mean loss times this (1 without sequence parallelism): see
+  // SetUpSequenceParallel.
+  double sp_loss_share = 1;
   MetricsLog log;
-  double peak_flops = 0;
+  RunPeak peak;                    // per rank, and where it came from (runtime/peak_flops.h)
+  double peak_flops = 0;           // all ranks' fp32 matmul peak in FLOP/s; 0: none known, no MFU
   double train_seconds = 0;        // this process's time inside training steps
   double val_bytes_per_token = 0;  // measured on the evaluated validation windows, for bits per byte
   int64_t step = 0;
@@ -397,6 +389,13 @@ class TrainerState {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<double> SumOverRanks(double value) {
+    if (world == 1) return value;
+    at::Tensor t = torch::tensor({value}, torch::kFloat64);
+    if (absl::Status s = comm->AllReduce(t, parallel::ReduceOp::kSum); !s.ok()) return s;
+    return t.item<double>();
+  }
+
   absl::StatusOr<double> AverageOverRanks(double value) {
     if (world == 1) return value;
     at::Tensor t = torch::tensor({value}, torch::kFloat64);
@@ -533,10 +532,17 @@ absl::StatusOr<std::string> Trainer::SaveCheckpointNow() {
   return saved->step_dir;
 }
 
-absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& cfg,
-                                                         const TrainOptions& options) {
-  auto st = std::make_unique<TrainerState>();
-  st->cfg = cfg;
+namespace {
+
+// Trainer::Create's steps, in the order Create runs them. From the process grid on, a step that can fail on
+// one rank alone (its config, its files) is followed by AgreeOnStatus before the next collective: a setup
+// error on one node stops every rank at once with that node's message, instead of its peers waiting in a
+// collective until parallel.timeout_s.
+
+// The world communicator (parallel.backend), the validated config, and the dp x sp process grid; every rank
+// must run the same config.
+absl::Status ConnectProcessGrid(TrainerState& st) {
+  const config::Config& cfg = st.cfg;
   const int sp = cfg.parallel().sp();
   auto backend = parallel::MakeCommunicator(static_cast<parallel::Backend>(
       cfg.parallel().backend() == config::ParallelConfig::AUTO   ? parallel::Backend::kAuto
@@ -545,9 +551,6 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
                                                                  : parallel::Backend::kLocal));
   if (!backend.ok()) return backend.status();
   (*backend)->set_timeout(absl::Seconds(cfg.parallel().timeout_s()));
-  // From here on, a step that can fail on one rank alone (its config, its files) is followed by AgreeOnStatus
-  // before the next collective: a setup error on one node stops every rank at once with that node's message,
-  // instead of its peers waiting in a collective until parallel.timeout_s.
   absl::Status config_ok = ValidateConfig(cfg);
   if (config_ok.ok() && sp > cfg.model().context_length()) {
     config_ok = absl::InvalidArgumentError(
@@ -557,237 +560,344 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& c
   if (absl::Status s = parallel::AgreeOnStatus(**backend, config_ok); !s.ok()) return s;
   auto grid = parallel::ProcessGrid::Create(std::move(*backend), cfg.parallel().dp(), sp);
   if (!grid.ok()) return grid.status();
-  st->grid = std::move(*grid);
-  st->comm = &st->grid->world();
-  st->rank = st->comm->rank();
-  st->world = st->comm->size();
-  st->dp = st->grid->dp_size();
+  st.grid = std::move(*grid);
+  st.comm = &st.grid->world();
+  st.rank = st.comm->rank();
+  st.world = st.comm->size();
+  st.dp = st.grid->dp_size();
   // Every rank must run the same config; a mismatch stops all ranks with one message instead of a hang.
-  if (absl::Status s = parallel::CheckRanksAgree(*st->comm, "config hash", ConfigHash(cfg)); !s.ok())
-    return s;
-  const auto& t = cfg.train();
-  if (t.batch_size() % st->dp != 0) {
+  return parallel::CheckRanksAgree(*st.comm, "config hash", ConfigHash(cfg));
+}
+
+// train.batch_size over dp ranks and micro-batches of train.micro_batch_size.
+absl::Status SplitBatch(TrainerState& st) {
+  const auto& t = st.cfg.train();
+  if (t.batch_size() % st.dp != 0) {
     return absl::InvalidArgumentError(absl::StrCat("train.batch_size = ", t.batch_size(),
-                                                   " must be divisible by the data-parallel size ", st->dp));
+                                                   " must be divisible by the data-parallel size ", st.dp));
   }
-  const int64_t local_batch = t.batch_size() / st->dp;
-  st->micro_batch = t.micro_batch_size() > 0 ? t.micro_batch_size() : local_batch;
-  if (local_batch % st->micro_batch != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("train.micro_batch_size = ", st->micro_batch,
+  const int64_t local_batch = t.batch_size() / st.dp;
+  st.micro_batch = t.micro_batch_size() > 0 ? t.micro_batch_size() : local_batch;
+  if (local_batch % st.micro_batch != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("train.micro_batch_size = ", st.micro_batch,
                                                    " must divide the per-rank batch ", local_batch,
                                                    " (train.batch_size / dp)"));
   }
-  st->accum_steps = local_batch / st->micro_batch;
+  st.accum_steps = local_batch / st.micro_batch;
+  return absl::OkStatus();
+}
 
-  const int threads = t.threads() > 0 ? t.threads() : DefaultThreadsPerRank();
-  at::set_num_threads(threads);
-  LimitBlasThreads(threads);
+// train.threads for LibTorch's intra-op pool and for the BLAS, and the generator's seed.
+void SetThreadsAndSeed(TrainerState& st) {
+  const auto& t = st.cfg.train();
+  st.threads = t.threads() > 0 ? t.threads() : DefaultThreadsPerRank();
+  at::set_num_threads(st.threads);
+  LimitBlasThreads(st.threads);
   torch::manual_seed(t.seed());
+}
 
-  // Run directory and resume (runtime/run_directory.h): the fresh-run guard, the choice of checkpoint and
-  // the config check come first (before the data, so a resume with a changed data.tokenizer is told the
-  // change, not only that the shards do not match), and nothing in the run directory is written until the
-  // checkpoint loaded.
+RunDirectoryOptions RunDirectoryOptionsFrom(const TrainOptions& options) {
   RunDirectoryOptions run_options;
   run_options.resume = options.resume || !options.resume_from.empty();
   run_options.resume_from = options.resume_from;
   run_options.allow_config_change = options.allow_config_change;
   run_options.overwrite = options.overwrite;
-  auto start = PlanRunStart(*st->comm, cfg, run_options);
-  if (!start.ok()) return start.status();
+  return run_options;
+}
 
-  // Data: this rank's files (each node may have its own copy), agreed across ranks.
+// Data: this rank's files (each node may have its own copy), agreed across ranks, and the loader of this
+// data-parallel rank's part of every global batch.
+absl::Status OpenData(TrainerState& st) {
+  const config::Config& cfg = st.cfg;
   auto open_data = [&]() -> absl::Status {
     auto tokenizer = data::MakeTokenizer(cfg.data().tokenizer(), cfg.data().data_dir());
     if (!tokenizer.ok()) return tokenizer.status();
     auto train_data = data::TokenCorpus::Open(cfg.data().train_path());
     if (!train_data.ok()) return train_data.status();
-    st->train_data = std::make_shared<const data::TokenCorpus>(std::move(*train_data));
+    st.train_data = std::make_shared<const data::TokenCorpus>(std::move(*train_data));
     auto val_data = data::TokenCorpus::Open(cfg.data().val_path());
     if (!val_data.ok()) return val_data.status();
-    st->val_data = std::make_shared<const data::TokenCorpus>(std::move(*val_data));
+    st.val_data = std::make_shared<const data::TokenCorpus>(std::move(*val_data));
     for (const auto& [corpus, field] :
-         {std::pair{st->train_data, "data.train_path"}, std::pair{st->val_data, "data.val_path"}}) {
+         {std::pair{st.train_data, "data.train_path"}, std::pair{st.val_data, "data.val_path"}}) {
       if (absl::Status s =
               data::CheckCorpusFitsModel(*corpus, field, (*tokenizer)->identity(), cfg.model().vocab_size());
           !s.ok()) {
         return s;
       }
     }
-    st->tokenizer = std::move(*tokenizer);
+    st.tokenizer = std::move(*tokenizer);
     return absl::OkStatus();
   };
-  if (absl::Status s = parallel::AgreeOnStatus(*st->comm, open_data()); !s.ok()) return s;
+  if (absl::Status s = parallel::AgreeOnStatus(*st.comm, open_data()); !s.ok()) return s;
   data::LoaderOptions lo;
   lo.seq_len = cfg.model().context_length();
-  lo.global_batch = t.batch_size();
-  lo.dp_rank = st->grid->dp_rank();
-  lo.dp_size = st->dp;
-  lo.seed = t.seed();
-  auto loader = data::Loader::Create(st->train_data, lo);
-  if (absl::Status s = parallel::AgreeOnStatus(*st->comm, loader.status()); !s.ok()) return s;
-  st->loader = std::make_unique<data::Loader>(std::move(*loader));
+  lo.global_batch = cfg.train().batch_size();
+  lo.dp_rank = st.grid->dp_rank();
+  lo.dp_size = st.dp;
+  lo.seed = cfg.train().seed();
+  auto loader = data::Loader::Create(st.train_data, lo);
+  if (absl::Status s = parallel::AgreeOnStatus(*st.comm, loader.status()); !s.ok()) return s;
+  st.loader = std::make_unique<data::Loader>(std::move(*loader));
+  return absl::OkStatus();
+}
 
-  // Model and optimizer. Every rank builds the same initial weights from the same seed.
-  st->model = Transformer(ModelSpecFromConfig(cfg));
+// The model, its regulariser scale and lambda, train.init_from's weights on a fresh run, and which parameters
+// train. Every rank builds the same initial weights from the same seed.
+absl::Status BuildModel(TrainerState& st, const RunStart& start) {
+  const config::Config& cfg = st.cfg;
+  const auto& t = cfg.train();
+  st.model = Transformer(ModelSpecFromConfig(cfg));
   // docs/method.md 5.4, once per sequence of the global batch (docs/training.md): each rank's backward
   // charges the regulariser once per row it ran, and the gradient average over the world divides by the world
   // size, so every rank charges world x lambda. Then dp, sp and micro-batching all train the same model.
-  st->model->SetRegulariserScale(st->world);
-  st->kv_controller = std::make_unique<KvController>(cfg.nats().target_kv_fraction(),
-                                                     cfg.nats().target_kv_gain(), cfg.nats().lambda());
-  st->model->SetLambda(st->kv_controller->lambda());
+  st.model->SetRegulariserScale(st.world);
+  st.kv_controller = std::make_unique<KvController>(cfg.nats().target_kv_fraction(),
+                                                    cfg.nats().target_kv_gain(), cfg.nats().lambda());
+  st.model->SetLambda(st.kv_controller->lambda());
   // train.init_from starts a fresh run from another checkpoint's weights (a resume has its own). Every rank
-  // reads the same file; the broadcast below makes the replicas identical whatever each node's copy holds.
-  if (start->resume_dir.empty() && !t.init_from().empty()) {
-    auto counts = LoadInitialWeights(st->model, t.init_from());
-    if (absl::Status s = parallel::AgreeOnStatus(*st->comm, counts.status()); !s.ok()) return s;
-    st->Print(absl::StrFormat("init_from %s: %d tensors loaded, %d scorer parameters initialised",
-                              t.init_from(), counts->loaded, counts->initialised));
+  // reads the same file; the broadcast in SetUpDataParallel makes the replicas identical whatever each node's
+  // copy holds.
+  if (start.resume_dir.empty() && !t.init_from().empty()) {
+    auto counts = LoadInitialWeights(st.model, t.init_from());
+    if (absl::Status s = parallel::AgreeOnStatus(*st.comm, counts.status()); !s.ok()) return s;
+    st.Print(absl::StrFormat("init_from %s: %d tensors loaded, %d scorer parameters initialised",
+                             t.init_from(), counts->loaded, counts->initialised));
   }
   // DISTILL (NATS_SPEC 8): the base model is frozen and only the scorers train, so the optimizer, its state
   // in the checkpoint and the gradient all-reduce cover the scorer parameters only. Checkpoints still hold
   // every weight, so eval / generate / inspect read them as any run's.
-  if (st->distill()) {
-    for (auto& p : st->model->named_parameters()) p.value().set_requires_grad(IsScorerParameter(p.key()));
+  if (st.distill()) {
+    for (auto& p : st.model->named_parameters()) p.value().set_requires_grad(IsScorerParameter(p.key()));
   }
-  st->guard = std::make_unique<StepGuard>(cfg.guard());
-  st->fault_loss_scale = options.fault_loss_scale;
-  st->resume_command = options.resume_command;
+  return absl::OkStatus();
+}
+
+// The bad-step guard and the fault injection of tests (TrainOptions::fault_loss_scale,
+// NATS_FAULT_LOSS_SCALE).
+absl::Status SetUpStepGuard(TrainerState& st, const TrainOptions& options) {
+  st.guard = std::make_unique<StepGuard>(st.cfg.guard());
+  st.fault_loss_scale = options.fault_loss_scale;
+  st.resume_command = options.resume_command;
   if (const char* faults = std::getenv("NATS_FAULT_LOSS_SCALE")) {
     auto parsed = ParseFaultLossScale(faults);
     if (!parsed.ok()) return parsed.status();
-    st->fault_loss_scale.insert(parsed->begin(), parsed->end());
+    st.fault_loss_scale.insert(parsed->begin(), parsed->end());
   }
+  return absl::OkStatus();
+}
+
+struct TrainableCount {
+  int64_t tensors = 0;
+  int64_t numel = 0;
+};
+
+// AdamW over the trainable parameters (ZeRO-1 sharded with parallel.zero_stage = 1), after every rank agreed
+// on the parameter layout.
+absl::StatusOr<TrainableCount> BuildOptimizer(TrainerState& st) {
   std::vector<parallel::OptimizerParam> params;
-  std::vector<at::Tensor> trainable;
-  int64_t trainable_numel = 0;
+  TrainableCount count;
   std::string shapes;
-  for (auto& p : st->model->named_parameters()) {
+  for (auto& p : st.model->named_parameters()) {
     if (p.value().requires_grad()) {
       // Weight decay on matrices only (docs/method.md 8); norms' gains get none.
       params.push_back({p.key(), p.value(), p.value().dim() >= 2});
-      trainable.push_back(p.value());
-      trainable_numel += p.value().numel();
+      count.numel += p.value().numel();
     }
     absl::StrAppend(&shapes, p.key(), p.value().sizes().vec().size(), ";");
     for (int64_t d : p.value().sizes()) absl::StrAppend(&shapes, d, ",");
   }
-  if (absl::Status s = parallel::CheckRanksAgree(*st->comm, "parameter layout", data::Fingerprint64(shapes));
+  if (absl::Status s = parallel::CheckRanksAgree(*st.comm, "parameter layout", data::Fingerprint64(shapes));
       !s.ok()) {
     return s;
   }
-  const int64_t params_count = static_cast<int64_t>(params.size());
-  const auto& o = cfg.optim();
+  count.tensors = static_cast<int64_t>(params.size());
+  const auto& o = st.cfg.optim();
   parallel::AdamWOptions ao;
   ao.lr = o.lr();
   ao.beta1 = o.beta1();
   ao.beta2 = o.beta2();
   ao.eps = o.eps();
   ao.weight_decay = o.weight_decay();
-  if (cfg.parallel().zero_stage() == 1) {
+  if (st.cfg.parallel().zero_stage() == 1) {
     // Gradients are averaged over the whole world (dp x sp), so every rank holds the same gradient and the
     // optimizer state can be sharded over all of them.
-    auto zero = parallel::ZeroOptimizer::Create(std::move(params), ao, *st->comm);
+    auto zero = parallel::ZeroOptimizer::Create(std::move(params), ao, *st.comm);
     if (!zero.ok()) return zero.status();
-    st->optimizer = std::move(*zero);
+    st.optimizer = std::move(*zero);
   } else {
     auto adamw = parallel::AdamW::Create(std::move(params), ao);
     if (!adamw.ok()) return adamw.status();
-    st->optimizer = std::move(*adamw);
+    st.optimizer = std::move(*adamw);
   }
-  if (st->world > 1) {
-    parallel::DataParallelOptions dpo;
-    dpo.bucket_mb = cfg.parallel().bucket_mb();
-    st->data_parallel = std::make_unique<parallel::DataParallel>(trainable, *st->comm, dpo);
-    // Same seed (and the same init_from file) gives the same weights already; the broadcast makes that a
-    // guarantee, not an assumption. Every parameter, frozen ones included (the data-parallel object only
-    // knows the trainable ones).
-    torch::NoGradGuard no_grad;
-    for (auto& p : st->model->parameters()) {
-      at::Tensor data = p.detach();
-      if (absl::Status s = st->comm->Broadcast(data, 0); !s.ok()) return s;
-    }
-  }
-  if (st->grid->sp_size() > 1) {
-    st->sequence_parallel = std::make_unique<parallel::SequenceParallel>(
-        st->grid->sp(), cfg.parallel().sp_exchange() == config::ParallelConfig::FULL
-                            ? parallel::SpExchange::kFull
-                            : parallel::SpExchange::kRetained);
-    st->sequence_parallel->SetSequenceLength(cfg.model().context_length());
-    // Each rank's loss is its chunk's share times sp: the gradient average over dp x sp then sums over sp.
-    st->model->SetChunkAttention(st->sequence_parallel.get());
-  }
+  return count;
+}
 
-  st->peak_flops = MeasureMatmulFlops() * st->world;
-  InstallStopSignalHandlers();
-
-  if (!start->resume_dir.empty()) {
-    auto loaded = st->LoadTrainingState(start->resume_dir);
-    if (!loaded.ok()) return loaded.status();
-    const checkpoint::Manifest& m = loaded->manifest;
-    absl::Status same_data =
-        CheckSameTrainingData(m, *st->train_data, loaded->step_dir, options.allow_config_change, st.get());
-    if (absl::Status s = parallel::AgreeOnStatus(*st->comm, same_data); !s.ok()) return s;
-    st->consumed_samples = m.consumed_samples();
-    st->resumed_from_step = m.step();
-    st->elapsed_before_resume = m.elapsed_seconds();
-    // This rank's generator bytes are agreed, like its optimizer shard, so a failure on one rank stops every
-    // rank at once.
-    // The same world size gets each rank's own generator back (bit-exact resume); another world size
-    // reseeds deterministically from (seed, step, rank).
-    absl::Status rng_ok;
-    if (auto rng = SavedRngState(m, st->rank, st->world)) {
-      rng_ok = RestoreCpuRngState(*rng);
-    } else {
-      // By data-parallel rank: the ranks of one sequence keep one generator state (the scorer's training
-      // noise is counter-based and needs none, but anything drawn from the generator stays in step).
-      torch::manual_seed(t.seed() + 1000003ull * st->step + st->grid->dp_rank());
-    }
-    if (absl::Status s = parallel::AgreeOnStatus(*st->comm, rng_ok); !s.ok()) return s;
-    st->Print(absl::StrFormat("resumed from %s: step %d, %d samples consumed", loaded->step_dir, st->step,
-                              st->consumed_samples));
+// More than one rank: the overlapped gradient all-reduce over the trainable parameters, and rank 0's weights
+// broadcast to every rank.
+absl::Status SetUpDataParallel(TrainerState& st) {
+  if (st.world == 1) return absl::OkStatus();
+  std::vector<at::Tensor> trainable;
+  for (auto& p : st.model->parameters()) {
+    if (p.requires_grad()) trainable.push_back(p);
   }
-  if (absl::Status s = OpenRunDirectory(*st->comm, cfg, run_options, *start, st->step, &st->log); !s.ok()) {
+  parallel::DataParallelOptions dpo;
+  dpo.bucket_mb = st.cfg.parallel().bucket_mb();
+  st.data_parallel = std::make_unique<parallel::DataParallel>(trainable, *st.comm, dpo);
+  // Same seed (and the same init_from file) gives the same weights already; the broadcast makes that a
+  // guarantee, not an assumption. Every parameter, frozen ones included (the data-parallel object only
+  // knows the trainable ones).
+  torch::NoGradGuard no_grad;
+  for (auto& p : st.model->parameters()) {
+    at::Tensor data = p.detach();
+    if (absl::Status s = st.comm->Broadcast(data, 0); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+// parallel.sp > 1: this rank's chunk of every sequence, the KV exchange the model's attention uses, and the
+// chunk's share of the loss.
+void SetUpSequenceParallel(TrainerState& st) {
+  const int64_t seq = st.cfg.model().context_length();
+  if (st.grid->sp_size() > 1) {
+    st.sequence_parallel = std::make_unique<parallel::SequenceParallel>(
+        st.grid->sp(), st.cfg.parallel().sp_exchange() == config::ParallelConfig::FULL
+                           ? parallel::SpExchange::kFull
+                           : parallel::SpExchange::kRetained);
+    st.sequence_parallel->SetSequenceLength(seq);
+    st.model->SetChunkAttention(st.sequence_parallel.get());
+  }
+  // Each rank's loss is its chunk's mean loss weighted by its share of the sequence times sp, so that the
+  // gradient average over dp x sp sums over sp and the average over ranks is the whole sequence's mean.
+  const auto [begin, end] = st.Chunk(seq);
+  st.sp_loss_share = static_cast<double>(end - begin) * st.grid->sp_size() / static_cast<double>(seq);
+}
+
+// The peak MFU divides by: train.peak_gflops, else `nats bench peak`'s file for this CPU and thread count,
+// else none (runtime/peak_flops.h). Never measured here: every rank would measure at once while the others
+// load the cores.
+void ChoosePeak(TrainerState& st) {
+  st.peak = ResolveRunPeak(st.cfg.train().peak_gflops(), st.threads, DefaultPeakPath());
+  st.peak_flops = st.peak.gflops * 1e9 * st.world;
+}
+
+// Resuming: the checkpoint's weights, optimizer state, step and history, the data cursor (on the same
+// training data only), and the generator state.
+absl::Status ResumeFromCheckpoint(TrainerState& st, const std::string& dir, const TrainOptions& options) {
+  auto loaded = st.LoadTrainingState(dir);
+  if (!loaded.ok()) return loaded.status();
+  const checkpoint::Manifest& m = loaded->manifest;
+  absl::Status same_data =
+      CheckSameTrainingData(m, *st.train_data, loaded->step_dir, options.allow_config_change, &st);
+  if (absl::Status s = parallel::AgreeOnStatus(*st.comm, same_data); !s.ok()) return s;
+  st.consumed_samples = m.consumed_samples();
+  st.resumed_from_step = m.step();
+  st.elapsed_before_resume = m.elapsed_seconds();
+  // This rank's generator bytes are agreed, like its optimizer shard, so a failure on one rank stops every
+  // rank at once.
+  // The same world size gets each rank's own generator back (bit-exact resume); another world size
+  // reseeds deterministically from (seed, step, rank).
+  absl::Status rng_ok;
+  if (auto rng = SavedRngState(m, st.rank, st.world)) {
+    rng_ok = RestoreCpuRngState(*rng);
+  } else {
+    // By data-parallel rank: the ranks of one sequence keep one generator state (the scorer's training
+    // noise is counter-based and needs none, but anything drawn from the generator stays in step).
+    torch::manual_seed(st.cfg.train().seed() + 1000003ull * st.step + st.grid->dp_rank());
+  }
+  if (absl::Status s = parallel::AgreeOnStatus(*st.comm, rng_ok); !s.ok()) return s;
+  st.Print(absl::StrFormat("resumed from %s: step %d, %d samples consumed", loaded->step_dir, st.step,
+                           st.consumed_samples));
+  return absl::OkStatus();
+}
+
+// The run directory's writes (runtime/run_directory.h: config.textproto, the metrics log) and rank 0's
+// TensorBoard events (runtime/event_file_writer.h: `tensorboard --logdir runs/`).
+absl::Status OpenLogs(TrainerState& st, const RunDirectoryOptions& run_options, const RunStart& start) {
+  if (absl::Status s = OpenRunDirectory(*st.comm, st.cfg, run_options, start, st.step, &st.log); !s.ok()) {
     return s;
   }
-  // TensorBoard (runtime/event_file_writer.h): rank 0 writes what it prints; `tensorboard --logdir runs/`.
   absl::Status tensorboard_ok;
-  if (st->is_root()) {
-    auto writer = EventFileWriter::Open((std::filesystem::path(t.run_dir()) / "tb").string());
-    if (writer.ok()) st->tensorboard = std::move(*writer);
+  if (st.is_root()) {
+    auto writer = EventFileWriter::Open((std::filesystem::path(st.cfg.train().run_dir()) / "tb").string());
+    if (writer.ok()) st.tensorboard = std::move(*writer);
     tensorboard_ok = writer.status();
   }
-  if (absl::Status s = parallel::AgreeOnStatus(*st->comm, tensorboard_ok); !s.ok()) return s;
+  return parallel::AgreeOnStatus(*st.comm, tensorboard_ok);
+}
 
+// Rank 0's description of the run: config file, model, layout, objective and controller.
+void PrintRunHeader(const TrainerState& st, const TrainOptions& options, const TrainableCount& trainable) {
+  const config::Config& cfg = st.cfg;
+  const auto& t = cfg.train();
   // The effective config is in the run directory (runtime/run_directory.h); the terminal gets it on request.
-  if (options.print_config) st->Print("effective config:\n" + ConfigToText(cfg));
-  st->Print(absl::StrCat("config: ", (std::filesystem::path(t.run_dir()) / "config.textproto").string()));
-  st->Print(absl::StrFormat(
+  if (options.print_config) st.Print("effective config:\n" + ConfigToText(cfg));
+  st.Print(absl::StrCat("config: ", (std::filesystem::path(t.run_dir()) / "config.textproto").string()));
+  st.Print(absl::StrFormat(
       "model: %d layers, d %d, %d heads (%d kv), T %d, vocab %d, %.2fM parameters, attention %s",
       cfg.model().n_layer(), cfg.model().d_model(), cfg.model().n_head(), ResolvedKvHeads(cfg.model()),
-      cfg.model().context_length(), cfg.model().vocab_size(), st->model->NumParameters() / 1e6,
+      cfg.model().context_length(), cfg.model().vocab_size(), st.model->NumParameters() / 1e6,
       config::ModelConfig::Attention_Name(cfg.model().attention())));
-  st->Print(absl::StrFormat(
+  st.Print(absl::StrFormat(
       "run: %d rank(s) (%s), dp %d x sp %d%s, batch %d = %d micro x %d accum x %d dp, %d threads/rank, "
-      "train %d tokens, val %d tokens, matmul peak %.1f GFLOP/s",
-      st->world, std::string(st->comm->backend()), st->dp, st->grid->sp_size(),
-      !st->sequence_parallel                                         ? ""
-      : st->sequence_parallel->mode() == parallel::SpExchange::kFull ? " (full KV exchange)"
-                                                                     : " (retained KV exchange)",
-      t.batch_size(), st->micro_batch, st->accum_steps, st->dp, threads, st->train_data->num_tokens(),
-      st->val_data->num_tokens(), st->peak_flops / 1e9));
-  if (st->distill()) {
-    st->Print(absl::StrFormat(
+      "train %d tokens, val %d tokens",
+      st.world, std::string(st.comm->backend()), st.dp, st.grid->sp_size(),
+      !st.sequence_parallel                                         ? ""
+      : st.sequence_parallel->mode() == parallel::SpExchange::kFull ? " (full KV exchange)"
+                                                                    : " (retained KV exchange)",
+      t.batch_size(), st.micro_batch, st.accum_steps, st.dp, st.threads, st.train_data->num_tokens(),
+      st.val_data->num_tokens()));
+  for (const std::string& note : st.peak.notes) st.Print(note);
+  if (st.peak_flops > 0) {
+    st.Print(absl::StrFormat("MFU peak: %.1f GFLOP/s per rank x %d rank(s) = %.1f GFLOP/s (%s)",
+                             st.peak.gflops, st.world, st.peak_flops / 1e9, st.peak.source));
+  } else {
+    st.Print("MFU: no peak known for this machine; run `nats bench peak` once (or set train.peak_gflops)");
+  }
+  if (st.distill()) {
+    st.Print(absl::StrFormat(
         "objective DISTILL: %d scorer tensors (%d parameters) train, the other %d parameters are frozen; "
         "loss = MSE of the final hidden states vs dense attention + %g x KL",
-        params_count, trainable_numel, st->model->NumParameters() - trainable_numel, t.distill_kl_weight()));
+        trainable.tensors, trainable.numel, st.model->NumParameters() - trainable.numel,
+        t.distill_kl_weight()));
   }
-  if (st->kv_controller->enabled()) {
-    st->Print(absl::StrFormat("KV-fraction controller: target %.3f, gain %g, lambda now %.3e",
-                              st->kv_controller->target(), cfg.nats().target_kv_gain(),
-                              st->kv_controller->lambda()));
+  if (st.kv_controller->enabled()) {
+    st.Print(absl::StrFormat("KV-fraction controller: target %.3f, gain %g, lambda now %.3e",
+                             st.kv_controller->target(), cfg.nats().target_kv_gain(),
+                             st.kv_controller->lambda()));
   }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const config::Config& cfg,
+                                                         const TrainOptions& options) {
+  auto st = std::make_unique<TrainerState>();
+  st->cfg = cfg;
+  if (absl::Status s = ConnectProcessGrid(*st); !s.ok()) return s;
+  if (absl::Status s = SplitBatch(*st); !s.ok()) return s;
+  SetThreadsAndSeed(*st);
+  // Run directory and resume (runtime/run_directory.h): the fresh-run guard, the choice of checkpoint and
+  // the config check come first (before the data, so a resume with a changed data.tokenizer is told the
+  // change, not only that the shards do not match), and nothing in the run directory is written until the
+  // checkpoint loaded.
+  const RunDirectoryOptions run_options = RunDirectoryOptionsFrom(options);
+  auto start = PlanRunStart(*st->comm, cfg, run_options);
+  if (!start.ok()) return start.status();
+  if (absl::Status s = OpenData(*st); !s.ok()) return s;
+  if (absl::Status s = BuildModel(*st, *start); !s.ok()) return s;
+  if (absl::Status s = SetUpStepGuard(*st, options); !s.ok()) return s;
+  auto trainable = BuildOptimizer(*st);
+  if (!trainable.ok()) return trainable.status();
+  if (absl::Status s = SetUpDataParallel(*st); !s.ok()) return s;
+  SetUpSequenceParallel(*st);
+  ChoosePeak(*st);
+  InstallStopSignalHandlers();
+  if (!start->resume_dir.empty()) {
+    if (absl::Status s = ResumeFromCheckpoint(*st, start->resume_dir, options); !s.ok()) return s;
+  }
+  if (absl::Status s = OpenLogs(*st, run_options, *start); !s.ok()) return s;
+  PrintRunHeader(*st, options, *trainable);
   return std::unique_ptr<Trainer>(new Trainer(std::move(st)));
 }
 
@@ -880,9 +990,6 @@ absl::StatusOr<double> Trainer::ForwardBackward() {
       if (st.data_parallel) st.data_parallel->set_sync(micro + 1 == st.accum_steps);
       at::Tensor batch = local.narrow(0, micro * st.micro_batch, st.micro_batch);
       const auto [begin, end] = st.Chunk(seq);
-      // With sequence parallelism the chunk's mean loss is weighted by its share of the sequence times sp, so
-      // that the average over ranks is the whole sequence's mean.
-      const double share = static_cast<double>(end - begin) * st.grid->sp_size() / static_cast<double>(seq);
       // Gumbel noise keyed by global sample index: the same for any dp x sp layout, micro-batching or resume.
       st.model->SetNoiseKey(
           {static_cast<uint64_t>(t.seed()),
@@ -890,12 +997,12 @@ absl::StatusOr<double> Trainer::ForwardBackward() {
       at::Tensor inputs = batch.narrow(1, begin, end - begin);
       at::Tensor loss;
       if (st.distill()) {
-        DistillLoss d = ComputeDistillLoss(st.model, inputs, share, t.distill_kl_weight());
+        DistillLoss d = ComputeDistillLoss(st.model, inputs, st.sp_loss_share, t.distill_kl_weight());
         loss = d.loss;
         st.distill_mse += d.mse / st.accum_steps;
         st.distill_kl += d.kl / st.accum_steps;
       } else {
-        loss = st.model->Loss(inputs, batch.narrow(1, begin + 1, end - begin)) * share;
+        loss = st.model->Loss(inputs, batch.narrow(1, begin + 1, end - begin)) * st.sp_loss_share;
       }
       if (!st.fault_loss_scale.empty() && st.grid->dp_rank() == 0 && micro == 0) {
         // Fault injection: a bad batch on one data-parallel rank only, as a corrupt shard would give.
@@ -914,6 +1021,263 @@ absl::StatusOr<double> Trainer::ForwardBackward() {
   return st.AverageOverRanks(loss_value);
 }
 
+namespace {
+
+// What one logged training step reports; Train() fills it, WriteStepReport writes it.
+struct StepReport {
+  int64_t total_steps = 0;
+  double loss = 0, lr = 0, grad_norm = 0;
+  double lambda = 0;        // the lambda this step's backward used
+  double tokens_per_s = 0;  // all ranks, over the steps since the last report
+  // Of the peak (NaN: none known). Dense-equivalent: Transformer::FlopsPerToken per token; executed: its 6N
+  // part plus the attention FLOPs the kernels ran (nats/executed_flops.h).
+  double mfu = 0, mfu_executed = 0;
+  double flops_executed = 0;  // per training step, all ranks
+  double eta_seconds = 0;
+  double steps_in_window = 1;  // training steps since the last report (at least 1)
+  int64_t skipped_steps = 0;
+  Clock::time_point run_start;
+};
+
+// The report of a logged step: rank 0's progress line and TensorBoard scalars, every rank's JSON "train"
+// record. `layer_kv` / `layer_kv_inference`: this rank's window-end KV fraction per NAtS layer of the sampled
+// and the inference types (TrainerState::LayerKvFractions). Collective: the per-layer statistics are averaged
+// over the ranks.
+absl::Status WriteStepReport(TrainerState& st, const StepReport& r, const std::vector<double>& layer_kv,
+                             const std::vector<double>& layer_kv_inference) {
+  const auto& t = st.cfg.train();
+  // NAtS layers: type fractions, mask density and KV fraction of this step's last micro-batch, averaged
+  // over the ranks (equal row counts), so that the curve describes the same rows for any number of ranks.
+  // The KV fraction is the one the controller measured (whole sequences also under sequence parallelism).
+  std::vector<double> frac_g, frac_l, frac_s, density, kv, kv_inference;
+  std::vector<int> nats_layers;
+  std::string nats_line;
+  const std::vector<LayerStats> layer_stats = st.model->LastLayerStats();
+  for (size_t l = 0; l < layer_stats.size(); ++l) {
+    const LayerStats& ls = layer_stats[l];
+    if (!ls.nats) continue;
+    nats_layers.push_back(static_cast<int>(l));
+    frac_g.push_back(ls.frac_global);
+    frac_l.push_back(ls.frac_local);
+    frac_s.push_back(ls.frac_sliding);
+    density.push_back(ls.mask_density);
+    kv_inference.push_back(layer_kv_inference[kv.size()]);
+    kv.push_back(layer_kv[kv.size()]);
+  }
+  if (absl::Status s = st.AverageOverRanks({&frac_g, &frac_l, &frac_s, &density, &kv, &kv_inference});
+      !s.ok()) {
+    return s;
+  }
+  if (!kv.empty()) {
+    auto mean = [](const std::vector<double>& v) {
+      double sum = 0;
+      for (double x : v) sum += x;
+      return sum / v.size();
+    };
+    nats_line = absl::StrFormat(" | G/L/S %.3f/%.3f/%.3f | density %.3f | kv %.3f | lambda %.2e",
+                                mean(frac_g), mean(frac_l), mean(frac_s), mean(density), mean(kv), r.lambda);
+    if (st.kv_controller->enabled()) {
+      absl::StrAppend(
+          &nats_line,
+          absl::StrFormat(" (%s target %.3f, now %.3f, ema %.3f)",
+                          st.cfg.nats().target_kv_measure() == config::NatsConfig::CACHE_MEAN
+                              ? "cache-mean kv"
+                              : "window-end kv",
+                          st.kv_controller->target(), st.kv_measured, st.kv_controller->state().ema));
+    }
+  }
+  // DISTILL: the two parts of the loss, averaged over the ranks like the loss.
+  std::vector<double> distill_parts = {st.distill_mse, st.distill_kl};
+  if (st.distill()) {
+    if (absl::Status s = st.AverageOverRanks({&distill_parts}); !s.ok()) return s;
+    nats_line = absl::StrFormat(" | mse %.4g", distill_parts[0]) +
+                (t.distill_kl_weight() > 0 ? absl::StrFormat(" | kl %.4g", distill_parts[1]) : "") +
+                nats_line;
+  }
+  // Sequence parallelism, per layer and training step of this window (forward packets + backward replies).
+  std::vector<double> sp_sent, sp_received, sp_prefix, sp_packet;
+  double sp_seconds = 0;
+  if (st.sequence_parallel) {
+    for (const auto& ls : st.sequence_parallel->stats()) {
+      sp_sent.push_back(ls.bytes_sent / r.steps_in_window);
+      sp_received.push_back(ls.bytes_received / r.steps_in_window);
+      sp_prefix.push_back(ls.calls ? static_cast<double>(ls.prefix_entries) / ls.calls : 0.0);
+      sp_packet.push_back(ls.calls ? static_cast<double>(ls.packet_entries) / ls.calls : 0.0);
+      sp_seconds += ls.comm_seconds / r.steps_in_window;
+    }
+    st.sequence_parallel->ResetStats();
+    double sent = 0;
+    for (double b : sp_sent) sent += b;
+    absl::StrAppend(&nats_line, absl::StrFormat(" | sp KV packets %.2f MB/step", sent / 1e6));
+  }
+  std::string mfu_part;
+  if (std::isfinite(r.mfu)) {
+    mfu_part = absl::StrFormat(" | MFU %.1f%%", 100 * r.mfu);
+    const std::string executed = absl::StrFormat("%.1f%%", 100 * r.mfu_executed);
+    if (executed != absl::StrFormat("%.1f%%", 100 * r.mfu))
+      absl::StrAppend(&mfu_part, " (executed ", executed, ")");
+  }
+  st.Print(absl::StrFormat("step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s%s%s | ETA %s",
+                           st.step, r.total_steps, r.loss, r.lr, r.grad_norm, r.tokens_per_s, mfu_part,
+                           nats_line, data::FormatDuration(r.eta_seconds)));
+  JsonLine line;
+  line.Add("kind", "train")
+      .Add("rank", st.rank)
+      .Add("step", st.step)
+      .Add("loss", r.loss)
+      .Add("lr", r.lr)
+      .Add("grad_norm", r.grad_norm);
+  if (!kv.empty()) {
+    line.AddArray("frac_global", frac_g)
+        .AddArray("frac_local", frac_l)
+        .AddArray("frac_sliding", frac_s)
+        .AddArray("mask_density", density)
+        .AddArray("kv_fraction", kv)
+        .AddArray("kv_fraction_inference", kv_inference)
+        .Add("lambda", r.lambda);
+    if (st.kv_controller->enabled()) {
+      line.Add("kv_controlled", st.kv_measured).Add("kv_ema", st.kv_controller->state().ema);
+    }
+  }
+  if (st.distill()) {
+    line.Add("distill_mse", distill_parts[0]);
+    if (t.distill_kl_weight() > 0) line.Add("distill_kl", distill_parts[1]);
+  }
+  if (st.sequence_parallel) {
+    line.AddArray("sp_bytes_sent", sp_sent)
+        .AddArray("sp_bytes_received", sp_received)
+        .AddArray("sp_packet_entries", sp_packet)
+        .AddArray("sp_prefix_entries", sp_prefix)
+        .Add("sp_comm_s", sp_seconds);
+  }
+  if (st.data_parallel) {
+    const auto& ds = st.data_parallel->stats();
+    line.Add("dp_bytes_reduced", ds.bytes_reduced)
+        .Add("dp_comm_s", ds.comm_seconds)
+        .Add("dp_wait_s", ds.wait_seconds)
+        .Add("dp_overlap", ds.overlap());
+  }
+  std::vector<std::pair<std::string, double>> scalars = {
+      {"train/loss", r.loss},
+      {"train/lr", r.lr},
+      {"train/grad_norm", r.grad_norm},
+      {"train/tokens_per_s", r.tokens_per_s},
+      {"train/skipped_steps", static_cast<double>(r.skipped_steps)}};
+  if (std::isfinite(r.mfu))
+    scalars.insert(scalars.end(), {{"train/mfu", r.mfu}, {"train/mfu_executed", r.mfu_executed}});
+  for (size_t i = 0; i < kv.size(); ++i) {
+    const std::string layer = absl::StrCat("nats_layer", nats_layers[i], "/");
+    scalars.insert(scalars.end(), {{layer + "frac_global", frac_g[i]},
+                                   {layer + "frac_local", frac_l[i]},
+                                   {layer + "frac_sliding", frac_s[i]},
+                                   {layer + "mask_density", density[i]},
+                                   {layer + "kv_fraction", kv[i]}});
+  }
+  if (!kv.empty()) {
+    double mean_kv = 0, mean_density = 0;
+    for (size_t i = 0; i < kv.size(); ++i)
+      mean_kv += kv[i] / kv.size(), mean_density += density[i] / kv.size();
+    scalars.insert(
+        scalars.end(),
+        {{"nats/kv_fraction", mean_kv}, {"nats/mask_density", mean_density}, {"nats/lambda", r.lambda}});
+  }
+  st.WriteTensorBoard(scalars);
+  st.log.Write(line.Add("tokens_per_s", r.tokens_per_s)
+                   .Add("mfu", r.mfu)  // null without a peak
+                   .Add("mfu_executed", r.mfu_executed)
+                   .Add("flops_executed", r.flops_executed)
+                   .Add("consumed_samples", st.consumed_samples)
+                   .Add("elapsed_s", SecondsSince(r.run_start)));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+namespace {
+
+// An evaluation's progress line, JSON "eval" record and TensorBoard scalars.
+void LogEval(TrainerState& st, const EvalResult& e) {
+  st.Print(absl::StrFormat("eval step %d | val loss %.4f | val ppl %.2f | val bpb %.4f%s", st.step, e.loss,
+                           e.perplexity, e.bits_per_byte,
+                           st.distill() ? absl::StrFormat(" | val distill loss %.4g", e.distill_loss) : ""));
+  JsonLine line;
+  line.Add("kind", "eval")
+      .Add("rank", st.rank)
+      .Add("step", st.step)
+      .Add("val_loss", e.loss)
+      .Add("val_ppl", e.perplexity)
+      .Add("val_bpb", e.bits_per_byte)
+      .Add("val_tokens", e.tokens);
+  if (st.distill()) line.Add("val_distill_loss", e.distill_loss);
+  st.log.Write(line);
+  st.WriteTensorBoard(
+      {{"eval/loss", e.loss}, {"eval/perplexity", e.perplexity}, {"eval/bits_per_byte", e.bits_per_byte}});
+}
+
+// This rank's window-end KV fraction per NAtS layer after a step: of the sampled types (log steps only) and
+// of the inference types (log steps, and every step the controller runs).
+struct StepKv {
+  std::vector<double> sampled, inference;
+};
+
+// Measures the step's KV fractions and gives the controller (when on) its next lambda from the measure it
+// holds, averaged over every rank so that all ranks set the same lambda.
+absl::StatusOr<StepKv> MeasureKvAndSteerLambda(TrainerState& st, bool log_step) {
+  StepKv out;
+  TrainerState::LayerKv inference;
+  if (log_step) {  // only logged
+    auto measured = st.LayerKvFractions();
+    if (!measured.ok()) return measured.status();
+    out.sampled = std::move(measured->window_end);
+  }
+  if (st.kv_controller->enabled() || log_step) {
+    auto measured = st.LayerKvFractions(/*inference=*/true);
+    if (!measured.ok()) return measured.status();
+    inference = std::move(*measured);
+  }
+  const std::vector<double>& controlled = st.cfg.nats().target_kv_measure() == config::NatsConfig::CACHE_MEAN
+                                              ? inference.cache_mean
+                                              : inference.window_end;
+  if (st.kv_controller->enabled() && !controlled.empty()) {
+    // The controller holds what a cache keeps: the inference types' KV fraction, not the sampled one
+    // (Gumbel noise makes the sampled types sparser than the argmax a cache uses).
+    double mean = 0;
+    for (double v : controlled) mean += v / controlled.size();
+    auto measured = st.AverageOverRanks(mean);
+    if (!measured.ok()) return measured.status();
+    st.kv_measured = *measured;
+    st.model->SetLambda(st.kv_controller->Update(*measured));
+  }
+  out.inference = std::move(inference.window_end);
+  return out;
+}
+
+// A scheduled evaluation (train.eval_interval, the last step): logged, and kept in the checkpointed history.
+absl::Status EvaluateOnSchedule(Trainer& trainer, TrainerState& st, double train_loss,
+                                TrainSummary* summary) {
+  auto e = trainer.Evaluate();
+  if (!e.ok()) return e.status();
+  summary->last_val_loss = e->loss;
+  summary->last_val_bpb = e->bits_per_byte;
+  LogEval(st, *e);
+  checkpoint::MetricPoint point;
+  point.set_step(st.step);
+  point.set_loss(train_loss);
+  point.set_val_loss(e->loss);
+  st.history.push_back(point);
+  return absl::OkStatus();
+}
+
+// The training steps since the last report.
+struct ReportWindow {
+  Clock::time_point start = Clock::now();
+  int64_t tokens = 0;
+  int64_t last_logged_step = 0;
+  double attention_flops = 0;  // this process's executed attention FLOPs (nats/executed_flops.h)
+};
+
+}  // namespace
+
 absl::StatusOr<TrainSummary> Trainer::Train() {
   TrainerState& st = *state_;
   const auto& t = st.cfg.train();
@@ -924,44 +1288,26 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
   summary.parameters = st.model->NumParameters();
   summary.resumed_from_step = st.resumed_from_step;
 
-  auto log_eval = [&](const EvalResult& e) {
-    st.Print(absl::StrFormat(
-        "eval step %d | val loss %.4f | val ppl %.2f | val bpb %.4f%s", st.step, e.loss, e.perplexity,
-        e.bits_per_byte, st.distill() ? absl::StrFormat(" | val distill loss %.4g", e.distill_loss) : ""));
-    JsonLine line;
-    line.Add("kind", "eval")
-        .Add("rank", st.rank)
-        .Add("step", st.step)
-        .Add("val_loss", e.loss)
-        .Add("val_ppl", e.perplexity)
-        .Add("val_bpb", e.bits_per_byte)
-        .Add("val_tokens", e.tokens);
-    if (st.distill()) line.Add("val_distill_loss", e.distill_loss);
-    st.log.Write(line);
-    st.WriteTensorBoard(
-        {{"eval/loss", e.loss}, {"eval/perplexity", e.perplexity}, {"eval/bits_per_byte", e.bits_per_byte}});
-  };
-
   auto first = Evaluate();
   if (!first.ok()) return first.status();
   summary.first_val_loss = first->loss;
   summary.last_val_loss = first->loss;
   summary.last_val_bpb = first->bits_per_byte;
-  log_eval(*first);
+  LogEval(st, *first);
   CheckpointSchedule schedule(st.cfg.checkpoint(), absl::Now());
 
   const auto run_start = Clock::now();
-  auto window_start = Clock::now();
-  int64_t window_tokens = 0;
+  ReportWindow window{Clock::now(), 0, st.step, 0};
   const int64_t first_step = st.step;
-  int64_t last_logged_step = st.step;
   st.model->train();
   while (st.step < total_steps) {
     const auto step_start = Clock::now();
     const double lr = LearningRateAt(st.cfg.optim(), st.step, total_steps);
     st.optimizer->set_lr(lr);
+    TakeExecutedAttentionFlops();  // what evaluation and the last step's measurements ran is not the step's
     auto forward_backward = ForwardBackward();
     if (!forward_backward.ok()) return forward_backward.status();
+    const int64_t step_attention_flops = TakeExecutedAttentionFlops();
     const double loss_value = *forward_backward;
     // The norm before clipping; a non-finite one leaves the gradients unscaled, and the step is skipped
     // below.
@@ -987,201 +1333,51 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     }
     st.guard->Accept(loss_value, *grad_norm);
     if (absl::Status s = st.optimizer->Step(); !s.ok()) return s;
-    // The lambda this step's backward used (what the log reports), then the controller's next one from the
-    // KV fraction this step measured, averaged over every rank so all ranks set the same lambda.
-    const double step_lambda = st.model->lambda();
+    const double step_lambda = st.model->lambda();  // what this step's backward used (the log reports it)
     const bool log_step =
         (st.step + 1) % std::max(1, t.log_interval()) == 0 || st.step + 1 == total_steps || st.step + 1 == 1;
-    // This rank's, per NAtS layer: the sampled types' window-end KV fraction (logged) and the inference
-    // types' (logged, and what the controller holds).
-    std::vector<double> layer_kv;
-    TrainerState::LayerKv layer_kv_inference;
-    if (log_step) {  // only logged
-      auto measured = st.LayerKvFractions();
-      if (!measured.ok()) return measured.status();
-      layer_kv = std::move(measured->window_end);
-    }
-    if (st.kv_controller->enabled() || log_step) {
-      auto inference = st.LayerKvFractions(/*inference=*/true);
-      if (!inference.ok()) return inference.status();
-      layer_kv_inference = std::move(*inference);
-    }
-    const std::vector<double>& controlled =
-        st.cfg.nats().target_kv_measure() == config::NatsConfig::CACHE_MEAN ? layer_kv_inference.cache_mean
-                                                                            : layer_kv_inference.window_end;
-    if (st.kv_controller->enabled() && !controlled.empty()) {
-      // The controller holds what a cache keeps: the inference types' KV fraction, not the sampled one
-      // (Gumbel noise makes the sampled types sparser than the argmax a cache uses).
-      double mean = 0;
-      for (double v : controlled) mean += v / controlled.size();
-      auto measured = st.AverageOverRanks(mean);
-      if (!measured.ok()) return measured.status();
-      st.kv_measured = *measured;
-      st.model->SetLambda(st.kv_controller->Update(*measured));
-    }
+    auto kv = MeasureKvAndSteerLambda(st, log_step);
+    if (!kv.ok()) return kv.status();
     ++st.step;
     st.consumed_samples += t.batch_size();
     st.train_seconds += SecondsSince(step_start);
-    window_tokens += tokens_per_step;
+    window.tokens += tokens_per_step;
+    window.attention_flops += static_cast<double>(step_attention_flops);
     summary.last_train_loss = loss_value;
 
     const bool last = st.step == total_steps;
     if (log_step) {
-      const double window_seconds = SecondsSince(window_start);
-      const double tok_s = window_tokens / std::max(window_seconds, 1e-9);
-      const double mfu = tok_s * st.model->FlopsPerToken() / st.peak_flops;
-      const double eta =
+      StepReport report;
+      report.total_steps = total_steps;
+      report.loss = loss_value;
+      report.lr = lr;
+      report.grad_norm = *grad_norm;
+      report.lambda = step_lambda;
+      report.tokens_per_s = window.tokens / std::max(SecondsSince(window.start), 1e-9);
+      // Executed attention FLOPs are counted per process (each rank's rows and chunks): summed over ranks.
+      auto attention_flops = st.SumOverRanks(window.attention_flops);
+      if (!attention_flops.ok()) return attention_flops.status();
+      const double flops_per_token = st.model->FlopsPerToken();
+      // Kernels that count nothing (the counter is new to some of them): executed = dense-equivalent.
+      const double executed_per_token =
+          *attention_flops > 0
+              ? 6.0 * static_cast<double>(st.model->NumParameters()) + *attention_flops / window.tokens
+              : flops_per_token;
+      const double no_peak = std::numeric_limits<double>::quiet_NaN();
+      report.mfu = st.peak_flops > 0 ? report.tokens_per_s * flops_per_token / st.peak_flops : no_peak;
+      report.mfu_executed =
+          st.peak_flops > 0 ? report.tokens_per_s * executed_per_token / st.peak_flops : no_peak;
+      report.flops_executed = executed_per_token * tokens_per_step;
+      report.eta_seconds =
           (total_steps - st.step) * st.train_seconds / std::max<int64_t>(1, st.step - first_step);
-      // NAtS layers: type fractions, mask density and KV fraction of this step's last micro-batch, averaged
-      // over the ranks (equal row counts), so that the curve describes the same rows for any number of ranks.
-      // The KV fraction is the one the controller measured (whole sequences also under sequence parallelism).
-      std::vector<double> frac_g, frac_l, frac_s, density, kv, kv_inference;
-      std::vector<int> nats_layers;
-      std::string nats_line;
-      const std::vector<LayerStats> layer_stats = st.model->LastLayerStats();
-      for (size_t l = 0; l < layer_stats.size(); ++l) {
-        const LayerStats& ls = layer_stats[l];
-        if (!ls.nats) continue;
-        nats_layers.push_back(static_cast<int>(l));
-        frac_g.push_back(ls.frac_global);
-        frac_l.push_back(ls.frac_local);
-        frac_s.push_back(ls.frac_sliding);
-        density.push_back(ls.mask_density);
-        kv_inference.push_back(layer_kv_inference.window_end[kv.size()]);
-        kv.push_back(layer_kv[kv.size()]);
-      }
-      if (absl::Status s = st.AverageOverRanks({&frac_g, &frac_l, &frac_s, &density, &kv, &kv_inference});
-          !s.ok()) {
-        return s;
-      }
-      if (!kv.empty()) {
-        auto mean = [](const std::vector<double>& v) {
-          double sum = 0;
-          for (double x : v) sum += x;
-          return sum / v.size();
-        };
-        nats_line =
-            absl::StrFormat(" | G/L/S %.3f/%.3f/%.3f | density %.3f | kv %.3f | lambda %.2e", mean(frac_g),
-                            mean(frac_l), mean(frac_s), mean(density), mean(kv), step_lambda);
-        if (st.kv_controller->enabled()) {
-          absl::StrAppend(
-              &nats_line,
-              absl::StrFormat(" (%s target %.3f, now %.3f, ema %.3f)",
-                              st.cfg.nats().target_kv_measure() == config::NatsConfig::CACHE_MEAN
-                                  ? "cache-mean kv"
-                                  : "window-end kv",
-                              st.kv_controller->target(), st.kv_measured, st.kv_controller->state().ema));
-        }
-      }
-      // DISTILL: the two parts of the loss, averaged over the ranks like the loss.
-      std::vector<double> distill_parts = {st.distill_mse, st.distill_kl};
-      if (st.distill()) {
-        if (absl::Status s = st.AverageOverRanks({&distill_parts}); !s.ok()) return s;
-        nats_line = absl::StrFormat(" | mse %.4g", distill_parts[0]) +
-                    (t.distill_kl_weight() > 0 ? absl::StrFormat(" | kl %.4g", distill_parts[1]) : "") +
-                    nats_line;
-      }
-      // Sequence parallelism, per layer and training step of this window (forward packets + backward
-      // replies).
-      std::vector<double> sp_sent, sp_received, sp_prefix, sp_packet;
-      double sp_seconds = 0;
-      if (st.sequence_parallel) {
-        const double steps_in_window = std::max<int64_t>(1, st.step - last_logged_step);
-        for (const auto& ls : st.sequence_parallel->stats()) {
-          sp_sent.push_back(ls.bytes_sent / steps_in_window);
-          sp_received.push_back(ls.bytes_received / steps_in_window);
-          sp_prefix.push_back(ls.calls ? static_cast<double>(ls.prefix_entries) / ls.calls : 0.0);
-          sp_packet.push_back(ls.calls ? static_cast<double>(ls.packet_entries) / ls.calls : 0.0);
-          sp_seconds += ls.comm_seconds / steps_in_window;
-        }
-        st.sequence_parallel->ResetStats();
-        double sent = 0;
-        for (double b : sp_sent) sent += b;
-        absl::StrAppend(&nats_line, absl::StrFormat(" | sp KV packets %.2f MB/step", sent / 1e6));
-      }
-      st.Print(absl::StrFormat(
-          "step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | MFU %.1f%%%s | ETA %s", st.step,
-          total_steps, loss_value, lr, *grad_norm, tok_s, 100 * mfu, nats_line, data::FormatDuration(eta)));
-      JsonLine line;
-      line.Add("kind", "train")
-          .Add("rank", st.rank)
-          .Add("step", st.step)
-          .Add("loss", loss_value)
-          .Add("lr", lr)
-          .Add("grad_norm", *grad_norm);
-      if (!kv.empty()) {
-        line.AddArray("frac_global", frac_g)
-            .AddArray("frac_local", frac_l)
-            .AddArray("frac_sliding", frac_s)
-            .AddArray("mask_density", density)
-            .AddArray("kv_fraction", kv)
-            .AddArray("kv_fraction_inference", kv_inference)
-            .Add("lambda", step_lambda);
-        if (st.kv_controller->enabled()) {
-          line.Add("kv_controlled", st.kv_measured).Add("kv_ema", st.kv_controller->state().ema);
-        }
-      }
-      if (st.distill()) {
-        line.Add("distill_mse", distill_parts[0]);
-        if (t.distill_kl_weight() > 0) line.Add("distill_kl", distill_parts[1]);
-      }
-      if (st.sequence_parallel) {
-        line.AddArray("sp_bytes_sent", sp_sent)
-            .AddArray("sp_bytes_received", sp_received)
-            .AddArray("sp_packet_entries", sp_packet)
-            .AddArray("sp_prefix_entries", sp_prefix)
-            .Add("sp_comm_s", sp_seconds);
-      }
-      if (st.data_parallel) {
-        const auto& ds = st.data_parallel->stats();
-        line.Add("dp_bytes_reduced", ds.bytes_reduced)
-            .Add("dp_comm_s", ds.comm_seconds)
-            .Add("dp_wait_s", ds.wait_seconds)
-            .Add("dp_overlap", ds.overlap());
-      }
-      std::vector<std::pair<std::string, double>> scalars = {
-          {"train/loss", loss_value},
-          {"train/lr", lr},
-          {"train/grad_norm", *grad_norm},
-          {"train/tokens_per_s", tok_s},
-          {"train/mfu", mfu},
-          {"train/skipped_steps", static_cast<double>(summary.skipped_steps)}};
-      for (size_t i = 0; i < kv.size(); ++i) {
-        const std::string layer = absl::StrCat("nats_layer", nats_layers[i], "/");
-        scalars.insert(scalars.end(), {{layer + "frac_global", frac_g[i]},
-                                       {layer + "frac_local", frac_l[i]},
-                                       {layer + "frac_sliding", frac_s[i]},
-                                       {layer + "mask_density", density[i]},
-                                       {layer + "kv_fraction", kv[i]}});
-      }
-      if (!kv.empty()) {
-        double mean_kv = 0, mean_density = 0;
-        for (size_t i = 0; i < kv.size(); ++i)
-          mean_kv += kv[i] / kv.size(), mean_density += density[i] / kv.size();
-        scalars.insert(scalars.end(), {{"nats/kv_fraction", mean_kv},
-                                       {"nats/mask_density", mean_density},
-                                       {"nats/lambda", step_lambda}});
-      }
-      st.WriteTensorBoard(scalars);
-      st.log.Write(line.Add("tokens_per_s", tok_s)
-                       .Add("mfu", mfu)
-                       .Add("consumed_samples", st.consumed_samples)
-                       .Add("elapsed_s", SecondsSince(run_start)));
-      window_start = Clock::now();
-      window_tokens = 0;
-      last_logged_step = st.step;
+      report.steps_in_window = std::max<int64_t>(1, st.step - window.last_logged_step);
+      report.skipped_steps = summary.skipped_steps;
+      report.run_start = run_start;
+      if (absl::Status s = WriteStepReport(st, report, kv->sampled, kv->inference); !s.ok()) return s;
+      window = ReportWindow{Clock::now(), 0, st.step, 0};
     }
     if ((t.eval_interval() > 0 && st.step % t.eval_interval() == 0) || last) {
-      auto e = Evaluate();
-      if (!e.ok()) return e.status();
-      summary.last_val_loss = e->loss;
-      summary.last_val_bpb = e->bits_per_byte;
-      log_eval(*e);
-      checkpoint::MetricPoint point;
-      point.set_step(st.step);
-      point.set_loss(loss_value);
-      point.set_val_loss(e->loss);
-      st.history.push_back(point);
+      if (absl::Status s = EvaluateOnSchedule(*this, st, loss_value, &summary); !s.ok()) return s;
     }
     // Every rank takes the same branch: the schedule and any stop signal are agreed by one all-reduce.
     auto decision = DecideCheckpoint(*st.comm, schedule, st.step, absl::Now());

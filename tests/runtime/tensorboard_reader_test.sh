@@ -12,7 +12,8 @@ trap 'rm -rf "$out"' EXIT
 "$nats" train --config "$src/configs/tiny_nats.textproto" --set train.steps=6 --set train.log_interval=2 \
   --set train.eval_interval=3 --set train.eval_windows=2 --set model.d_model=64 --set model.context_length=32 \
   --set data.train_path="$data/books/train.tok" --set data.val_path="$data/books/val.tok" \
-  --set train.run_dir="$out/run" --set train.threads=1 > "$out/train.log"
+  --set train.run_dir="$out/run" --set train.threads=1 \
+  --set train.peak_gflops=10 > "$out/train.log"
 # Debian's interpreter: python3-protobuf is installed for it (launch/install_deps.sh), not for other pythons.
 /usr/bin/python3 - "$out/run/tb" <<'PY'
 import glob, struct, sys
