@@ -43,6 +43,17 @@ inline T SumOfLanes(const T* lanes) {
   return s;
 }
 
+// body(c, lane) for c in [0, n), lane = c mod kLanes for the full blocks (the tail reuses lanes from 0): the
+// inner loop over lanes is what vectorises.
+template <typename Body>
+inline void ForEachInLanes(int n, const Body& body) {
+  int c = 0;
+  for (; c + kLanes <= n; c += kLanes) {
+    for (int l = 0; l < kLanes; ++l) body(c + l, l);
+  }
+  for (int l = 0; c < n; ++c, ++l) body(c, l);
+}
+
 // Scales the logits in place; returns the max over visible and over causal entries of row i.
 template <typename T>
 inline void ScaleRowMaxImpl(T* row, const ChunkKeys& ck, int32_t i, T scale, T* max_vis, T* max_causal) {
@@ -58,11 +69,7 @@ inline void ScaleRowMaxImpl(T* row, const ChunkKeys& ck, int32_t i, T scale, T* 
     mv[l] = av > mv[l] ? av : mv[l];
     mc[l] = ac > mc[l] ? ac : mc[l];
   };
-  int c = 0;
-  for (; c + kLanes <= ck.n; c += kLanes) {
-    for (int l = 0; l < kLanes; ++l) body(c + l, l);
-  }
-  for (int l = 0; c < ck.n; ++c, ++l) body(c, l);
+  ForEachInLanes(ck.n, body);
   *max_vis = MaxOfLanes(mv);
   *max_causal = MaxOfLanes(mc);
 }
@@ -78,11 +85,7 @@ inline T ExpRowVisibleImpl(T* row, const ChunkKeys& ck, int32_t i, T m) {
     row[c] = p;
     sum[l] += p;
   };
-  int c = 0;
-  for (; c + kLanes <= ck.n; c += kLanes) {
-    for (int l = 0; l < kLanes; ++l) body(c + l, l);
-  }
-  for (int l = 0; c < ck.n; ++c, ++l) body(c, l);
+  ForEachInLanes(ck.n, body);
   return SumOfLanes(sum);
 }
 
@@ -93,11 +96,7 @@ inline T ExpRowCausalSumImpl(const T* row, const ChunkKeys& ck, int32_t i, T m) 
     const T e = FastExp(row[c] - m);
     sum[l] += ck.col[c] <= i ? e : T(0);
   };
-  int c = 0;
-  for (; c + kLanes <= ck.n; c += kLanes) {
-    for (int l = 0; l < kLanes; ++l) body(c + l, l);
-  }
-  for (int l = 0; c < ck.n; ++c, ++l) body(c, l);
+  ForEachInLanes(ck.n, body);
   return SumOfLanes(sum);
 }
 
@@ -143,11 +142,7 @@ inline T BackwardRowImpl(T* s, T* dp, T* g, const ChunkKeys& ck, int32_t i, T sc
     sums->local[c] += (i <= ck.next[c]) ? gij : T(0);
     tail_dot[l] += sums->tail[c] * gij;
   };
-  int c = 0;
-  for (; c + kLanes <= n; c += kLanes) {
-    for (int l = 0; l < kLanes; ++l) body(c + l, l);
-  }
-  for (int l = 0; c < n; ++c, ++l) body(c, l);
+  ForEachInLanes(n, body);
   return SumOfLanes(tail_dot);
 }
 
