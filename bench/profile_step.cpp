@@ -93,8 +93,12 @@ int main(int argc, char** argv) {
   for (auto& [name, tensor] : (*trainer)->NamedParameters())
     params.push_back({name, tensor, tensor.dim() >= 2});
   nats::parallel::AdamWOptions adam;
+  // The trainer's settings (runtime/trainer.cpp BuildOptimizer), so the update costs what a run's does.
   adam.lr = cfg->optim().lr();
-  adam.weight_decay = 0.1;
+  adam.beta1 = cfg->optim().beta1();
+  adam.beta2 = cfg->optim().beta2();
+  adam.eps = cfg->optim().eps();
+  adam.weight_decay = cfg->optim().weight_decay();
   auto optimizer = nats::parallel::AdamW::Create(params, adam);
   if (!optimizer.ok()) return Fail(std::string(optimizer.status().message()));
 
