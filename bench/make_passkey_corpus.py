@@ -50,6 +50,17 @@ def passkey_sample(rng, text, filler_chars):
     return filler[:cut] + KEY_SENTENCE.format(key=key) + filler[cut:] + QUESTION + ANSWER.format(key=key)
 
 
+def repeat_sample(rng, text):
+    """A stretch of text said twice: half of it can only be predicted by copying from the first time, so a small
+    model forms the copying (induction) heads that passkey retrieval needs far sooner than from the few answer
+    bytes of passkey samples alone. Half the stretches are lists of 5-digit numbers, the passkey's own alphabet."""
+    if rng.random() < 0.5:
+        body = " ".join(str(rng.randrange(10000, 100000)) for _ in range(rng.randrange(3, 16)))
+    else:
+        body = passage(rng, text, rng.randrange(20, 120)).strip()
+    return f" Say it once: {body}. Say it again: {body}."
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--books", default=".cache/books/raw")
@@ -57,6 +68,11 @@ def main():
     ap.add_argument("--docs", type=int, default=12000, help="passkey samples")
     ap.add_argument("--plain_fraction", type=float, default=0.4, help="share of plain passages among documents")
     ap.add_argument("--max_chars", type=int, default=512, help="longest document (bytes)")
+    ap.add_argument("--min_filler", type=int, default=16,
+                    help="shortest filler (bytes); a curriculum starts with short fillers (the key a few dozen "
+                         "bytes back) and lengthens them phase by phase")
+    ap.add_argument("--repeat_fraction", type=float, default=0,
+                    help="share of documents that say a stretch of text twice (see repeat_sample)")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -71,11 +87,17 @@ def main():
     docs = []
     for _ in range(args.docs):
         text = rng.choice(train)
-        filler = rng.randrange(16, args.max_chars - overhead)
+        if args.max_chars - overhead <= args.min_filler:
+            raise SystemExit(f"--max_chars {args.max_chars} leaves no filler longer than --min_filler "
+                             f"{args.min_filler}: the key sentence, question and answer take {overhead} bytes")
+        filler = rng.randrange(args.min_filler, args.max_chars - overhead)
         docs.append(passkey_sample(rng, text, filler))
     plain = int(args.docs * args.plain_fraction / (1 - args.plain_fraction))
     for _ in range(plain):
         docs.append(passage(rng, rng.choice(train), args.max_chars))
+    repeats = int(args.docs * args.repeat_fraction / (1 - args.repeat_fraction))
+    for _ in range(repeats):
+        docs.append(repeat_sample(rng, rng.choice(train)))
     rng.shuffle(docs)
     with open(os.path.join(args.out, "train.jsonl"), "w") as f:
         for d in docs:
@@ -83,7 +105,7 @@ def main():
     with open(os.path.join(args.out, "heldout.txt"), "w") as f:
         f.write("\n".join(heldout) + "\n")
     total = sum(len(d) for d in docs)
-    print(f"{len(docs)} documents ({args.docs} passkey, {plain} plain), {total} bytes -> {args.out}/train.jsonl; "
+    print(f"{len(docs)} documents ({args.docs} passkey, {plain} plain, {repeats} repeats), {total} bytes -> {args.out}/train.jsonl; "
           f"held-out filler {sum(len(h) for h in heldout)} bytes -> {args.out}/heldout.txt")
 
 

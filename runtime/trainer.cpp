@@ -1,6 +1,6 @@
 #include "runtime/trainer.h"
 
-#include <dlfcn.h>
+#include <cblas.h>  // openblas_set_num_threads
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -123,10 +123,7 @@ absl::StatusOr<InitFromCounts> LoadInitialWeights(Transformer& model, const std:
 // core, which at::set_num_threads does not reach: without this, a run with train.threads = 1 still spreads
 // its matmuls over every core, and two runs side by side (a sweep's cells, ranks on one node) fight over
 // them.
-void LimitBlasThreads(int threads) {
-  using SetThreads = void (*)(int);
-  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
-}
+void LimitBlasThreads(int threads) { openblas_set_num_threads(threads); }
 
 int DefaultThreadsPerRank() {
   const int cores = std::max(1u, std::thread::hardware_concurrency());

@@ -112,8 +112,9 @@ class Trainer {
 // Threads per rank when train.threads = 0: hardware threads / ranks on this node (at least 1).
 int DefaultThreadsPerRank();
 
-// Limits OpenBLAS's own thread pool (which at::set_num_threads does not reach) to `threads`; a no-op with
-// another BLAS. Trainer::Create and `nats bench peak` set both.
+// Limits OpenBLAS's own thread pool (which at::set_num_threads does not reach) to `threads`. The build links
+// OpenBLAS (the fused kernel's tiles call it), so this is a direct call. Trainer::Create and `nats bench
+// peak` set both.
 void LimitBlasThreads(int threads);
 
 }  // namespace nats

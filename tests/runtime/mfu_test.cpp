@@ -1,8 +1,10 @@
 // MFU against a fixed peak (runtime/peak_flops.h): train.peak_gflops and `nats bench peak`'s file give the
 // peak; without one the run reports no MFU (null) and says how to get one. The metrics' mfu is checked
 // against its definition, tokens/s x Transformer::FlopsPerToken / (peak x world).
+#include <cblas.h>  // openblas_get_num_threads
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +23,18 @@ namespace nats {
 namespace {
 
 namespace fs = std::filesystem;
+
+// The peak and the trainer's speed are only comparable when both run on the threads asked for: OpenBLAS keeps
+// its own pool, which at::set_num_threads does not reach, and LimitBlasThreads sets it.
+TEST(ThreadSetup, LimitBlasThreadsSetsOpenBlasPool) {
+  const int before = openblas_get_num_threads();
+  LimitBlasThreads(1);
+  EXPECT_EQ(openblas_get_num_threads(), 1);
+  LimitBlasThreads(2);
+  // OpenBLAS caps the pool at the cores it was started with.
+  EXPECT_EQ(openblas_get_num_threads(), std::min(2, std::max(1, before)));
+  LimitBlasThreads(before);
+}
 
 std::string Env(const char* name, const char* fallback) {
   const char* v = std::getenv(name);
