@@ -5,6 +5,7 @@ with a passkey hidden at a random depth and asked for at the end, mixed with pla
 The prompt template is the one `nats eval --task passkey` asks (runtime/passkey.h); keep them equal.
 
 usage: bench/make_passkey_corpus.py --books .cache/books/raw --out DIR [--docs 12000] [--max_chars 512]
+         [--min_filler 16] [--plain_fraction 0.4] [--repeat_fraction 0]
   DIR/train.jsonl      {"text": ...} documents: passkey samples and plain passages, shuffled
   DIR/heldout.txt      the last 10% of every book, never in train.jsonl: filler for evaluation
 """
@@ -75,6 +76,9 @@ def main():
                     help="share of documents that say a stretch of text twice (see repeat_sample)")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
+    for name in ("plain_fraction", "repeat_fraction"):
+        if not 0 <= getattr(args, name) < 1:
+            raise SystemExit(f"--{name} {getattr(args, name)}: want a share in [0, 1) of the documents")
     rng = random.Random(args.seed)
     books = read_books(args.books)
     os.makedirs(args.out, exist_ok=True)
