@@ -79,6 +79,9 @@ def main():
     for name in ("plain_fraction", "repeat_fraction"):
         if not 0 <= getattr(args, name) < 1:
             raise SystemExit(f"--{name} {getattr(args, name)}: want a share in [0, 1) of the documents")
+    if args.plain_fraction + args.repeat_fraction >= 1:
+        raise SystemExit(f"--plain_fraction {args.plain_fraction} + --repeat_fraction {args.repeat_fraction} "
+                         "leave no share for the passkey samples: want a sum below 1")
     rng = random.Random(args.seed)
     books = read_books(args.books)
     os.makedirs(args.out, exist_ok=True)
@@ -96,10 +99,12 @@ def main():
                              f"{args.min_filler}: the key sentence, question and answer take {overhead} bytes")
         filler = rng.randrange(args.min_filler, args.max_chars - overhead)
         docs.append(passkey_sample(rng, text, filler))
-    plain = int(args.docs * args.plain_fraction / (1 - args.plain_fraction))
+    # Shares of all documents: the --docs passkey samples are the rest.
+    total = args.docs / (1 - args.plain_fraction - args.repeat_fraction)
+    plain = int(total * args.plain_fraction)
     for _ in range(plain):
         docs.append(passage(rng, rng.choice(train), args.max_chars))
-    repeats = int(args.docs * args.repeat_fraction / (1 - args.repeat_fraction))
+    repeats = int(total * args.repeat_fraction)
     for _ in range(repeats):
         docs.append(repeat_sample(rng, rng.choice(train)))
     rng.shuffle(docs)
