@@ -91,20 +91,20 @@ def main():
         train.append(text[:split])
         heldout.append(text[split:])
     overhead = len(KEY_SENTENCE.format(key="00000")) + len(QUESTION) + len(ANSWER.format(key="00000"))
+    if args.max_chars - overhead <= args.min_filler:
+        raise SystemExit(f"--max_chars {args.max_chars} leaves no filler longer than --min_filler "
+                         f"{args.min_filler}: the key sentence, question and answer take {overhead} bytes")
     docs = []
     for _ in range(args.docs):
         text = rng.choice(train)
-        if args.max_chars - overhead <= args.min_filler:
-            raise SystemExit(f"--max_chars {args.max_chars} leaves no filler longer than --min_filler "
-                             f"{args.min_filler}: the key sentence, question and answer take {overhead} bytes")
         filler = rng.randrange(args.min_filler, args.max_chars - overhead)
         docs.append(passkey_sample(rng, text, filler))
     # Shares of all documents: the --docs passkey samples are the rest.
-    total = args.docs / (1 - args.plain_fraction - args.repeat_fraction)
-    plain = int(total * args.plain_fraction)
+    all_docs = args.docs / (1 - args.plain_fraction - args.repeat_fraction)
+    plain = int(all_docs * args.plain_fraction)
     for _ in range(plain):
         docs.append(passage(rng, rng.choice(train), args.max_chars))
-    repeats = int(total * args.repeat_fraction)
+    repeats = int(all_docs * args.repeat_fraction)
     for _ in range(repeats):
         docs.append(repeat_sample(rng, rng.choice(train)))
     rng.shuffle(docs)
@@ -114,8 +114,8 @@ def main():
     with open(os.path.join(args.out, "heldout.txt"), "w") as f:
         f.write("\n".join(heldout) + "\n")
     total = sum(len(d) for d in docs)
-    print(f"{len(docs)} documents ({args.docs} passkey, {plain} plain, {repeats} repeats), {total} bytes -> {args.out}/train.jsonl; "
-          f"held-out filler {sum(len(h) for h in heldout)} bytes -> {args.out}/heldout.txt")
+    print(f"{len(docs)} documents ({args.docs} passkey, {plain} plain, {repeats} repeats), {total} bytes -> "
+          f"{args.out}/train.jsonl; held-out filler {sum(len(h) for h in heldout)} bytes -> {args.out}/heldout.txt")
 
 
 if __name__ == "__main__":
