@@ -4,7 +4,8 @@
 // wall time, dense causal (every type global) forward and forward + backward, so the gap is what the
 // elementwise work, gathers and scheduling around the tiles cost.
 //
-// usage: tile_gemm_bench [--threads 2] [--t 2048] [--d 64] [--heads 12] [--blas_threads 1]
+// usage: tile_gemm_bench [--threads 2] [--t 2048] [--d 64] [--heads 12] [--blas_threads 1] [--reps 7]
+// (each rate is the best of --reps timings: this VM's speed swings between runs)
 #include <cblas.h>
 #include <torch/torch.h>
 
@@ -35,11 +36,11 @@ double BestSeconds(int reps, const Fn& fn) {
 }
 
 // GFLOP/s of one thread's cblas_sgemm at row-major (m, n, k) with the given transposes, over many calls.
-double TileGflops(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k) {
+double TileGflops(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, int reps) {
   std::vector<float> a(64 * 64 * 2, 0.5f), b(64 * 64 * 2, 0.25f), c(64 * 64 * 2, 0.f);
   const int lda = ta == CblasTrans ? m : k, ldb = tb == CblasTrans ? k : n;
   const int calls = 4000;
-  const double s = BestSeconds(3, [&] {
+  const double s = BestSeconds(reps, [&] {
     for (int i = 0; i < calls; ++i)
       cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, 1.f, a.data(), lda, b.data(), ldb, 1.f, c.data(), n);
   });
@@ -49,7 +50,7 @@ double TileGflops(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int threads = 2, t = 2048, d = 64, heads = 12, blas_threads = 1;
+  int threads = 2, t = 2048, d = 64, heads = 12, blas_threads = 1, reps = 7;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int v = std::atoi(argv[i + 1]);
@@ -63,16 +64,18 @@ int main(int argc, char** argv) {
       heads = v;
     else if (a == "--blas_threads")
       blas_threads = v;
+    else if (a == "--reps")
+      reps = v;
     else {
-      std::fprintf(
-          stderr,
-          "usage: tile_gemm_bench [--threads 2] [--t 2048] [--d 64] [--heads 12] [--blas_threads 1]\n");
+      std::fprintf(stderr,
+                   "usage: tile_gemm_bench [--threads 2] [--t 2048] [--d 64] [--heads 12] [--blas_threads 1] "
+                   "[--reps 7]\n");
       return 2;
     }
   }
   openblas_set_num_threads(blas_threads);  // the trainer sets it to its thread count
-  const double s_tile = TileGflops(CblasTrans, CblasTrans, 64, 64, d);       // S = Q K^T (transposed Q tile)
-  const double pv_tile = TileGflops(CblasNoTrans, CblasNoTrans, 64, d, 64);  // O += P V
+  const double s_tile = TileGflops(CblasTrans, CblasTrans, 64, 64, d, reps);  // S = Q K^T (transposed Q tile)
+  const double pv_tile = TileGflops(CblasNoTrans, CblasNoTrans, 64, d, 64, reps);  // O += P V
   const double tile = 0.5 * (s_tile + pv_tile);
   at::set_num_threads(threads);
   torch::manual_seed(0);
@@ -80,7 +83,7 @@ int main(int argc, char** argv) {
              v = torch::randn({1, heads, t, d});
   nats::TakeExecutedAttentionFlops();
   double fwd_flops = 0;
-  const double fwd = BestSeconds(3, [&] {
+  const double fwd = BestSeconds(reps, [&] {
     torch::NoGradGuard no_grad;
     nats::FusedCausalAttention(q, k, v);
     fwd_flops = static_cast<double>(nats::TakeExecutedAttentionFlops());
@@ -88,7 +91,7 @@ int main(int argc, char** argv) {
   at::Tensor qg = q.clone().requires_grad_(true), kg = k.clone().requires_grad_(true),
              vg = v.clone().requires_grad_(true), dout = torch::randn({1, heads, t, d});
   double train_flops = 0;
-  const double train = BestSeconds(3, [&] {
+  const double train = BestSeconds(reps, [&] {
     at::Tensor out = nats::FusedCausalAttention(qg, kg, vg);
     (out * dout).sum().backward();
     train_flops = static_cast<double>(nats::TakeExecutedAttentionFlops());

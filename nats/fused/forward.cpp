@@ -78,32 +78,9 @@ void ForwardKernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
       const bool contiguous = Contiguous(ck);
       const T* kc = GatherRows(kh, ck.col, nc, contiguous, d, kbuf.data());
       GemmTT<T>(rows, nc, d, qt.data(), kBlock, kc, d, T(0), s.data(), kBlock);
-      bool any = false;
-      for (int r = 0; r < rows; ++r) {
-        T* row = s.data() + r * kBlock;
-        const int32_t i = i0 + r;
-        T mv, mc;
-        ScaleRowMax(row, ck, i, scale, &mv, &mc);
-        if (all_causal && mc != NegInf<T>()) {
-          const T mnew = std::max(mf[r], mc);
-          lf[r] = lf[r] * (mf[r] == NegInf<T>() ? T(0) : FastExp(mf[r] - mnew)) +
-                  ExpRowCausalSum(row, ck, i, mnew);
-          mf[r] = mnew;
-        }
-        if (mv == NegInf<T>()) {  // nothing visible to this row in the chunk
-          std::fill(row, row + nc, T(0));
-          continue;
-        }
-        any = true;
-        const T mnew = std::max(m[r], mv);
-        const T alpha = m[r] == NegInf<T>() ? T(0) : FastExp(m[r] - mnew);
-        if (alpha != T(1)) {
-          T* a = acc.data() + r * d;
-          for (int x = 0; x < d; ++x) a[x] *= alpha;
-        }
-        l[r] = l[r] * alpha + ExpRowVisible(row, ck, i, mnew);
-        m[r] = mnew;
-      }
+      const bool any =
+          SoftmaxChunk(s.data(), rows, ck, i0, scale, m.data(), l.data(), all_causal ? mf.data() : nullptr,
+                       all_causal ? lf.data() : nullptr, acc.data(), d);
       if (!any) continue;
       const T* vc = GatherRows(vh, ck.col, nc, contiguous, d, vbuf.data());
       GemmNN<T>(rows, d, nc, s.data(), kBlock, vc, d, T(1), acc.data(), d);

@@ -1,6 +1,7 @@
 // The row kernels of nats/fused/row_kernels.h: templates, instantiated as multiversioned functions.
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -19,6 +20,15 @@
 #define NATS_MULTIVERSION
 #endif
 
+// Everything the entry points call is forced inline: a helper GCC leaves out of line is compiled once for the
+// baseline target, not per clone, and runs scalar SSE. BackwardRowImpl<float> did, and was the largest
+// elementwise cost of the backward (perf: 22% of tile_gemm_bench, all movss / mulss).
+#if defined(__GNUC__)
+#define NATS_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define NATS_ALWAYS_INLINE inline
+#endif
+
 namespace nats::fused {
 
 namespace {
@@ -30,14 +40,14 @@ namespace {
 constexpr int kLanes = 16;
 
 template <typename T>
-inline T MaxOfLanes(const T* lanes) {
+NATS_ALWAYS_INLINE T MaxOfLanes(const T* lanes) {
   T m = lanes[0];
   for (int l = 1; l < kLanes; ++l) m = lanes[l] > m ? lanes[l] : m;
   return m;
 }
 
 template <typename T>
-inline T SumOfLanes(const T* lanes) {
+NATS_ALWAYS_INLINE T SumOfLanes(const T* lanes) {
   T s = 0;
   for (int l = 0; l < kLanes; ++l) s += lanes[l];
   return s;
@@ -46,7 +56,7 @@ inline T SumOfLanes(const T* lanes) {
 // body(c, lane) for c in [0, n), lane = c mod kLanes for the full blocks (the tail reuses lanes from 0): the
 // inner loop over lanes is what vectorises.
 template <typename Body>
-inline void ForEachInLanes(int n, const Body& body) {
+NATS_ALWAYS_INLINE void ForEachInLanes(int n, const Body& body) {
   int c = 0;
   for (; c + kLanes <= n; c += kLanes) {
     for (int l = 0; l < kLanes; ++l) body(c + l, l);
@@ -56,7 +66,8 @@ inline void ForEachInLanes(int n, const Body& body) {
 
 // Scales the logits in place; returns the max over visible and over causal entries of row i.
 template <typename T>
-inline void ScaleRowMaxImpl(T* row, const ChunkKeys& ck, int32_t i, T scale, T* max_vis, T* max_causal) {
+NATS_ALWAYS_INLINE void ScaleRowMaxImpl(T* row, const ChunkKeys& ck, int32_t i, T scale, T* max_vis,
+                                        T* max_causal) {
   T mv[kLanes], mc[kLanes];
   for (int l = 0; l < kLanes; ++l) mv[l] = mc[l] = NegInf<T>();
   auto body = [&](int c, int l) {
@@ -76,7 +87,7 @@ inline void ScaleRowMaxImpl(T* row, const ChunkKeys& ck, int32_t i, T scale, T* 
 
 // P = vis ? exp(a - m) : 0 written in place; returns the row sum.
 template <typename T>
-inline T ExpRowVisibleImpl(T* row, const ChunkKeys& ck, int32_t i, T m) {
+NATS_ALWAYS_INLINE T ExpRowVisibleImpl(T* row, const ChunkKeys& ck, int32_t i, T m) {
   T sum[kLanes] = {};
   auto body = [&](int c, int l) {
     const bool vis = (ck.col[c] <= i) & (i <= ck.last[c]);
@@ -90,7 +101,7 @@ inline T ExpRowVisibleImpl(T* row, const ChunkKeys& ck, int32_t i, T m) {
 }
 
 template <typename T>
-inline T ExpRowCausalSumImpl(const T* row, const ChunkKeys& ck, int32_t i, T m) {
+NATS_ALWAYS_INLINE T ExpRowCausalSumImpl(const T* row, const ChunkKeys& ck, int32_t i, T m) {
   T sum[kLanes] = {};
   auto body = [&](int c, int l) {
     const T e = FastExp(row[c] - m);
@@ -100,11 +111,85 @@ inline T ExpRowCausalSumImpl(const T* row, const ChunkKeys& ck, int32_t i, T m) 
   return SumOfLanes(sum);
 }
 
+// Rows that see the whole chunk (dense layers, and most rows of a NAtS chunk below the window) skip the
+// masks: no loads of the key columns, one pass for the max of the raw logits (scale > 0 commutes with max),
+// one for P = exp(scale s - m) with its sum.
+template <typename T>
+NATS_ALWAYS_INLINE T RawRowMax(const T* row, int n) {
+  T mx[kLanes];
+  for (int l = 0; l < kLanes; ++l) mx[l] = NegInf<T>();
+  ForEachInLanes(n, [&](int c, int l) { mx[l] = row[c] > mx[l] ? row[c] : mx[l]; });
+  return MaxOfLanes(mx);
+}
+
+template <typename T>
+NATS_ALWAYS_INLINE T ExpRowFullImpl(T* row, int n, T scale, T m) {
+  T sum[kLanes] = {};
+  ForEachInLanes(n, [&](int c, int l) {
+    const T p = FastExp(row[c] * scale - m);
+    row[c] = p;
+    sum[l] += p;
+  });
+  return SumOfLanes(sum);
+}
+
+// The online-softmax step of one chunk for all rows of a query tile (the contract in row_kernels.h).
+template <typename T>
+NATS_ALWAYS_INLINE bool SoftmaxChunkImpl(T* s, int rows, const ChunkKeys& ck, int32_t i0, T scale, T* m, T* l,
+                                         T* mf, T* lf, T* acc, int d) {
+  bool any = false;
+  for (int r = 0; r < rows; ++r) {
+    T* row = s + r * kBlock;
+    const int32_t i = i0 + r;
+    T* a = acc + r * d;
+    if (ck.max_col <= i && i <= ck.min_last) {
+      const T mv = RawRowMax(row, ck.n) * scale;
+      const T mnew = std::max(m[r], mv);
+      const T alpha = m[r] == NegInf<T>() ? T(0) : FastExp(m[r] - mnew);
+      if (alpha != T(1)) {
+        for (int x = 0; x < d; ++x) a[x] *= alpha;
+      }
+      const T sum = ExpRowFullImpl(row, ck.n, scale, mnew);
+      l[r] = l[r] * alpha + sum;
+      m[r] = mnew;
+      any = true;
+      if (mf != nullptr) {
+        // Causal entries are the visible ones here; mf >= m (a superset), so the rescale cannot overflow.
+        const T mfn = std::max(mf[r], mv);
+        lf[r] = lf[r] * (mf[r] == NegInf<T>() ? T(0) : FastExp(mf[r] - mfn)) + sum * FastExp(mnew - mfn);
+        mf[r] = mfn;
+      }
+      continue;
+    }
+    T mv, mc;
+    ScaleRowMaxImpl(row, ck, i, scale, &mv, &mc);
+    if (mf != nullptr && mc != NegInf<T>()) {
+      const T mnew = std::max(mf[r], mc);
+      lf[r] = lf[r] * (mf[r] == NegInf<T>() ? T(0) : FastExp(mf[r] - mnew)) +
+              ExpRowCausalSumImpl(row, ck, i, mnew);
+      mf[r] = mnew;
+    }
+    if (mv == NegInf<T>()) {  // nothing visible to this row in the chunk
+      for (int c = 0; c < ck.n; ++c) row[c] = T(0);
+      continue;
+    }
+    any = true;
+    const T mnew = std::max(m[r], mv);
+    const T alpha = m[r] == NegInf<T>() ? T(0) : FastExp(m[r] - mnew);
+    if (alpha != T(1)) {
+      for (int x = 0; x < d; ++x) a[x] *= alpha;
+    }
+    l[r] = l[r] * alpha + ExpRowVisibleImpl(row, ck, i, mnew);
+    m[r] = mnew;
+  }
+  return any;
+}
+
 // One backward row. In: s = raw QK^T row, dp = dO_i . v_j. Out: s = P (visible softmax), dp = dS = P (dP -
 // Delta), g = G_ij (per `mode`), sums += column sums of G when `sums`; returns sum_c tail_c G_ic.
 template <typename T>
-inline T BackwardRowImpl(T* s, T* dp, T* g, const ChunkKeys& ck, int32_t i, T scale, T lse_m, T lse_f,
-                         T delta, int mode, int32_t window, TypeSums<T>* sums) {
+NATS_ALWAYS_INLINE T BackwardRowImpl(T* s, T* dp, T* g, const ChunkKeys& ck, int32_t i, T scale, T lse_m,
+                                     T lse_f, T delta, int mode, int32_t window, TypeSums<T>* sums) {
   const int n = ck.n;
   if (sums == nullptr) {
     for (int c = 0; c < n; ++c) {
@@ -149,22 +234,17 @@ inline T BackwardRowImpl(T* s, T* dp, T* g, const ChunkKeys& ck, int32_t i, T sc
 }  // namespace
 
 // Non-template entry points: target_clones does not apply to templates.
-#define NATS_ROW_KERNELS(T)                                                                            \
-  NATS_MULTIVERSION void ScaleRowMax(T* row, const ChunkKeys& ck, int32_t i, T scale, T* mv, T* mc) {  \
-    ScaleRowMaxImpl<T>(row, ck, i, scale, mv, mc);                                                     \
-  }                                                                                                    \
-  NATS_MULTIVERSION T ExpRowVisible(T* row, const ChunkKeys& ck, int32_t i, T m) {                     \
-    return ExpRowVisibleImpl<T>(row, ck, i, m);                                                        \
-  }                                                                                                    \
-  NATS_MULTIVERSION T ExpRowCausalSum(const T* row, const ChunkKeys& ck, int32_t i, T m) {             \
-    return ExpRowCausalSumImpl<T>(row, ck, i, m);                                                      \
-  }                                                                                                    \
-  NATS_MULTIVERSION T BackwardRow(T* s, T* dp, T* g, const ChunkKeys& ck, int32_t i, T scale, T lse_m, \
-                                  T lse_f, T delta, int mode, int32_t window, TypeSums<T>* sums) {     \
-    return BackwardRowImpl<T>(s, dp, g, ck, i, scale, lse_m, lse_f, delta, mode, window, sums);        \
-  }                                                                                                    \
-  NATS_MULTIVERSION void Axpy(int n, T alpha, const T* x, T* y) {                                      \
-    for (int c = 0; c < n; ++c) y[c] += alpha * x[c];                                                  \
+#define NATS_ROW_KERNELS(T)                                                                                 \
+  NATS_MULTIVERSION bool SoftmaxChunk(T* s, int rows, const ChunkKeys& ck, int32_t i0, T scale, T* m, T* l, \
+                                      T* mf, T* lf, T* acc, int d) {                                        \
+    return SoftmaxChunkImpl<T>(s, rows, ck, i0, scale, m, l, mf, lf, acc, d);                               \
+  }                                                                                                         \
+  NATS_MULTIVERSION T BackwardRow(T* s, T* dp, T* g, const ChunkKeys& ck, int32_t i, T scale, T lse_m,      \
+                                  T lse_f, T delta, int mode, int32_t window, TypeSums<T>* sums) {          \
+    return BackwardRowImpl<T>(s, dp, g, ck, i, scale, lse_m, lse_f, delta, mode, window, sums);             \
+  }                                                                                                         \
+  NATS_MULTIVERSION void Axpy(int n, T alpha, const T* x, T* y) {                                           \
+    for (int c = 0; c < n; ++c) y[c] += alpha * x[c];                                                       \
   }
 NATS_ROW_KERNELS(float)
 NATS_ROW_KERNELS(double)

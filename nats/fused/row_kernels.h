@@ -53,18 +53,19 @@ struct TypeSums {
 };
 
 // Multiversioned entry points (row_kernels.cpp), for float and double:
-// ScaleRowMax: scales row i's logits in place; *mv, *mc = the max over its visible and its causal entries.
-// ExpRowVisible: row = visible ? exp(row - m) : 0 in place; returns the row sum.
-// ExpRowCausalSum: the sum of exp(row - m) over causal entries (the unmasked normaliser).
+// SoftmaxChunk: one chunk of the forward's online softmax for rows [i0, i0 + rows) of a query tile. In: s
+//   [rows x ck.n] (ld kBlock) = raw Q K^T; m, l = running max and sum of the visible entries, acc [rows x d]
+//   = unnormalised output; mf, lf (null unless the unmasked normaliser is kept) the same over causal entries.
+//   Out: s = exp(scale s - m_new) where visible, else 0; acc rows rescaled to m_new; returns whether any
+//   entry of the chunk was visible (else P V can be skipped).
 // BackwardRow: in s = raw QK^T row, dp = dO_i . v_j; out s = P (visible softmax), dp = dS = P (dP - Delta),
 //   g = G_ij (per `mode`), sums += column sums of G when `sums`; returns sum_c tail_c G_ic.
 // Axpy: y += alpha x.
-#define NATS_ROW_KERNEL_DECLS(T)                                                                       \
-  void ScaleRowMax(T* row, const ChunkKeys& ck, int32_t i, T scale, T* mv, T* mc);                     \
-  T ExpRowVisible(T* row, const ChunkKeys& ck, int32_t i, T m);                                        \
-  T ExpRowCausalSum(const T* row, const ChunkKeys& ck, int32_t i, T m);                                \
-  T BackwardRow(T* s, T* dp, T* g, const ChunkKeys& ck, int32_t i, T scale, T lse_m, T lse_f, T delta, \
-                int mode, int32_t window, TypeSums<T>* sums);                                          \
+#define NATS_ROW_KERNEL_DECLS(T)                                                                        \
+  bool SoftmaxChunk(T* s, int rows, const ChunkKeys& ck, int32_t i0, T scale, T* m, T* l, T* mf, T* lf, \
+                    T* acc, int d);                                                                     \
+  T BackwardRow(T* s, T* dp, T* g, const ChunkKeys& ck, int32_t i, T scale, T lse_m, T lse_f, T delta,  \
+                int mode, int32_t window, TypeSums<T>* sums);                                           \
   void Axpy(int n, T alpha, const T* x, T* y);
 NATS_ROW_KERNEL_DECLS(float)
 NATS_ROW_KERNEL_DECLS(double)

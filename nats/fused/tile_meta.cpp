@@ -4,6 +4,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "nats/token_type.h"
 
@@ -73,13 +74,18 @@ void AllCausalColumns(int32_t i1, std::vector<int32_t>* cols) {
 
 void FillChunk(const HeadMeta& m, const int32_t* cols, int n, ChunkKeys* ck) {
   ck->n = n;
+  int32_t max_col = std::numeric_limits<int32_t>::min(), min_last = std::numeric_limits<int32_t>::max();
   for (int c = 0; c < n; ++c) {
     const int32_t j = cols[c];
     ck->col[c] = j;
     ck->last[c] = m.last[j];
     ck->next[c] = m.next[j];
     ck->type[c] = m.type[j];
+    max_col = std::max(max_col, j);
+    min_last = std::min(min_last, m.last[j]);
   }
+  ck->max_col = max_col;
+  ck->min_last = min_last;
 }
 
 AttentionDims CheckFusedShapes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -43,6 +43,9 @@ struct ChunkKeys {
   int32_t last[kBlock];  // L_j: last visible row
   int32_t next[kBlock];  // f_j: first global > j (T-1 if none)
   int8_t type[kBlock];
+  // Every row i with max_col <= i <= min_last sees the whole chunk: the row kernels skip its masks.
+  int32_t max_col = 0;
+  int32_t min_last = 0;
 };
 
 void FillChunk(const HeadMeta& m, const int32_t* cols, int n, ChunkKeys* ck);
