@@ -15,12 +15,27 @@ constexpr int64_t kRowsPerBlock = 4;
 class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossEntropyFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const at::Tensor& weight, const at::Tensor& targets) {
+                            const at::Tensor& weight, const at::Tensor& targets, bool whole_tensor) {
     const int64_t n = x.size(0), v = weight.size(0);
     at::Tensor t = targets.to(at::kLong).contiguous();
     if (n > 0) {
       TORCH_CHECK(t.min().item<int64_t>() >= 0 && t.max().item<int64_t>() < v,
                   "LinearCrossEntropy: targets must be in [0, ", v, ")");
+    }
+    ctx->saved_data["n"] = n;
+    if (whole_tensor) {
+      // At least fp32 (bf16 logits come from an autocast matmul): a bf16 logsumexp over 50k entries would
+      // lose the loss's digits.
+      at::Tensor grad = at::mm(x, weight.t());
+      if (grad.scalar_type() != at::kDouble) grad = grad.to(at::kFloat);
+      grad = grad.contiguous();
+      at::Tensor lse = at::logsumexp(grad, 1, /*keepdim=*/true);
+      at::Tensor idx = t.unsqueeze(1);
+      at::Tensor loss = (lse - grad.gather(1, idx)).sum() / static_cast<double>(std::max<int64_t>(n, 1));
+      grad.sub_(lse).exp_();
+      grad.scatter_add_(1, idx, at::full({n, 1}, -1.0, grad.options()));  // softmax - onehot
+      ctx->save_for_backward({x, weight, grad});
+      return loss.to(x.scalar_type());
     }
     at::Tensor grad = at::mm(x, weight.t()).contiguous();  // the logits, becoming dL/dlogits * N below
     const int64_t blocks = (n + kRowsPerBlock - 1) / kRowsPerBlock;
@@ -43,7 +58,6 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
     double total = 0;
     for (double l : block_loss) total += l;
     ctx->save_for_backward({x, weight, grad});
-    ctx->saved_data["n"] = n;
     return at::full({}, n > 0 ? total / static_cast<double>(n) : 0.0, x.options());
   }
 
@@ -56,21 +70,25 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
     const int64_t n = ctx->saved_data["n"].toInt();
     // d(mean loss)/dlogits = (softmax - onehot) / N, times the incoming scalar.
     const at::Tensor scale = grad_out[0] / static_cast<double>(std::max<int64_t>(n, 1));
-    at::Tensor dx = at::mm(grad, weight).mul_(scale);
-    at::Tensor dw = at::mm(grad.t(), x).mul_(scale);
-    return {dx, dw, at::Tensor()};
+    // grad is fp32 on the whole-tensor path; the gradients take their inputs' dtypes.
+    at::Tensor dx = at::mm(grad, weight.to(grad.scalar_type())).mul_(scale).to(x.scalar_type());
+    at::Tensor dw = at::mm(grad.t(), x.to(grad.scalar_type())).mul_(scale).to(weight.scalar_type());
+    return {dx, dw, at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-at::Tensor LinearCrossEntropy(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& targets) {
+at::Tensor LinearCrossEntropy(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& targets,
+                              LinearCrossEntropyPath path) {
   TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1),
               "LinearCrossEntropy: x [N, d] ", x.sizes(), " and weight [V, d] ", weight.sizes(),
               " do not match");
   TORCH_CHECK(targets.numel() == x.size(0), "LinearCrossEntropy: ", targets.numel(), " targets for ",
               x.size(0), " rows");
-  return LinearCrossEntropyFunction::apply(x, weight, targets.reshape({-1}));
+  const bool whole_tensor =
+      path == LinearCrossEntropyPath::kWholeTensor || (path == LinearCrossEntropyPath::kAuto && !x.is_cpu());
+  return LinearCrossEntropyFunction::apply(x, weight, targets.reshape({-1}), whole_tensor);
 }
 
 }  // namespace nats

@@ -10,12 +10,21 @@
 //
 // Values and gradients equal at::cross_entropy_loss(x W^T, targets) (mean reduction) to float rounding
 // (tests/nats/linear_cross_entropy_test.cpp). x [N, d], weight [V, d], targets [N] int64 in [0, V).
+//
+// Two paths with the same contract. kRowBlocks (CPU tensors): the blocked host loop above. kWholeTensor
+// (tensors on any other device, e.g. CUDA): the same softmax - onehot gradient built by whole-tensor ATen ops
+// (logsumexp, exp, scatter_add), with no host loop over rows and no per-block synchronisation; the loss math
+// runs in fp32 when the logits come out of a bf16 autocast matmul. kAuto picks by x's device; tests pick
+// kWholeTensor on the CPU to check it against the unfused loss.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 namespace nats {
 
-at::Tensor LinearCrossEntropy(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& targets);
+enum class LinearCrossEntropyPath { kAuto, kRowBlocks, kWholeTensor };
+
+at::Tensor LinearCrossEntropy(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& targets,
+                              LinearCrossEntropyPath path = LinearCrossEntropyPath::kAuto);
 
 }  // namespace nats

@@ -12,6 +12,10 @@
 #include "parallel/mpi_communicator.h"
 #include "parallel/nccl_communicator.h"
 
+#ifndef NATS_HAVE_NCCL
+#define NATS_HAVE_NCCL 0  // parallel/CMakeLists.txt defines it to 1 when the NCCL communicator is built
+#endif
+
 namespace nats::parallel {
 
 std::string_view ReduceOpName(ReduceOp op) {
@@ -46,8 +50,13 @@ bool LaunchedByMpi() {
   return false;
 }
 
-absl::StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(Backend backend) {
-  if (backend == Backend::kAuto) backend = LaunchedByMpi() ? Backend::kMpi : Backend::kLocal;
+absl::StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(Backend backend,
+                                                               std::optional<int> cuda_device) {
+  if (backend == Backend::kAuto) {
+    backend = !LaunchedByMpi()                            ? Backend::kLocal
+              : cuda_device.has_value() && NATS_HAVE_NCCL ? Backend::kNccl
+                                                          : Backend::kMpi;
+  }
   switch (backend) {
     case Backend::kLocal:
       return std::unique_ptr<Communicator>(std::make_unique<LocalCommunicator>());
@@ -59,6 +68,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(Backend backend) 
     case Backend::kNccl: {
       auto world = MpiCommunicator::World();
       if (!world.ok()) return world.status();
+      if (cuda_device.has_value()) return MakeNcclCommunicator(std::move(*world), *cuda_device);
       auto device = (*world)->LocalRank();
       if (!device.ok()) return device.status();
       return MakeNcclCommunicator(std::move(*world), *device);

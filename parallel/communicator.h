@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -132,14 +133,16 @@ absl::StatusOr<Backend> ParseBackend(std::string_view name);
 bool LaunchedByMpi();
 
 // The world communicator for `backend`.
-//  kAuto:  MPI when LaunchedByMpi(), otherwise LocalCommunicator. A plain `nats train` therefore never
-//          initialises MPI (no singleton start-up cost, works where MPI is broken); `mpirun -np 1`
-//          gives an MPI world of size 1.
+//  kAuto:  under LaunchedByMpi(), NCCL when `cuda_device` is given and the build has NCCL, else MPI;
+//          otherwise LocalCommunicator. A plain `nats train` therefore never initialises MPI (no
+//          singleton start-up cost, works where MPI is broken); `mpirun -np 1` gives a world of size 1.
 //  kLocal: LocalCommunicator, even under mpirun (every rank then trains alone).
 //  kMpi:   initialises MPI (InitMpi, also as a singleton without mpirun) and wraps MPI_COMM_WORLD.
-//  kNccl:  MPI world for bootstrap, then one NCCL communicator over CUDA device = local rank on the
-//          node. Unimplemented when the build has no NCCL.
-absl::StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(Backend backend);
+//  kNccl:  MPI world for bootstrap, then one NCCL communicator on CUDA device `cuda_device` (default: the
+//          local rank on the node). Unimplemented when the build has no NCCL.
+// `cuda_device`: the CUDA device of this rank's tensors (runtime/device_placement.h), none for a CPU run.
+absl::StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(Backend backend,
+                                                               std::optional<int> cuda_device = std::nullopt);
 inline absl::StatusOr<std::unique_ptr<Communicator>> MakeWorldCommunicator() {
   return MakeCommunicator(Backend::kAuto);
 }

@@ -65,6 +65,9 @@ ncclRedOp_t NcclOp(ReduceOp op) {
 
 size_t Bytes(const at::Tensor& t) { return static_cast<size_t>(t.numel()) * t.element_size(); }
 
+// A defined CPU tensor: routed to the MPI bootstrap (undefined ones reach the checks and their message).
+bool IsHost(const at::Tensor& t) { return t.defined() && t.is_cpu(); }
+
 class NcclCommunicator;
 
 // Completion of work enqueued on the NCCL stream, observed through an event.
@@ -127,8 +130,15 @@ class NcclCommunicator : public Communicator {
     comm_ = nullptr;
   }
 
-  absl::Status AllReduce(at::Tensor& t, ReduceOp op) override { return AllReduceAsync(t, op)->Wait(); }
+  // Host tensors (the trainer's metrics, flags and checkpoint reports) go through the MPI bootstrap; device
+  // tensors (gradients, weights, KV packets) through NCCL. Both block until done, so their order is the
+  // program's.
+  absl::Status AllReduce(at::Tensor& t, ReduceOp op) override {
+    if (IsHost(t)) return bootstrap_->AllReduce(t, op);
+    return AllReduceAsync(t, op)->Wait();
+  }
   std::unique_ptr<Work> AllReduceAsync(at::Tensor& t, ReduceOp op) override {
+    if (IsHost(t)) return bootstrap_->AllReduceAsync(t, op);
     absl::Status s = internal::CheckTensor(t, "AllReduce", true, true);
     if (s.ok()) s = internal::CheckReduceOp(t, op, "AllReduce");
     auto type = NcclType(t);
@@ -143,6 +153,7 @@ class NcclCommunicator : public Communicator {
   }
 
   absl::Status AllGather(const at::Tensor& in, at::Tensor& out) override {
+    if (IsHost(in) && IsHost(out)) return bootstrap_->AllGather(in, out);
     absl::Status s = internal::CheckTensor(in, "AllGather input", false, true);
     if (s.ok()) s = internal::CheckTensor(out, "AllGather output", false, true);
     if (s.ok() && (out.numel() != size() * in.numel() || out.scalar_type() != in.scalar_type())) {
@@ -157,6 +168,7 @@ class NcclCommunicator : public Communicator {
   }
 
   absl::Status AllGatherV(const at::Tensor& in, std::vector<at::Tensor>* out) override {
+    if (IsHost(in)) return bootstrap_->AllGatherV(in, out);
     if (auto s = internal::CheckTensor(in, "AllGatherV", false, true); !s.ok()) return s;
     if (in.dim() == 0) return absl::InvalidArgumentError("AllGatherV: input must have at least 1 dimension");
     // Row counts travel through MPI (host metadata); the payload through grouped NCCL broadcasts.
@@ -195,6 +207,7 @@ class NcclCommunicator : public Communicator {
     return ReduceScatterAsync(in, out, op)->Wait();
   }
   std::unique_ptr<Work> ReduceScatterAsync(const at::Tensor& in, at::Tensor& out, ReduceOp op) override {
+    if (IsHost(in) && IsHost(out)) return bootstrap_->ReduceScatterAsync(in, out, op);
     absl::Status s = internal::CheckTensor(in, "ReduceScatter input", true, true);
     if (s.ok()) s = internal::CheckTensor(out, "ReduceScatter output", true, true);
     if (s.ok()) s = internal::CheckReduceOp(in, op, "ReduceScatter");
@@ -215,6 +228,7 @@ class NcclCommunicator : public Communicator {
   }
 
   absl::Status Broadcast(at::Tensor& t, int root) override {
+    if (IsHost(t)) return bootstrap_->Broadcast(t, root);
     absl::Status s = internal::CheckTensor(t, "Broadcast", false, true);
     if (s.ok() && (root < 0 || root >= size()))
       s = absl::InvalidArgumentError("Broadcast: root out of range");
@@ -228,14 +242,16 @@ class NcclCommunicator : public Communicator {
   }
 
   // NCCL point-to-point has no tags; messages between a pair are matched in call order.
-  absl::Status Send(const at::Tensor& t, int peer, int /*tag*/) override {
+  absl::Status Send(const at::Tensor& t, int peer, int tag) override {
+    if (IsHost(t)) return bootstrap_->Send(t, peer, tag);
     absl::Status s = internal::CheckTensor(t, "Send", false, true);
     if (s.ok())
       s = Launch([&] { return ncclSend(t.data_ptr(), Bytes(t), ncclUint8, peer, comm_, stream_); },
                  "ncclSend");
     return NcclWork("Send", this, {t}, s).Wait();
   }
-  absl::Status Recv(at::Tensor& t, int peer, int /*tag*/) override {
+  absl::Status Recv(at::Tensor& t, int peer, int tag) override {
+    if (IsHost(t)) return bootstrap_->Recv(t, peer, tag);
     absl::Status s = internal::CheckTensor(t, "Recv", false, true);
     if (s.ok())
       s = Launch([&] { return ncclRecv(t.data_ptr(), Bytes(t), ncclUint8, peer, comm_, stream_); },
@@ -244,6 +260,7 @@ class NcclCommunicator : public Communicator {
   }
 
   absl::Status AllToAllV(const std::vector<at::Tensor>& send, std::vector<at::Tensor>* recv) override {
+    if (!send.empty() && IsHost(send[0])) return bootstrap_->AllToAllV(send, recv);
     if (static_cast<int>(send.size()) != size()) {
       return absl::InvalidArgumentError(absl::StrCat("AllToAllV: need one tensor per rank (", size(), ")"));
     }

@@ -9,6 +9,9 @@
 // stream wait on the NCCL stream and then poll the stream's completion with the timeout, calling
 // ncclCommAbort when it expires (a hung NCCL kernel never returns otherwise).
 //
+// CPU tensors passed to any collective go through the MPI bootstrap instead, so callers mix host
+// metadata (loss sums, stop flags, checkpoint reports) and device payloads on one communicator.
+//
 // Only compiled when CUDA and NCCL are found (NATS_HAVE_NCCL); elsewhere the factory returns
 // UnimplementedError. This header carries no CUDA or NCCL types so it can be included everywhere.
 #pragma once

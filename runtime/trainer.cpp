@@ -37,6 +37,7 @@
 #include "parallel/zero_optimizer.h"
 #include "runtime/checkpointing.h"
 #include "runtime/config.h"
+#include "runtime/device_placement.h"
 #include "runtime/distill_loss.h"
 #include "runtime/event_file_writer.h"
 #include "runtime/inference_model.h"
@@ -153,7 +154,8 @@ class TrainerState {
   std::unique_ptr<parallel::DataParallel> data_parallel;
   // sp > 1: this rank's chunk of every sequence and the retained-KV exchange (owned here, used by the model).
   std::unique_ptr<parallel::SequenceParallel> sequence_parallel;
-  int threads = 1;  // intra-op and BLAS threads of this rank (train.threads)
+  int threads = 1;      // intra-op and BLAS threads of this rank (train.threads)
+  Placement placement;  // train.device / train.precision (runtime/device_placement.h)
   // This rank's loss is its chunk's mean loss times this (1 without sequence parallelism): see
   // SetUpSequenceParallel.
   double sp_loss_share = 1;
@@ -538,15 +540,33 @@ namespace {
 
 // The world communicator (parallel.backend), the validated config, and the dp x sp process grid; every rank
 // must run the same config.
+// The device comes first: parallel.backend AUTO picks NCCL for a CUDA run, and NCCL binds to the device.
 absl::Status ConnectProcessGrid(TrainerState& st) {
   const config::Config& cfg = st.cfg;
   const int sp = cfg.parallel().sp();
-  auto backend = parallel::MakeCommunicator(static_cast<parallel::Backend>(
+  absl::StatusOr<Placement> placement =
+      ResolvePlacement(cfg.train(), LocalRankFromEnvironment(), CudaDeviceCount());
+  if (!placement.ok()) return placement.status();
+  st.placement = *placement;
+  if (st.placement.is_cuda() && cfg.parallel().backend() == config::ParallelConfig::MPI) {
+    return absl::InvalidArgumentError(
+        "parallel.backend = MPI moves CPU tensors only, but train.device resolved to CUDA; use "
+        "parallel.backend "
+        "= NCCL or AUTO (or train.device = CPU)");
+  }
+  auto backend = parallel::MakeCommunicator(
       cfg.parallel().backend() == config::ParallelConfig::AUTO   ? parallel::Backend::kAuto
       : cfg.parallel().backend() == config::ParallelConfig::MPI  ? parallel::Backend::kMpi
       : cfg.parallel().backend() == config::ParallelConfig::NCCL ? parallel::Backend::kNccl
-                                                                 : parallel::Backend::kLocal));
+                                                                 : parallel::Backend::kLocal,
+      st.placement.is_cuda() ? std::optional<int>(st.placement.device.index()) : std::nullopt);
   if (!backend.ok()) return backend.status();
+  if (st.placement.is_cuda() && (*backend)->backend() == "mpi") {
+    return absl::FailedPreconditionError(
+        "train.device resolved to CUDA under an MPI launch, but this build has no NCCL communicator (CUDA "
+        "and "
+        "NCCL were not found at configure time); rebuild where CMake finds both, or set train.device = CPU");
+  }
   (*backend)->set_timeout(absl::Seconds(cfg.parallel().timeout_s()));
   absl::Status config_ok = ValidateConfig(cfg);
   if (config_ok.ok() && sp > cfg.model().context_length()) {
@@ -661,6 +681,8 @@ absl::Status BuildModel(TrainerState& st, const RunStart& start) {
     st.Print(absl::StrFormat("init_from %s: %d tensors loaded, %d scorer parameters initialised",
                              t.init_from(), counts->loaded, counts->initialised));
   }
+  // Weights load on the host (init_from above, a resume later copies into these tensors wherever they are).
+  st.model->to(st.placement.device);
   // DISTILL (NATS_SPEC 8): the base model is frozen and only the scorers train, so the optimizer, its state
   // in the checkpoint and the gradient all-reduce cover the scorer parameters only. Checkpoints still hold
   // every weight, so eval / generate / inspect read them as any run's.
@@ -836,9 +858,9 @@ void PrintRunHeader(const TrainerState& st, const TrainOptions& options, const T
       cfg.model().context_length(), cfg.model().vocab_size(), st.model->NumParameters() / 1e6,
       config::ModelConfig::Attention_Name(cfg.model().attention())));
   st.Print(absl::StrFormat(
-      "run: %d rank(s) (%s), dp %d x sp %d%s, batch %d = %d micro x %d accum x %d dp, %d threads/rank, "
+      "run: %d rank(s) (%s, %s), dp %d x sp %d%s, batch %d = %d micro x %d accum x %d dp, %d threads/rank, "
       "train %d tokens, val %d tokens",
-      st.world, std::string(st.comm->backend()), st.dp, st.grid->sp_size(),
+      st.world, std::string(st.comm->backend()), st.placement.Describe(), st.dp, st.grid->sp_size(),
       !st.sequence_parallel                                         ? ""
       : st.sequence_parallel->mode() == parallel::SpExchange::kFull ? " (full KV exchange)"
                                                                     : " (retained KV exchange)",
@@ -921,10 +943,12 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
     const int64_t count = std::min<int64_t>(st.micro_batch, end - first);
     auto rows = data::EvalWindows(*st.val_data, seq, first, count);
     if (!rows.ok()) return rows.status();
-    at::Tensor batch = torch::from_blob(rows->data(), {count, seq + 1}, torch::kInt32).to(torch::kInt64);
+    at::Tensor batch = torch::from_blob(rows->data(), {count, seq + 1}, torch::kInt32)
+                           .to(st.placement.device, torch::kInt64);
     const auto [begin, end] = st.Chunk(seq);  // the whole window without sequence parallelism
     at::Tensor logits;
     try {
+      AutocastScope autocast(st.placement.bf16);
       if (st.distill()) {
         // The student's logits come from the hidden state the distill loss compares, so the extra cost of the
         // validation distill loss is one dense forward.
@@ -939,8 +963,9 @@ absl::StatusOr<EvalResult> Trainer::Evaluate() {
       return absl::InternalError(absl::StrCat("evaluation: ", e.what_without_backtrace()));
     }
     at::Tensor targets = batch.narrow(1, begin + 1, end - begin);
-    at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}), {},
-                                             at::Reduction::Sum);
+    // In fp32 whatever the forward's precision (bf16 logits under autocast).
+    at::Tensor loss = at::cross_entropy_loss(logits.to(at::kFloat).reshape({-1, logits.size(-1)}),
+                                             targets.reshape({-1}), {}, at::Reduction::Sum);
     loss_sum += loss.item<double>();
     tokens += targets.numel();
     if (st.val_bytes_per_token == 0 && st.grid->sp_rank() == 0) {  // bytes of whole windows, counted once
@@ -974,8 +999,8 @@ absl::StatusOr<double> Trainer::ForwardBackward() {
   const auto& t = st.cfg.train();
   const int64_t seq = st.cfg.model().context_length();
   std::vector<int32_t> rows = st.loader->Batch(st.consumed_samples);
-  at::Tensor local =
-      torch::from_blob(rows.data(), {st.loader->local_batch(), seq + 1}, torch::kInt32).to(torch::kInt64);
+  at::Tensor local = torch::from_blob(rows.data(), {st.loader->local_batch(), seq + 1}, torch::kInt32)
+                         .to(st.placement.device, torch::kInt64);
   st.optimizer->ZeroGrad();
   double loss_value = 0;
   st.distill_mse = st.distill_kl = 0;
@@ -993,13 +1018,16 @@ absl::StatusOr<double> Trainer::ForwardBackward() {
            st.consumed_samples + st.grid->dp_rank() * st.loader->local_batch() + micro * st.micro_batch});
       at::Tensor inputs = batch.narrow(1, begin, end - begin);
       at::Tensor loss;
-      if (st.distill()) {
-        DistillLoss d = ComputeDistillLoss(st.model, inputs, st.sp_loss_share, t.distill_kl_weight());
-        loss = d.loss;
-        st.distill_mse += d.mse / st.accum_steps;
-        st.distill_kl += d.kl / st.accum_steps;
-      } else {
-        loss = st.model->Loss(inputs, batch.narrow(1, begin + 1, end - begin)) * st.sp_loss_share;
+      {
+        AutocastScope autocast(st.placement.bf16);  // the forward only; backward follows the forward's dtypes
+        if (st.distill()) {
+          DistillLoss d = ComputeDistillLoss(st.model, inputs, st.sp_loss_share, t.distill_kl_weight());
+          loss = d.loss;
+          st.distill_mse += d.mse / st.accum_steps;
+          st.distill_kl += d.kl / st.accum_steps;
+        } else {
+          loss = st.model->Loss(inputs, batch.narrow(1, begin + 1, end - begin)) * st.sp_loss_share;
+        }
       }
       if (!st.fault_loss_scale.empty() && st.grid->dp_rank() == 0 && micro == 0) {
         // Fault injection: a bad batch on one data-parallel rank only, as a corrupt shard would give.

@@ -7,6 +7,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <string>
+
+#include "absl/strings/str_cat.h"
 #include "nats/transformer.h"
 
 namespace nats {
@@ -17,9 +20,10 @@ struct Result {
   at::Tensor dx, dw;
 };
 
-Result Run(bool fused, const at::Tensor& x0, const at::Tensor& w0, const at::Tensor& t, double upstream) {
+Result Run(bool fused, const at::Tensor& x0, const at::Tensor& w0, const at::Tensor& t, double upstream,
+           LinearCrossEntropyPath path = LinearCrossEntropyPath::kAuto) {
   at::Tensor x = x0.clone().requires_grad_(), w = w0.clone().requires_grad_();
-  at::Tensor loss = fused ? LinearCrossEntropy(x, w, t) : at::cross_entropy_loss(at::mm(x, w.t()), t);
+  at::Tensor loss = fused ? LinearCrossEntropy(x, w, t, path) : at::cross_entropy_loss(at::mm(x, w.t()), t);
   (loss * upstream).backward();
   return {loss.item<double>(), x.grad(), w.grad()};
 }
@@ -30,10 +34,18 @@ void Compare(at::ScalarType dtype, int64_t n, int64_t d, int64_t v, double tol) 
   at::Tensor t = torch::randint(0, v, {n}, at::kLong);
   for (int threads : {1, 2}) {
     at::set_num_threads(threads);
-    const Result want = Run(false, x, w, t, 0.7), got = Run(true, x, w, t, 0.7);
-    EXPECT_NEAR(got.loss, want.loss, tol * std::abs(want.loss)) << "threads " << threads;
-    EXPECT_LE((got.dx - want.dx).abs().max().item<double>(), tol * want.dx.abs().max().item<double>());
-    EXPECT_LE((got.dw - want.dw).abs().max().item<double>(), tol * want.dw.abs().max().item<double>());
+    const Result want = Run(false, x, w, t, 0.7);
+    // The host row-block path (CPU) and the whole-tensor path (what CUDA tensors take), both here on CPU.
+    for (LinearCrossEntropyPath path :
+         {LinearCrossEntropyPath::kRowBlocks, LinearCrossEntropyPath::kWholeTensor}) {
+      const Result got = Run(true, x, w, t, 0.7, path);
+      const std::string where = absl::StrCat("threads ", threads, ", path ", static_cast<int>(path));
+      EXPECT_NEAR(got.loss, want.loss, tol * std::abs(want.loss)) << where;
+      EXPECT_LE((got.dx - want.dx).abs().max().item<double>(), tol * want.dx.abs().max().item<double>())
+          << where;
+      EXPECT_LE((got.dw - want.dw).abs().max().item<double>(), tol * want.dw.abs().max().item<double>())
+          << where;
+    }
   }
 }
 

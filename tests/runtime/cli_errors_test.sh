@@ -113,6 +113,11 @@ expect train_context_huge "model.context_length" "${T[@]}" --set model.context_l
 expect train_vocab_huge "model.vocab_size" "${T[@]}" --set model.vocab_size=2000000000
 expect train_unknown_field "model.colour" "${T[@]}" --set model.colour=blue
 expect train_bad_enum "model.norm" "${T[@]}" --set model.norm=SOFT
+# This machine's LibTorch sees no GPU (a CPU build, or none present); the GPU machine skips these two.
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  expect train_cuda_without_gpu "train.device = CPU or AUTO" "${T[@]}" --set train.device=CUDA
+  expect train_bf16_on_cpu "train.precision = FP32" "${T[@]}" --set train.precision=BF16
+fi
 expect train_shard_other_vocab "model.vocab_size" "${T[@]}" --set data.train_path="$WORK/big_vocab.tok"
 expect train_missing_config "nope.textproto" "$NATS" train --config "$WORK/nope.textproto"
 expect tokenize_bad_tokenizer "tokenizer" "$NATS" tokenize --tokenizer=sentencepiece
