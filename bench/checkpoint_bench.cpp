@@ -28,7 +28,7 @@
 #include "checkpoints/checkpoint_dir.h"
 #include "checkpoints/crc32c.h"
 #include "parallel/communicator.h"
-#include "parallel/mpi_communicator.h"
+#include "parallel/mpi_runtime.h"
 #include "runtime/checkpointing.h"
 
 namespace {

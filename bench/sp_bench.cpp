@@ -26,7 +26,7 @@
 #include "data/token_shard.h"
 #include "nats/transformer.h"
 #include "parallel/communicator.h"
-#include "parallel/mpi_communicator.h"
+#include "parallel/mpi_runtime.h"
 #include "parallel/sequence_parallel.h"
 #include "runtime/inference_model.h"
 

@@ -35,7 +35,11 @@ function(nats_add_test name)
 endfunction()
 
 # nats_add_mpi_test(name NP n BINARY target [ARGS ...]): run a test binary under mpirun with n ranks.
+# Without MPI (NATS_WITH_MPI=OFF) multi-rank tests are not registered.
 function(nats_add_mpi_test name)
+  if(NOT NATS_HAVE_MPI)
+    return()
+  endif()
   cmake_parse_arguments(ARG "" "NP;BINARY" "ARGS" ${ARGN})
   add_test(NAME ${name}
     COMMAND ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe --bind-to none

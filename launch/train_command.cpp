@@ -24,7 +24,7 @@
 #include "launch/commands.h"
 #include "launch/flag_parser.h"
 #include "parallel/communicator.h"
-#include "parallel/mpi_communicator.h"
+#include "parallel/mpi_runtime.h"
 #include "runtime/config.h"
 #include "runtime/metrics_log.h"
 #include "runtime/trainer.h"

@@ -2,7 +2,9 @@
 // the commit (read at build time by cmake/GitDescribe.cmake, "-dirty" when tracked files had changes), the
 // build type, LibTorch, which communication backends are compiled in, and the compiler.
 #include <ATen/Context.h>
+#if NATS_HAVE_MPI
 #include <mpi.h>
+#endif
 #include <torch/version.h>
 
 #include <cstdio>
@@ -39,14 +41,17 @@ std::string Compiler() {
 #endif
 }
 
-// The MPI library of the headers the binary was compiled against (MPI is always required: parallel/).
+// The MPI library of the headers the binary was compiled against (NATS_WITH_MPI, on by default).
 std::string MpiLibrary() {
-#if defined(OPEN_MPI)
-  return absl::StrCat("Open MPI ", OMPI_MAJOR_VERSION, ".", OMPI_MINOR_VERSION, ".", OMPI_RELEASE_VERSION);
+#if !NATS_HAVE_MPI
+  return "no (built with -DNATS_WITH_MPI=OFF: one process only)";
+#elif defined(OPEN_MPI)
+  return absl::StrCat("yes (Open MPI ", OMPI_MAJOR_VERSION, ".", OMPI_MINOR_VERSION, ".",
+                      OMPI_RELEASE_VERSION, ")");
 #elif defined(MPICH_VERSION)
-  return absl::StrCat("MPICH ", MPICH_VERSION);
+  return absl::StrCat("yes (MPICH ", MPICH_VERSION, ")");
 #else
-  return absl::StrCat("MPI standard ", MPI_VERSION, ".", MPI_SUBVERSION);
+  return absl::StrCat("yes (MPI standard ", MPI_VERSION, ".", MPI_SUBVERSION, ")");
 #endif
 }
 
@@ -74,7 +79,7 @@ int RunVersion(int argc, char** argv) {
   std::printf("nats %s\n", NATS_GIT_DESCRIBE);
   std::printf("build type  %s\n", NATS_BUILD_TYPE);
   std::printf("LibTorch    %s\n", TORCH_VERSION);
-  std::printf("MPI         yes (%s)\n", MpiLibrary().c_str());
+  std::printf("MPI         %s\n", MpiLibrary().c_str());
   std::printf("NCCL        %s\n", Nccl().c_str());
   std::printf("CUDA        %s\n", Cuda().c_str());
   std::printf("compiler    %s\n", Compiler().c_str());

@@ -54,7 +54,8 @@ class FusedNatsAttentionFunction : public torch::autograd::Function<FusedNatsAtt
 // Every token global (TokenType::kGlobal == 0): the causal mask, with window 0 (no sliding tokens exist).
 at::Tensor AllGlobalTypes(const at::Tensor& q, const at::Tensor& k) {
   static_assert(static_cast<int>(TokenType::kGlobal) == 0, "zeros are global types");
-  return at::zeros({q.size(0), k.size(1), q.size(2)}, at::TensorOptions().dtype(at::kChar));
+  return at::zeros({q.size(0), k.size(1), q.size(2)},
+                   at::TensorOptions().dtype(at::kChar).device(q.device()));
 }
 
 class FusedCausalAttentionFunction : public torch::autograd::Function<FusedCausalAttentionFunction> {

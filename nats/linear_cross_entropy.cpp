@@ -11,11 +11,15 @@ namespace {
 
 // Rows per block: 4 x 50304 floats = 800 KB, which stays in L2 between the passes over the block.
 constexpr int64_t kRowsPerBlock = 4;
+// Rows per chunk of the chunked path: 1024 x 50304 fp32 logits = 206 MB at a time, enough rows for the GPU's
+// matmuls to run near peak.
+constexpr int64_t kChunkRows = 1024;
 
 class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossEntropyFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const at::Tensor& weight, const at::Tensor& targets, bool whole_tensor) {
+                            const at::Tensor& weight, const at::Tensor& targets, bool whole_tensor,
+                            bool chunked) {
     const int64_t n = x.size(0), v = weight.size(0);
     at::Tensor t = targets.to(at::kLong).contiguous();
     if (n > 0) {
@@ -23,6 +27,35 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
                   "LinearCrossEntropy: targets must be in [0, ", v, ")");
     }
     ctx->saved_data["n"] = n;
+    ctx->saved_data["chunked"] = chunked;
+    if (chunked) {
+      // Row chunks of the logits: each chunk's gradient softmax - onehot is turned into its share of dx and
+      // dW at once and dropped, so no [N, V] tensor ever exists (the backward only scales the saved dx, dW).
+      // Matmuls in x's dtype (bf16 under autocast), the loss math and the dW accumulation in fp32.
+      const at::ScalarType mm_type = x.scalar_type();
+      const at::ScalarType acc_type = mm_type == at::kDouble ? at::kDouble : at::kFloat;
+      const at::Tensor w = weight.to(mm_type);
+      at::Tensor dx = at::empty(x.sizes(), x.options().dtype(acc_type));
+      at::Tensor dw = at::zeros(weight.sizes(), weight.options().dtype(acc_type));
+      at::Tensor loss = at::zeros({}, x.options().dtype(acc_type));
+      for (int64_t r0 = 0; r0 < n; r0 += kChunkRows) {
+        const int64_t rows = std::min(kChunkRows, n - r0);
+        const at::Tensor xc = x.narrow(0, r0, rows).to(mm_type);
+        at::Tensor z = at::mm(xc, w.t()).to(acc_type);
+        const at::Tensor idx = t.narrow(0, r0, rows).unsqueeze(1);
+        const at::Tensor lse = at::logsumexp(z, 1, /*keepdim=*/true);
+        loss.add_((lse - z.gather(1, idx)).sum());
+        z.sub_(lse).exp_();
+        z.scatter_add_(1, idx, at::full({rows, 1}, -1.0, z.options()));  // softmax - onehot
+        const at::Tensor g = z.to(mm_type);
+        dx.narrow(0, r0, rows).copy_(at::mm(g, w));
+        dw.add_(at::mm(g.t(), xc).to(acc_type));
+      }
+      ctx->save_for_backward({dx, dw});
+      ctx->saved_data["x_dtype"] = x.scalar_type();
+      ctx->saved_data["w_dtype"] = weight.scalar_type();
+      return (loss / static_cast<double>(std::max<int64_t>(n, 1))).to(x.scalar_type());
+    }
     if (whole_tensor) {
       // At least fp32 (bf16 logits come from an autocast matmul): a bf16 logsumexp over 50k entries would
       // lose the loss's digits.
@@ -64,6 +97,14 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
     const auto saved = ctx->get_saved_variables();
+    if (ctx->saved_data["chunked"].toBool()) {
+      const int64_t n_rows = ctx->saved_data["n"].toInt();
+      const at::Tensor scale =
+          grad_out[0].to(saved[0].scalar_type()) / static_cast<double>(std::max<int64_t>(n_rows, 1));
+      return {(saved[0] * scale).to(ctx->saved_data["x_dtype"].toScalarType()),
+              (saved[1] * scale).to(ctx->saved_data["w_dtype"].toScalarType()), at::Tensor(), at::Tensor(),
+              at::Tensor()};
+    }
     const at::Tensor& x = saved[0];
     const at::Tensor& weight = saved[1];
     const at::Tensor& grad = saved[2];
@@ -73,7 +114,7 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
     // grad is fp32 on the whole-tensor path; the gradients take their inputs' dtypes.
     at::Tensor dx = at::mm(grad, weight.to(grad.scalar_type())).mul_(scale).to(x.scalar_type());
     at::Tensor dw = at::mm(grad.t(), x.to(grad.scalar_type())).mul_(scale).to(weight.scalar_type());
-    return {dx, dw, at::Tensor(), at::Tensor()};
+    return {dx, dw, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -86,9 +127,10 @@ at::Tensor LinearCrossEntropy(const at::Tensor& x, const at::Tensor& weight, con
               " do not match");
   TORCH_CHECK(targets.numel() == x.size(0), "LinearCrossEntropy: ", targets.numel(), " targets for ",
               x.size(0), " rows");
-  const bool whole_tensor =
-      path == LinearCrossEntropyPath::kWholeTensor || (path == LinearCrossEntropyPath::kAuto && !x.is_cpu());
-  return LinearCrossEntropyFunction::apply(x, weight, targets.reshape({-1}), whole_tensor);
+  const bool chunked =
+      path == LinearCrossEntropyPath::kChunked || (path == LinearCrossEntropyPath::kAuto && !x.is_cpu());
+  const bool whole_tensor = path == LinearCrossEntropyPath::kWholeTensor;
+  return LinearCrossEntropyFunction::apply(x, weight, targets.reshape({-1}), whole_tensor, chunked);
 }
 
 }  // namespace nats

@@ -9,11 +9,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "parallel/local_communicator.h"
+#if NATS_HAVE_MPI
 #include "parallel/mpi_communicator.h"
+#endif
 #include "parallel/nccl_communicator.h"
 
 #ifndef NATS_HAVE_NCCL
 #define NATS_HAVE_NCCL 0  // parallel/CMakeLists.txt defines it to 1 when the NCCL communicator is built
+#endif
+#ifndef NATS_HAVE_MPI
+#define NATS_HAVE_MPI 0  // likewise for the MPI communicator (NATS_WITH_MPI)
 #endif
 
 namespace nats::parallel {
@@ -61,17 +66,40 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(Backend backend,
     case Backend::kLocal:
       return std::unique_ptr<Communicator>(std::make_unique<LocalCommunicator>());
     case Backend::kMpi: {
+#if NATS_HAVE_MPI
       auto world = MpiCommunicator::World();
       if (!world.ok()) return world.status();
       return std::unique_ptr<Communicator>(std::move(*world));
+#else
+      return absl::UnimplementedError(
+          "parallel.backend: this process was started by an MPI launcher (or asked for MPI), but the build "
+          "has "
+          "no MPI (-DNATS_WITH_MPI=OFF); rebuild with Open MPI installed, or run one process without mpirun");
+#endif
     }
     case Backend::kNccl: {
+#if NATS_HAVE_MPI
       auto world = MpiCommunicator::World();
       if (!world.ok()) return world.status();
-      if (cuda_device.has_value()) return MakeNcclCommunicator(std::move(*world), *cuda_device);
-      auto device = (*world)->LocalRank();
-      if (!device.ok()) return device.status();
-      return MakeNcclCommunicator(std::move(*world), *device);
+      int device = 0;
+      if (cuda_device.has_value()) {
+        device = *cuda_device;
+      } else {
+        auto local = (*world)->LocalRank();
+        if (!local.ok()) return local.status();
+        device = *local;
+      }
+      return MakeNcclCommunicator(std::unique_ptr<Communicator>(std::move(*world)), device);
+#else
+      // One process: nothing to bootstrap, so a local communicator carries the unique id and host tensors.
+      if (LaunchedByMpi()) {
+        return absl::UnimplementedError(
+            "parallel.backend=nccl under an MPI launcher needs MPI to share NCCL's unique id, but this build "
+            "has "
+            "no MPI (-DNATS_WITH_MPI=OFF); rebuild with Open MPI installed");
+      }
+      return MakeNcclCommunicator(std::make_unique<LocalCommunicator>(), cuda_device.value_or(0));
+#endif
     }
     case Backend::kAuto:
       break;
@@ -80,7 +108,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(Backend backend,
 }
 
 #if !NATS_HAVE_NCCL
-absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(std::unique_ptr<MpiCommunicator>, int) {
+absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(std::unique_ptr<Communicator>, int) {
   return absl::UnimplementedError(
       "parallel.backend=nccl: this build has no NCCL (CUDA/NCCL were not found at configure time); rebuild "
       "with "

@@ -247,6 +247,8 @@ void FinalizeMpi() {
 
 int MpiThreadLevel() { return g_thread_level; }
 
+bool BuiltWithMpi() { return true; }
+
 void AbortMpiJob(int code) {
   int initialized = 0;
   MPI_Initialized(&initialized);

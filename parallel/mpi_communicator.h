@@ -1,13 +1,7 @@
 // parallel/mpi_communicator.h
 //
-// MPI process runtime and the MPI communicator for CPU tensors.
-//
-// InitMpi()/FinalizeMpi() (or the RAII MpiRuntime) bracket MPI use in a process:
-//  - InitMpi is idempotent and thread safe; it requests MPI_THREAD_MULTIPLE (hooks may call MPI from
-//    an autograd worker thread) and accepts what the library provides (MpiThreadLevel()).
-//  - If somebody else already initialised MPI, InitMpi adopts it and FinalizeMpi leaves it alone.
-//  - Without mpirun, Open MPI starts as a singleton world of size 1; that works, but MakeWorldCommunicator
-//    (communicator.h) avoids it by choosing LocalCommunicator there.
+// The MPI communicator for CPU tensors (the process runtime, InitMpi / FinalizeMpi: parallel/mpi_runtime.h).
+// Built only with MPI (NATS_WITH_MPI, the default).
 //
 // MpiCommunicator implements every call with non-blocking MPI (MPI_Iallreduce, MPI_Ibarrier, ...) and
 // polls MPI_Test until timeout(), so nothing hangs silently (what a timeout does: communicator.h). A rank
@@ -21,29 +15,9 @@
 #include <mpi.h>
 
 #include "parallel/communicator.h"
+#include "parallel/mpi_runtime.h"
 
 namespace nats::parallel {
-
-absl::Status InitMpi();
-// Finalizes MPI if InitMpi initialised it; free every MpiCommunicator first.
-void FinalizeMpi();
-// The thread level MPI granted (MPI_THREAD_*); -1 before InitMpi.
-int MpiThreadLevel();
-// Ends the whole job: MPI_Abort(MPI_COMM_WORLD, code) when MPI is initialised and not finalized (mpirun
-// then kills every rank, stopped ones included, and exits with `code`), std::_Exit(code) otherwise.
-[[noreturn]] void AbortMpiJob(int code);
-
-class MpiRuntime {
- public:
-  MpiRuntime() : status_(InitMpi()) {}
-  ~MpiRuntime() { FinalizeMpi(); }
-  MpiRuntime(const MpiRuntime&) = delete;
-  MpiRuntime& operator=(const MpiRuntime&) = delete;
-  const absl::Status& status() const { return status_; }
-
- private:
-  absl::Status status_;
-};
 
 class MpiCommunicator : public Communicator {
  public:

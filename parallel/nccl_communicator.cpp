@@ -89,7 +89,7 @@ class NcclWork : public Work {
 
 class NcclCommunicator : public Communicator {
  public:
-  NcclCommunicator(std::unique_ptr<MpiCommunicator> bootstrap, int device)
+  NcclCommunicator(std::unique_ptr<Communicator> bootstrap, int device)
       : bootstrap_(std::move(bootstrap)), device_(device) {
     set_timeout(bootstrap_->timeout());
     set_abort_on_timeout(bootstrap_->abort_on_timeout());
@@ -301,13 +301,12 @@ class NcclCommunicator : public Communicator {
   }
 
   absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override {
-    auto child_mpi = bootstrap_->Split(color, key);
-    if (!child_mpi.ok()) return child_mpi.status();
-    std::unique_ptr<MpiCommunicator> typed(static_cast<MpiCommunicator*>(child_mpi->release()));
+    auto child = bootstrap_->Split(color, key);
+    if (!child.ok()) return child.status();
     // The bootstrap keeps the settings it was created with; the child takes this communicator's.
-    typed->set_timeout(timeout());
-    typed->set_abort_on_timeout(abort_on_timeout());
-    return MakeNcclCommunicator(std::move(typed), device_);
+    (*child)->set_timeout(timeout());
+    (*child)->set_abort_on_timeout(abort_on_timeout());
+    return MakeNcclCommunicator(*std::move(child), device_);
   }
 
  private:
@@ -327,7 +326,7 @@ class NcclCommunicator : public Communicator {
     return NcclStatus(enqueue(), what);
   }
 
-  std::unique_ptr<MpiCommunicator> bootstrap_;
+  std::unique_ptr<Communicator> bootstrap_;
   int device_;
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
@@ -390,7 +389,7 @@ absl::Status NcclWork::Wait() {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(std::unique_ptr<MpiCommunicator> bootstrap,
+absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(std::unique_ptr<Communicator> bootstrap,
                                                                    int device) {
   auto comm = std::make_unique<NcclCommunicator>(std::move(bootstrap), device);
   if (auto s = comm->Init(); !s.ok()) return s;

@@ -1,7 +1,7 @@
 // parallel/nccl_communicator.h
 //
-// NCCL communicator for CUDA tensors (one process per GPU). MPI bootstraps it: rank 0 creates the
-// ncclUniqueId and broadcasts it through `bootstrap`, which the NCCL communicator keeps for Split
+// NCCL communicator for CUDA tensors (one process per GPU). A host communicator (MPI) bootstraps it: rank 0
+// creates the ncclUniqueId and broadcasts it through `bootstrap`, which the NCCL communicator keeps for Split
 // (a new id per child group), for Barrier and for the AllGatherV/AllToAllV metadata.
 //
 // Collectives run on the communicator's own CUDA stream, which first waits on the caller's current
@@ -19,12 +19,12 @@
 #include <memory>
 
 #include "parallel/communicator.h"
-#include "parallel/mpi_communicator.h"
 
 namespace nats::parallel {
 
-// `device`: the CUDA device of this rank (usually MpiCommunicator::LocalRank()).
-absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(std::unique_ptr<MpiCommunicator> bootstrap,
+// `bootstrap`: a communicator of CPU tensors over the same ranks (MPI; a LocalCommunicator for one process in
+// a build without MPI). `device`: this rank's CUDA device (runtime/device_placement.h).
+absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(std::unique_ptr<Communicator> bootstrap,
                                                                    int device);
 
 }  // namespace nats::parallel

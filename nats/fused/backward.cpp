@@ -33,6 +33,7 @@
 #pragma GCC optimize("O3")
 #endif
 
+#include "nats/cuda/device_attention.h"
 #include "nats/fused/row_kernels.h"
 #include "nats/fused/task_schedule.h"
 #include "nats/fused/tile_blas.h"
@@ -328,6 +329,7 @@ FusedGradients FusedNatsBackward(const at::Tensor& q, const at::Tensor& k, const
                                  const at::Tensor& types, const FusedForwardResult& forward,
                                  const at::Tensor& dout, const AttentionOptions& options,
                                  bool need_type_grad) {
+  if (q.is_cuda()) return RowwiseNatsBackward(q, k, v, types, forward, dout, options, need_type_grad);
   RECORD_FUNCTION("nats::fused_attention_backward", std::vector<c10::IValue>());  // runtime/op_profiler.h
   TORCH_CHECK(options.window >= 0, "NAtS window must be >= 0, got ", options.window);
   const AttentionDims dims = CheckFusedShapes(q, k, v, types);

@@ -26,6 +26,7 @@
 #pragma GCC optimize("O3")
 #endif
 
+#include "nats/cuda/device_attention.h"
 #include "nats/fused/row_kernels.h"
 #include "nats/fused/task_schedule.h"
 #include "nats/fused/tile_blas.h"
@@ -123,10 +124,12 @@ FusedForwardResult ForwardTyped(const at::Tensor& q, const at::Tensor& k, const 
 FusedForwardResult FusedNatsForward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const at::Tensor& types, int64_t window, bool keep_lse,
                                     bool keep_full_lse, int64_t query_begin) {
+  // CUDA tensors: the row-wise kernels of nats/cuda/ (same contract).
+  if (q.is_cuda()) return RowwiseNatsForward(q, k, v, types, window, keep_lse, keep_full_lse, query_begin);
   RECORD_FUNCTION("nats::fused_attention_forward", std::vector<c10::IValue>());  // runtime/op_profiler.h
   TORCH_CHECK(window >= 0, "NAtS window must be >= 0, got ", window);
   const AttentionDims dims = CheckFusedShapes(q, k, v, types);
-  TORCH_CHECK(q.device().is_cpu(), "fused NAtS attention runs on CPU tensors; got ", q.device());
+  TORCH_CHECK(q.device().is_cpu(), "fused NAtS attention runs on CPU or CUDA tensors; got ", q.device());
   at::NoGradGuard no_grad;
   if (AttentionComputeType(q) == at::kDouble) {
     return ForwardTyped<double>(q, k, v, types, window, keep_lse, keep_full_lse, query_begin, dims);

@@ -35,9 +35,10 @@ void Compare(at::ScalarType dtype, int64_t n, int64_t d, int64_t v, double tol) 
   for (int threads : {1, 2}) {
     at::set_num_threads(threads);
     const Result want = Run(false, x, w, t, 0.7);
-    // The host row-block path (CPU) and the whole-tensor path (what CUDA tensors take), both here on CPU.
-    for (LinearCrossEntropyPath path :
-         {LinearCrossEntropyPath::kRowBlocks, LinearCrossEntropyPath::kWholeTensor}) {
+    // The host row-block path (CPU), the chunked path (what CUDA tensors take) and the whole-tensor path,
+    // all here on CPU.
+    for (LinearCrossEntropyPath path : {LinearCrossEntropyPath::kRowBlocks, LinearCrossEntropyPath::kChunked,
+                                        LinearCrossEntropyPath::kWholeTensor}) {
       const Result got = Run(true, x, w, t, 0.7, path);
       const std::string where = absl::StrCat("threads ", threads, ", path ", static_cast<int>(path));
       EXPECT_NEAR(got.loss, want.loss, tol * std::abs(want.loss)) << where;
@@ -52,6 +53,10 @@ void Compare(at::ScalarType dtype, int64_t n, int64_t d, int64_t v, double tol) 
 TEST(LinearCrossEntropy, MatchesUnfusedInDouble) { Compare(at::kDouble, 37, 16, 101, 1e-12); }
 
 TEST(LinearCrossEntropy, MatchesUnfusedInFloatAtGpt2Vocabulary) { Compare(at::kFloat, 66, 32, 50304, 2e-5); }
+
+// More rows than one chunk of the chunked path (1024), with a partial last chunk: the chunks' shares of dx
+// and dW must add up exactly as the unchunked gradient.
+TEST(LinearCrossEntropy, ChunkedPathAcrossSeveralChunks) { Compare(at::kDouble, 2500, 8, 37, 1e-12); }
 
 TEST(LinearCrossEntropy, RejectsTargetsOutsideTheVocabulary) {
   at::Tensor x = torch::randn({3, 4}), w = torch::randn({5, 4});

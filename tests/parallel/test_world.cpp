@@ -6,7 +6,7 @@
 #include <memory>
 
 #include "absl/time/time.h"
-#include "parallel/mpi_communicator.h"
+#include "parallel/mpi_runtime.h"
 
 namespace nats::parallel::testing {
 namespace {

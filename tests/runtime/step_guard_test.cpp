@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "parallel/mpi_communicator.h"
+#include "parallel/mpi_runtime.h"
 #include "runtime/config.h"
 #include "runtime/trainer.h"
 
