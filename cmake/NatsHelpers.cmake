@@ -35,9 +35,12 @@ function(nats_add_test name)
 endfunction()
 
 # nats_add_mpi_test(name NP n BINARY target [ARGS ...]): run a test binary under mpirun with n ranks.
-# Without MPI (NATS_WITH_MPI=OFF) multi-rank tests are not registered.
+# Without MPI (NATS_WITH_MPI=OFF) the test is registered as skipped (ctest lists it as not run, and
+# set_tests_properties on it still works).
 function(nats_add_mpi_test name)
   if(NOT NATS_HAVE_MPI)
+    add_test(NAME ${name} COMMAND ${CMAKE_COMMAND} -E echo "skipped: built without MPI (NATS_WITH_MPI=OFF)")
+    set_tests_properties(${name} PROPERTIES SKIP_REGULAR_EXPRESSION "skipped: built without MPI")
     return()
   endif()
   cmake_parse_arguments(ARG "" "NP;BINARY" "ARGS" ${ARGN})

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "parallel/local_communicator.h"
+#include "parallel/mpi_runtime.h"  // AbortMpiJob: MPI_Abort with MPI, exit without
 #if NATS_HAVE_MPI
 #include "parallel/mpi_communicator.h"
 #endif
@@ -111,8 +112,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(Backend backend,
 absl::StatusOr<std::unique_ptr<Communicator>> MakeNcclCommunicator(std::unique_ptr<Communicator>, int) {
   return absl::UnimplementedError(
       "parallel.backend=nccl: this build has no NCCL (CUDA/NCCL were not found at configure time); rebuild "
-      "with "
-      "CUDA and NCCL or use parallel.backend=mpi");
+      "with CUDA and NCCL or use parallel.backend=mpi");
 }
 #endif
 

@@ -55,6 +55,8 @@ step() {
   local dt=$((SECONDS - t0))
   if [ $rc -eq 0 ]; then
     record "$name" ok "$dt"
+  elif [ $rc -eq 77 ]; then
+    record "$name" skipped "$dt" "\"why\":$(tail -c 200 "$OUT/logs/$name.log" | python3 -c 'import json,sys;print(json.dumps(sys.stdin.read()))')"
   elif [ $rc -eq 124 ]; then
     record "$name" timeout "$dt" "\"limit_s\":$limit"
   else
@@ -86,43 +88,64 @@ if [ -z "${NATS_CHECK_CPU:-}" ]; then
   [ -f "$PREFIX/env.sh" ] && source "$PREFIX/env.sh"
   TORCH_PREFIX=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
   CMAKE_EXTRA=(-DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$PREFIX/usr" ${NATS_GPU_CMAKE_FLAGS:-})
+  # NCCL: pip's nvidia-nccl wheel ships libnccl.so.2 and nccl.h but no unversioned libnccl.so for find_library.
+  NCCL_DIR=$(python3 -c 'import nvidia.nccl, os; print(list(nvidia.nccl.__path__)[0])' 2>/dev/null || true)
+  if [ -n "$NCCL_DIR" ] && [ -f "$NCCL_DIR/lib/libnccl.so.2" ] && [ -f "$NCCL_DIR/include/nccl.h" ]; then
+    CMAKE_EXTRA+=(-DNCCL_LIB="$NCCL_DIR/lib/libnccl.so.2" -DNCCL_INCLUDE_DIR="$NCCL_DIR/include")
+  fi
 fi
 
 # --- 2. Configure and build what the checks need.
 step configure 180 cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNATS_WITH_MPI=OFF \
   -DNATS_BUILD_BENCH=ON "${CMAKE_EXTRA[@]}" || true
 grep -E "CUDA kernels|MPI communicator|NCCL communicator|Found Torch" "$OUT/logs/configure.log" | sed 's/^/  /'
-TARGETS=(nats nats_rowwise_attention_test nats_device_placement_test nats_linear_cross_entropy_test
+TARGETS=(nats nats_rowwise_attention_test runtime_device_placement_test nats_linear_cross_entropy_test
          gpu_attention_bench)
 [ -f "$BUILD/build.ninja" ] && grep -q "nats_rowwise_gpu_check:" "$BUILD/build.ninja" && TARGETS+=(nats_rowwise_gpu_check)
-step build 300 cmake --build "$BUILD" -j "$JOBS" --target "${TARGETS[@]}" || true
+# -k 0: every compile error in one pass (one visit to the machine should show them all).
+step build "${NATS_BUILD_SECONDS:-300}" cmake --build "$BUILD" -j "$JOBS" --target "${TARGETS[@]}" -- -k 0 || true
 NATS=$BUILD/bin/nats
 TESTS=$BUILD/tests/nats
 [ -x "$NATS" ] || NATS=$(find "$BUILD" -name nats -type f -perm -u+x | head -1)
+finish() {
+  python3 "$SRC/launch/gpu/summarize.py" "$RESULTS" "$OUT/summary.json" "$WORK" "$OUT/logs"
+  echo "summary: $OUT/summary.json ($(($(date +%s) - START)) s)"
+  exit 0
+}
+if [ ! -x "$NATS" ]; then
+  record nats_binary failed 0 '"why":"the build made no nats binary; see logs/configure.log and logs/build.log"'
+  finish
+fi
 
 # --- 3. GPU tests (gtest prints which ran and which were skipped, and why).
 [ -x "$BUILD/tests/nats/nats_rowwise_gpu_check" ] &&
   step cuda_kernels_raw 60 "$BUILD/tests/nats/nats_rowwise_gpu_check" 1000 64
-for t in nats_rowwise_attention_test nats_device_placement_test nats_linear_cross_entropy_test; do
+for t in nats_rowwise_attention_test runtime_device_placement_test nats_linear_cross_entropy_test; do
   bin=$(find "$BUILD/tests" -name "$t" -type f | head -1)
   [ -n "$bin" ] && step "$t" 150 "$bin" --gtest_brief=0
 done
-grep -hE "^\[  (SKIPPED|FAILED) " "$OUT"/logs/nats_*test.log 2>/dev/null | sort -u | head -20 | sed 's/^/  /'
-[ "$QUICK" = "--quick" ] && { python3 "$SRC/launch/gpu/summarize.py" "$RESULTS" "$OUT/summary.json"; exit 0; }
+grep -hE "^\[  (SKIPPED|FAILED) " "$OUT"/logs/*_test.log 2>/dev/null | sort -u | head -20 | sed 's/^/  /'
+[ "$QUICK" = "--quick" ] && finish
 
 # --- 4. Training runs: CUDA vs CPU, bf16, save on GPU -> resume on CPU and GPU.
-step corpus 60 "$NATS" prepare --input "$SRC/docs" --input "$SRC/README.md" --tokenizer byte \
-  --out "$WORK/corpus" --overwrite
+# A byte-level corpus from the tree's own text (the machine has no network and no corpus): about 1.5 MB.
+step corpus 60 "$NATS" prepare --input "$SRC/docs/*.md" --input "$SRC/*.md" --input "$SRC/nats/*.cpp" \
+  --input "$SRC/runtime/*.cpp" --input "$SRC/parallel/*.cpp" --input "$SRC/data/*.cpp" --input "$SRC/launch/*.cpp" \
+  --format text --tokenizer byte --out "$WORK/corpus" --overwrite
 DEV=CUDA
 [ $HAVE_GPU -eq 1 ] || DEV=CPU
-common=(--config "$SRC/configs/tiny_nats.textproto" --set model.vocab_size=256 --set train.steps=30
+common=(--config "$SRC/configs/tiny_nats.textproto" --set model.vocab_size=257 --set train.steps=30
         --set train.log_interval=1 --set train.eval_interval=0 --set train.eval_windows=1
-        --set data.train_path="$WORK/corpus/train" --set data.val_path="$WORK/corpus/val" --set nats.lambda=0.01)
+        --set data.train_path="$WORK/corpus/train" --set data.val_path="$WORK/corpus/val" --set data.tokenizer=byte
+        --set nats.lambda=0.01)
 rm -rf "$WORK"/run_*
 step train_cpu 120 "$NATS" train "${common[@]}" --set train.device=CPU --set train.run_dir="$WORK/run_cpu"
 step train_cuda 120 "$NATS" train "${common[@]}" --set train.device=$DEV --set train.run_dir="$WORK/run_cuda"
-step train_cuda_bf16 120 "$NATS" train "${common[@]}" --set train.device=$DEV --set train.precision=BF16 \
+[ $HAVE_GPU -eq 1 ] && step train_cuda_bf16 120 "$NATS" train "${common[@]}" --set train.device=$DEV --set train.precision=BF16 \
   --set train.run_dir="$WORK/run_bf16"
+# NCCL at world size 1 (no MPI: a local communicator shares the unique id): every collective the trainer uses.
+[ $HAVE_GPU -eq 1 ] && step train_cuda_nccl 120 "$NATS" train "${common[@]}" --set train.device=CUDA \
+  --set parallel.backend=NCCL --set train.run_dir="$WORK/run_nccl"
 ckpt=(--set checkpoint.interval_steps=20 --set checkpoint.keep_last=2)
 step train_cuda_to_20 120 "$NATS" train "${common[@]}" "${ckpt[@]}" --set train.steps=20 --set train.device=$DEV \
   --set train.run_dir="$WORK/run_resume_cpu"
@@ -141,7 +164,8 @@ if [ $HAVE_GPU -eq 1 ]; then
         --set train.micro_batch_size=16 --set train.log_interval=2 --set train.eval_interval=0
         --set train.eval_windows=1 --set checkpoint.interval_steps=0 --set train.device=CUDA
         --set train.precision=BF16 --set train.peak_gflops=989000
-        --set data.train_path="$WORK/corpus/train" --set data.val_path="$WORK/corpus/val")
+        --set data.train_path="$WORK/corpus/train" --set data.val_path="$WORK/corpus/val"
+        --set data.tokenizer=byte)
   step gpt2_124m_ours 150 "$NATS" train "${gpt2[@]}" --set train.run_dir="$WORK/run_gpt2"
   peer=(--synthetic --device cuda --dtype bf16 --attention sdpa --layers 12 --d 768 --heads 12 --ctx 1024
         --batch 16 --micro 16 --vocab 50304 --steps 10)
@@ -150,5 +174,4 @@ if [ $HAVE_GPU -eq 1 ]; then
   bench=$(find "$BUILD" -name gpu_attention_bench -type f | head -1)
   [ -n "$bench" ] && step nats_vs_sdpa 150 "$bench" --lengths 4096,16384,32768
 fi
-python3 "$SRC/launch/gpu/summarize.py" "$RESULTS" "$OUT/summary.json" "$WORK" "$OUT/logs"
-echo "summary: $OUT/summary.json ($(( $(date +%s) - START )) s)"
+finish

@@ -120,6 +120,23 @@ AttentionDims CheckRowwise(const at::Tensor& q, const at::Tensor& k, const at::T
 
 at::ScalarType ComputeType(const at::Tensor& q) { return q.is_cuda() ? at::kFloat : AttentionComputeType(q); }
 
+// The mask data, then the forward or the backward, on the launcher's side (nats/cuda/nats_kernels.h).
+template <typename S>
+void Run(const rows::Args<S>& a, const Launcher& launch, bool backward) {
+  if (!launch.cuda) {
+    rows::host::BuildMeta(a);
+    backward ? rows::host::Backward(a) : rows::host::Forward(a);
+    return;
+  }
+#if NATS_HAVE_CUDA_KERNELS  // else LauncherFor has refused CUDA tensors
+  if constexpr (std::is_same_v<S, float>) {
+    Check(rows::gpu::BuildMeta(a, launch.stream), "mask data");
+    Check(backward ? rows::gpu::Backward(a, launch.stream) : rows::gpu::Forward(a, launch.stream),
+          backward ? "backward" : "forward");
+  }
+#endif
+}
+
 template <typename S>
 FusedForwardResult ForwardTyped(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                 const at::Tensor& types, int64_t window, bool keep_lse, bool keep_full,
@@ -141,17 +158,7 @@ FusedForwardResult ForwardTyped(const at::Tensor& q, const at::Tensor& k, const 
     result.lse_full = at::empty({dims.b, dims.h, dims.t}, qc.options());
     a.lse_f = result.lse_full.data_ptr<S>();
   }
-  if (launch.cuda) {
-    if constexpr (std::is_same_v<S, float>) {
-#if NATS_HAVE_CUDA_KERNELS  // else LauncherFor has refused CUDA tensors
-      Check(rows::gpu::BuildMeta(a, launch.stream), "mask data");
-      Check(rows::gpu::Forward(a, launch.stream), "forward");
-#endif
-    }
-  } else {
-    rows::host::BuildMeta(a);
-    rows::host::Forward(a);
-  }
+  Run(a, launch, /*backward=*/false);
   result.out = out.to(q.scalar_type());
   return result;
 }
@@ -191,17 +198,7 @@ FusedGradients BackwardTyped(const at::Tensor& q, const at::Tensor& k, const at:
     a.type_sums = type_sums.data_ptr<double>();
     a.dtypes = dtypes.data_ptr<S>();
   }
-  if (launch.cuda) {
-    if constexpr (std::is_same_v<S, float>) {
-#if NATS_HAVE_CUDA_KERNELS  // else LauncherFor has refused CUDA tensors
-      Check(rows::gpu::BuildMeta(a, launch.stream), "mask data");
-      Check(rows::gpu::Backward(a, launch.stream), "backward");
-#endif
-    }
-  } else {
-    rows::host::BuildMeta(a);
-    rows::host::Backward(a);
-  }
+  Run(a, launch, /*backward=*/true);
   FusedGradients grads;
   grads.dq = dq.to(q.scalar_type());
   grads.dk = dk.to(k.scalar_type());
