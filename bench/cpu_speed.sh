@@ -5,13 +5,19 @@
 # 4); the achieved GFLOP/s of each (dense-equivalent FLOPs, 6 N + 6 L T d per token) against a large sgemm
 # measured in the same run; then bench/tile_gemm_bench (the fused kernel against sgemm at its tile shapes).
 # Prints markdown tables (BENCHMARKS.md keeps them). Takes about 15 minutes on 2 cores.
+# Ours links the OpenMP build of OpenBLAS where it is installed (CMakeLists.txt); the sgemm peak and the PyTorch
+# peer get the same library (LD_LIBRARY_PATH), so that the ratios compare code, not BLAS builds.
 # usage: bench/cpu_speed.sh [BUILD_DIR] [STEPS] [THREADS]
 #        NATS_BEFORE=/path/to/older/nats bench/cpu_speed.sh ...   also times an older binary (a "before" column)
+#        NATS_PTHREAD_BLAS=1 bench/cpu_speed.sh ...   also times ours on OpenBLAS's pthreads build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}; STEPS=${2:-6}; THREADS=${3:-2}
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
-peak=$(/usr/bin/python3 - "$THREADS" <<'PY'
+OPENMP_BLAS=/usr/lib/x86_64-linux-gnu/openblas-openmp PTHREAD_BLAS=/usr/lib/x86_64-linux-gnu/openblas-pthread
+PEER_ENV=()
+if [ -e "$OPENMP_BLAS/libblas.so.3" ]; then PEER_ENV=(env "LD_LIBRARY_PATH=$OPENMP_BLAS"); fi
+peak=$("${PEER_ENV[@]}" /usr/bin/python3 - "$THREADS" <<'PY'
 import sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
 a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
@@ -23,8 +29,8 @@ print(f"{2 * 2048 ** 3 / best / 1e9:.1f}")
 PY
 )
 echo "sgemm 2048^3 peak: $peak GFLOP/s ($THREADS threads)" >&2
-ours() {  # NAME D ATTENTION [BINARY]
-  "${4:-$BUILD_DIR/bin/nats}" train --config configs/small.textproto --set model.d_model="$2" \
+ours() {  # NAME D ATTENTION [BINARY [LD_LIBRARY_PATH]]
+  LD_LIBRARY_PATH="${5:-${LD_LIBRARY_PATH:-}}" "${4:-$BUILD_DIR/bin/nats}" train --config configs/small.textproto --set model.d_model="$2" \
     --set model.attention="$3" --set train.steps="$STEPS" --set train.eval_interval=0 --set train.eval_windows=1 \
     --set train.log_interval=1 --set train.threads="$THREADS" --set checkpoint.interval_steps=0 \
     --set train.run_dir="$out/$1" > "$out/$1.log"
@@ -36,8 +42,12 @@ for d in 192 384; do
     ours "d${d}_dense_before" "$d" DENSE "$NATS_BEFORE"
     ours "d${d}_nats_before" "$d" NATS "$NATS_BEFORE"
   fi
+  if [ -n "${NATS_PTHREAD_BLAS:-}" ]; then
+    ours "d${d}_dense_pthread" "$d" DENSE "$BUILD_DIR/bin/nats" "$PTHREAD_BLAS"
+    ours "d${d}_nats_pthread" "$d" NATS "$BUILD_DIR/bin/nats" "$PTHREAD_BLAS"
+  fi
   for micro in 1 2 4; do
-    /usr/bin/python3 bench/pytorch_peer_train.py --shard data/books/train.tok --layers 6 --d "$d" --heads 6 \
+    "${PEER_ENV[@]}" /usr/bin/python3 bench/pytorch_peer_train.py --shard data/books/train.tok --layers 6 --d "$d" --heads 6 \
       --ctx 1024 --batch 8 --micro "$micro" --steps "$STEPS" --threads "$THREADS" > "$out/peer_d${d}_m${micro}.json"
   done
 done
@@ -56,7 +66,9 @@ for d in (192, 384):
     n = peer["params"]
     fpt = 6 * n + 6 * 6 * 1024 * d
     runs = [("nats train, dense", f"d{d}_dense"), ("nats train, NAtS", f"d{d}_nats"),
-            ("before (NATS_BEFORE), dense", f"d{d}_dense_before"), ("before (NATS_BEFORE), NAtS", f"d{d}_nats_before")]
+            ("before (NATS_BEFORE), dense", f"d{d}_dense_before"), ("before (NATS_BEFORE), NAtS", f"d{d}_nats_before"),
+            ("nats train, dense, pthreads OpenBLAS", f"d{d}_dense_pthread"),
+            ("nats train, NAtS, pthreads OpenBLAS", f"d{d}_nats_pthread")]
     rows = [(label, ours(name)) for label, name in runs if glob.glob(f"{out}/{name}/metrics.jsonl")]
     for label, tok in rows + [(f"PyTorch {peer['torch']} eager, micro {best_m}", peer["tokens_per_s"])]:
         gf = tok * fpt / 1e9

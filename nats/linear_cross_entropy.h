@@ -1,31 +1,33 @@
 // nats/linear_cross_entropy.h
 //
 // The language-model head and its loss in one step: mean cross-entropy of logits = x W^T against targets,
-// without the [N, V] tensors an unfused loss keeps besides the logits (log-probabilities, the one-hot
-// gradient, the softmax gradient). This is the idea of llm.c's fused classifier. The forward computes the
-// logits with one matmul. It then turns each block of rows into its own gradient, softmax - onehot, in place
-// while the block is in cache, and keeps only that buffer for the backward. The backward is two matmuls. At
-// GPT-2's vocabulary the head is most of a small model's step, and the unfused loss makes several passes
-// through DRAM over [N, 50304] floats.
+// without the [N, V] logits tensor (the idea of llm.c's fused classifier and of chunked / "cut"
+// cross-entropy). Rows go in chunks: a chunk's logits come from one matmul into a reused buffer, become their
+// own gradient, softmax - onehot, in place, and then their share of dx = G W and dW = G^T x at once, so the
+// backward only scales the saved dx and dW by the incoming gradient. At GPT-2's vocabulary the head is most
+// of a small model's step; a whole [N, 50304] tensor costs both DRAM passes and, freshly allocated each step,
+// page faults (a fifth of configs/small's CPU time before this form). Without gradients (eval, no_grad)
+// only the loss is computed.
 //
 // Values and gradients equal at::cross_entropy_loss(x W^T, targets) (mean reduction) to float rounding
 // (tests/nats/linear_cross_entropy_test.cpp). x [N, d], weight [V, d], targets [N] int64 in [0, V).
 //
-// Three paths with the same contract. kRowBlocks (CPU tensors): the blocked host loop above. kChunked
-// (tensors on any other device, e.g. CUDA): chunks of 1024 rows whose logits become their gradient, then
-// their share of dx and dW, inside the forward; no [N, V] tensor ever exists, and the backward only scales
-// the saved dx and dW by the incoming gradient (the idea of chunked / "cut" cross-entropy). kWholeTensor: the
-// same gradient built by whole-tensor ATen ops over all rows at once (one [N, V] logits tensor kept for the
-// backward). The loss math runs in fp32 when the logits come out of a bf16 autocast matmul. kAuto picks
-// kRowBlocks on CPU and kChunked elsewhere; tests pick kChunked and kWholeTensor on the CPU to check them
-// against the unfused loss.
+// Paths with the same contract:
+// - kHostRows (CPU tensors): 512-row chunks, one logits buffer per process reused across calls, and a
+//   multiversioned row kernel (max; exp with its sum; scale and - onehot) run over the rows in parallel.
+// - kChunked (any device; what CUDA tensors take): 1024-row chunks and the softmax as ATen ops; matmuls in
+//   x's dtype (bf16 under autocast), the loss math and dW accumulation in fp32.
+// - kWholeTensor: the reference: the gradient by whole-tensor ATen ops over all rows at once, one [N, V]
+//   tensor kept for the backward.
+// kAuto picks kHostRows on CPU and kChunked elsewhere; the tests run all three on the CPU against the unfused
+// loss.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 namespace nats {
 
-enum class LinearCrossEntropyPath { kAuto, kRowBlocks, kChunked, kWholeTensor };
+enum class LinearCrossEntropyPath { kAuto, kHostRows, kChunked, kWholeTensor };
 
 at::Tensor LinearCrossEntropy(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& targets,
                               LinearCrossEntropyPath path = LinearCrossEntropyPath::kAuto);

@@ -126,6 +126,16 @@ absl::StatusOr<InitFromCounts> LoadInitialWeights(Transformer& model, const std:
 // them.
 void LimitBlasThreads(int threads) { openblas_set_num_threads(threads); }
 
+// The pthreads build of OpenBLAS keeps a second thread pool beside libgomp's (LibTorch's and our kernels'),
+// whose idle threads spin in sched_yield while the other pool works: measured 10-30% slower CPU steps. The
+// build links the OpenMP one when it is installed (CMakeLists.txt); this says so when it is not.
+std::string BlasThreadingNote() {
+  if (openblas_get_parallel() != 1) return "";  // 0 serial, 1 pthreads, 2 OpenMP
+  return "note: OpenBLAS is its pthreads build, whose thread pool competes with OpenMP's for the cores "
+         "(10-30% "
+         "slower CPU steps): apt-get install libopenblas0-openmp, then reconfigure and rebuild";
+}
+
 int DefaultThreadsPerRank() {
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   int local_ranks = 1;
@@ -867,6 +877,7 @@ void PrintRunHeader(const TrainerState& st, const TrainOptions& options, const T
       t.batch_size(), st.micro_batch, st.accum_steps, st.dp, st.threads, st.train_data->num_tokens(),
       st.val_data->num_tokens()));
   for (const std::string& note : st.peak.notes) st.Print(note);
+  if (!st.placement.is_cuda() && !BlasThreadingNote().empty()) st.Print(BlasThreadingNote());
   if (st.peak_flops > 0) {
     st.Print(absl::StrFormat("MFU peak: %.1f GFLOP/s per rank x %d rank(s) = %.1f GFLOP/s (%s)",
                              st.peak.gflops, st.world, st.peak_flops / 1e9, st.peak.source));

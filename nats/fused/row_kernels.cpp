@@ -14,55 +14,9 @@
 #include "nats/attention.h"
 #include "nats/fused/row_kernels.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__gnu_linux__)
-#define NATS_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define NATS_MULTIVERSION
-#endif
-
-// Everything the entry points call is forced inline: a helper GCC leaves out of line is compiled once for the
-// baseline target, not per clone, and runs scalar SSE. BackwardRowImpl<float> did, and was the largest
-// elementwise cost of the backward (perf: 22% of tile_gemm_bench, all movss / mulss).
-#if defined(__GNUC__)
-#define NATS_ALWAYS_INLINE __attribute__((always_inline)) inline
-#else
-#define NATS_ALWAYS_INLINE inline
-#endif
-
 namespace nats::fused {
 
 namespace {
-
-// The row reductions (max, sum) keep kLanes independent partial results, combined at the end: a single
-// accumulator is a serial chain GCC must not reorder (no -ffast-math here: the masks rely on infinities), so
-// it stayed scalar and made the forward slower than the backward; lanes vectorise. The combination order is
-// fixed, so results stay deterministic.
-constexpr int kLanes = 16;
-
-template <typename T>
-NATS_ALWAYS_INLINE T MaxOfLanes(const T* lanes) {
-  T m = lanes[0];
-  for (int l = 1; l < kLanes; ++l) m = lanes[l] > m ? lanes[l] : m;
-  return m;
-}
-
-template <typename T>
-NATS_ALWAYS_INLINE T SumOfLanes(const T* lanes) {
-  T s = 0;
-  for (int l = 0; l < kLanes; ++l) s += lanes[l];
-  return s;
-}
-
-// body(c, lane) for c in [0, n), lane = c mod kLanes for the full blocks (the tail reuses lanes from 0): the
-// inner loop over lanes is what vectorises.
-template <typename Body>
-NATS_ALWAYS_INLINE void ForEachInLanes(int n, const Body& body) {
-  int c = 0;
-  for (; c + kLanes <= n; c += kLanes) {
-    for (int l = 0; l < kLanes; ++l) body(c + l, l);
-  }
-  for (int l = 0; c < n; ++c, ++l) body(c, l);
-}
 
 // Scales the logits in place; returns the max over visible and over causal entries of row i.
 template <typename T>

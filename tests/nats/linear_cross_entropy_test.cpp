@@ -8,6 +8,8 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "nats/transformer.h"
@@ -35,9 +37,9 @@ void Compare(at::ScalarType dtype, int64_t n, int64_t d, int64_t v, double tol) 
   for (int threads : {1, 2}) {
     at::set_num_threads(threads);
     const Result want = Run(false, x, w, t, 0.7);
-    // The host row-block path (CPU), the chunked path (what CUDA tensors take) and the whole-tensor path,
+    // The host-rows path (CPU), the chunked path (what CUDA tensors take) and the whole-tensor path,
     // all here on CPU.
-    for (LinearCrossEntropyPath path : {LinearCrossEntropyPath::kRowBlocks, LinearCrossEntropyPath::kChunked,
+    for (LinearCrossEntropyPath path : {LinearCrossEntropyPath::kHostRows, LinearCrossEntropyPath::kChunked,
                                         LinearCrossEntropyPath::kWholeTensor}) {
       const Result got = Run(true, x, w, t, 0.7, path);
       const std::string where = absl::StrCat("threads ", threads, ", path ", static_cast<int>(path));
@@ -57,6 +59,48 @@ TEST(LinearCrossEntropy, MatchesUnfusedInFloatAtGpt2Vocabulary) { Compare(at::kF
 // More rows than one chunk of the chunked path (1024), with a partial last chunk: the chunks' shares of dx
 // and dW must add up exactly as the unchunked gradient.
 TEST(LinearCrossEntropy, ChunkedPathAcrossSeveralChunks) { Compare(at::kDouble, 2500, 8, 37, 1e-12); }
+
+// Eval and no_grad calls compute the loss only (no dx, dW): the same value, and no graph.
+TEST(LinearCrossEntropy, WithoutGradientsComputesTheSameLoss) {
+  torch::manual_seed(3);
+  at::Tensor x = torch::randn({700, 24}).requires_grad_(),
+             w = (torch::randn({2000, 24}) * 0.3).requires_grad_();
+  at::Tensor t = torch::randint(0, 2000, {700}, at::kLong);
+  for (LinearCrossEntropyPath path : {LinearCrossEntropyPath::kHostRows, LinearCrossEntropyPath::kChunked}) {
+    const double with_grad = LinearCrossEntropy(x, w, t, path).item<double>();
+    torch::NoGradGuard no_grad;
+    at::Tensor loss = LinearCrossEntropy(x, w, t, path);
+    EXPECT_FALSE(loss.requires_grad());
+    EXPECT_EQ(loss.item<double>(), with_grad) << static_cast<int>(path);
+  }
+}
+
+// The host path reuses one logits buffer per process; calls that overlap in time (here: threads) must each
+// get their own, or one call's logits overwrite another's.
+TEST(LinearCrossEntropy, ConcurrentCallsDoNotShareTheLogitsBuffer) {
+  at::set_num_threads(1);
+  torch::manual_seed(4);
+  std::vector<at::Tensor> xs, ws, ts;
+  std::vector<double> want;
+  for (int i = 0; i < 4; ++i) {
+    xs.push_back(torch::randn({1100, 16}));
+    ws.push_back(torch::randn({3000, 16}) * (0.2 + 0.3 * i));
+    ts.push_back(torch::randint(0, 3000, {1100}, at::kLong));
+    want.push_back(LinearCrossEntropy(xs[i], ws[i], ts[i]).item<double>());
+  }
+  std::vector<double> got(4, 0.0);
+  for (int round = 0; round < 5; ++round) {
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) {
+      threads.emplace_back([&, i] {
+        torch::NoGradGuard no_grad;
+        got[i] = LinearCrossEntropy(xs[i], ws[i], ts[i]).item<double>();
+      });
+    }
+    for (auto& th : threads) th.join();
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(got[i], want[i]) << "round " << round << ", call " << i;
+  }
+}
 
 TEST(LinearCrossEntropy, RejectsTargetsOutsideTheVocabulary) {
   at::Tensor x = torch::randn({3, 4}), w = torch::randn({5, 4});
