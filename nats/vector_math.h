@@ -64,18 +64,26 @@ constexpr T NegInf() {
 // the masks' infinities forbid), so it stays scalar; lanes vectorise.
 constexpr int kLanes = 16;
 
+// The lanes are combined as a tree of halves (8 + 8, 4 + 4, 2 + 2, 1 + 1), which GCC turns into vector
+// operations; a sequential combination was 16 dependent scalar operations per row, as costly as the row's
+// own work at the fused kernel's 64-column rows.
+template <typename T, typename Combine>
+NATS_ALWAYS_INLINE T CombineLanes(const T* lanes, const Combine& combine) {
+  static_assert(kLanes == 16, "the tree below combines 16 lanes");
+  T a[8], b[4];
+  for (int l = 0; l < 8; ++l) a[l] = combine(lanes[l], lanes[l + 8]);
+  for (int l = 0; l < 4; ++l) b[l] = combine(a[l], a[l + 4]);
+  return combine(combine(b[0], b[2]), combine(b[1], b[3]));
+}
+
 template <typename T>
 NATS_ALWAYS_INLINE T MaxOfLanes(const T* lanes) {
-  T m = lanes[0];
-  for (int l = 1; l < kLanes; ++l) m = lanes[l] > m ? lanes[l] : m;
-  return m;
+  return CombineLanes(lanes, [](T x, T y) { return y > x ? y : x; });
 }
 
 template <typename T>
 NATS_ALWAYS_INLINE T SumOfLanes(const T* lanes) {
-  T s = 0;
-  for (int l = 0; l < kLanes; ++l) s += lanes[l];
-  return s;
+  return CombineLanes(lanes, [](T x, T y) { return x + y; });
 }
 
 // body(c, lane) for c in [0, n), lane = c mod kLanes for the full blocks (the tail reuses lanes from 0): the
