@@ -1312,130 +1312,71 @@ struct ReportWindow {
   double attention_flops = 0;  // this process's executed attention FLOPs (nats/executed_flops.h)
 };
 
-}  // namespace
+// What one accepted step measured, for its report.
+struct StepValues {
+  double loss = 0, lr = 0, grad_norm = 0;
+  double lambda = 0;  // what this step's backward used
+};
 
-absl::StatusOr<TrainSummary> Trainer::Train() {
-  TrainerState& st = *state_;
-  const auto& t = st.cfg.train();
-  const int64_t seq = st.cfg.model().context_length();
-  const int64_t total_steps = t.steps();
-  const int64_t tokens_per_step = static_cast<int64_t>(t.batch_size()) * seq;
-  TrainSummary summary;
-  summary.parameters = st.model->NumParameters();
-  summary.resumed_from_step = st.resumed_from_step;
+// Where the run stands, for rates and the ETA.
+struct RunClock {
+  Clock::time_point start;
+  int64_t first_step = 0;  // the step this attempt started at (after a resume)
+};
 
-  auto first = Evaluate();
-  if (!first.ok()) return first.status();
-  summary.first_val_loss = first->loss;
-  summary.last_val_loss = first->loss;
-  summary.last_val_bpb = first->bits_per_byte;
-  LogEval(st, *first);
-  CheckpointSchedule schedule(st.cfg.checkpoint(), absl::Now());
+bool IsLogStep(const config::TrainConfig& t, int64_t step, int64_t total_steps) {
+  return (step + 1) % std::max(1, t.log_interval()) == 0 || step + 1 == total_steps || step + 1 == 1;
+}
 
-  const auto run_start = Clock::now();
-  ReportWindow window{Clock::now(), 0, st.step, 0};
-  const int64_t first_step = st.step;
-  st.model->train();
-  while (st.step < total_steps) {
-    const auto step_start = Clock::now();
-    const double lr = LearningRateAt(st.cfg.optim(), st.step, total_steps);
-    st.optimizer->set_lr(lr);
-    TakeExecutedAttentionFlops();  // what evaluation and the last step's measurements ran is not the step's
-    auto forward_backward = ForwardBackward();
-    if (!forward_backward.ok()) return forward_backward.status();
-    const int64_t step_attention_flops = TakeExecutedAttentionFlops();
-    const double loss_value = *forward_backward;
-    // The norm before clipping; a non-finite one leaves the gradients unscaled, and the step is skipped
-    // below.
-    auto grad_norm = st.cfg.optim().grad_clip() > 0 ? st.optimizer->ClipGradNorm(st.cfg.optim().grad_clip())
-                                                    : st.optimizer->GradNorm();
-    if (!grad_norm.ok()) return grad_norm.status();
-    auto verdict = st.AgreeOnVerdict(st.guard->Check(loss_value, *grad_norm));
-    if (!verdict.ok()) return verdict.status();
-    if (verdict->bad) {
-      if (absl::Status s = st.HandleBadStep(*verdict, loss_value, *grad_norm, &summary); !s.ok()) return s;
-      // Only a stop request is honoured here: the step counter did not move, so the schedule has nothing new.
-      auto decision = DecideCheckpoint(*st.comm, schedule, st.step, absl::Now());
-      if (!decision.ok()) return decision.status();
-      if (decision->stop) {
-        auto dir = SaveCheckpointNow();
-        if (!dir.ok()) return dir.status();
-        summary.last_checkpoint = *dir;
-        summary.stopped_by_signal = true;
-        st.PrintStopped();
-        break;
-      }
-      continue;
-    }
-    st.guard->Accept(loss_value, *grad_norm);
-    if (absl::Status s = st.optimizer->Step(); !s.ok()) return s;
-    const double step_lambda = st.model->lambda();  // what this step's backward used (the log reports it)
-    const bool log_step =
-        (st.step + 1) % std::max(1, t.log_interval()) == 0 || st.step + 1 == total_steps || st.step + 1 == 1;
-    auto kv = MeasureKvAndSteerLambda(st, log_step);
-    if (!kv.ok()) return kv.status();
-    ++st.step;
-    st.consumed_samples += t.batch_size();
-    st.train_seconds += SecondsSince(step_start);
-    window.tokens += tokens_per_step;
-    window.attention_flops += static_cast<double>(step_attention_flops);
-    summary.last_train_loss = loss_value;
+// The norm before clipping; a non-finite one leaves the gradients unscaled (the step guard skips the step).
+absl::StatusOr<double> ClipGradients(TrainerState& st) {
+  const double clip = st.cfg.optim().grad_clip();
+  return clip > 0 ? st.optimizer->ClipGradNorm(clip) : st.optimizer->GradNorm();
+}
 
-    const bool last = st.step == total_steps;
-    if (log_step) {
-      StepReport report;
-      report.total_steps = total_steps;
-      report.loss = loss_value;
-      report.lr = lr;
-      report.grad_norm = *grad_norm;
-      report.lambda = step_lambda;
-      report.tokens_per_s = window.tokens / std::max(SecondsSince(window.start), 1e-9);
-      // Executed attention FLOPs are counted per process (each rank's rows and chunks): summed over ranks.
-      auto attention_flops = st.SumOverRanks(window.attention_flops);
-      if (!attention_flops.ok()) return attention_flops.status();
-      const double flops_per_token = st.model->FlopsPerToken();
-      // Kernels that count nothing (the counter is new to some of them): executed = dense-equivalent.
-      const double executed_per_token =
-          *attention_flops > 0
-              ? 6.0 * static_cast<double>(st.model->NumParameters()) + *attention_flops / window.tokens
-              : flops_per_token;
-      const double no_peak = std::numeric_limits<double>::quiet_NaN();
-      report.mfu = st.peak_flops > 0 ? report.tokens_per_s * flops_per_token / st.peak_flops : no_peak;
-      report.mfu_executed =
-          st.peak_flops > 0 ? report.tokens_per_s * executed_per_token / st.peak_flops : no_peak;
-      report.flops_executed = executed_per_token * tokens_per_step;
-      report.eta_seconds =
-          (total_steps - st.step) * st.train_seconds / std::max<int64_t>(1, st.step - first_step);
-      report.steps_in_window = std::max<int64_t>(1, st.step - window.last_logged_step);
-      report.skipped_steps = summary.skipped_steps;
-      report.run_start = run_start;
-      if (absl::Status s = WriteStepReport(st, report, kv->sampled, kv->inference); !s.ok()) return s;
-      window = ReportWindow{Clock::now(), 0, st.step, 0};
-    }
-    if ((t.eval_interval() > 0 && st.step % t.eval_interval() == 0) || last) {
-      if (absl::Status s = EvaluateOnSchedule(*this, st, loss_value, &summary); !s.ok()) return s;
-    }
-    // Every rank takes the same branch: the schedule and any stop signal are agreed by one all-reduce.
-    auto decision = DecideCheckpoint(*st.comm, schedule, st.step, absl::Now());
-    if (!decision.ok()) return decision.status();
-    const bool final_save = last && st.cfg.checkpoint().save_final();
-    if (decision->save || decision->stop || final_save) {
-      auto dir = SaveCheckpointNow();
-      if (!dir.ok()) dir = ContinueAfterSaveError(st, dir.status(), /*can_retry=*/!decision->stop && !last);
-      if (!dir.ok()) return dir.status();
-      if (!dir->empty()) summary.last_checkpoint = *dir;
-      schedule.MarkSaved(absl::Now());
-    }
-    if (decision->stop) {
-      st.PrintStopped();
-      summary.stopped_by_signal = true;
-      break;
-    }
-  }
-  WriteRunMaskWindow(st);
-  // Over the scheduled evaluations only (train.eval_interval and the last step), which the checkpointed
-  // history carries across attempts: a resumed run reports the same best loss as one that ran straight
-  // through (the evaluation at a resume's start is extra, and is left out).
+// Fills and writes the report of a logged step (rates over the window since the last one), then opens a new
+// window. Collective (the executed FLOPs are summed over ranks).
+absl::Status ReportStep(TrainerState& st, const StepValues& v, const StepKv& kv, const RunClock& clock,
+                        int64_t skipped_steps, ReportWindow* window) {
+  const int64_t total_steps = st.cfg.train().steps();
+  const int64_t tokens_per_step =
+      static_cast<int64_t>(st.cfg.train().batch_size()) * st.cfg.model().context_length();
+  StepReport report;
+  report.total_steps = total_steps;
+  report.loss = v.loss;
+  report.lr = v.lr;
+  report.grad_norm = v.grad_norm;
+  report.lambda = v.lambda;
+  report.tokens_per_s = window->tokens / std::max(SecondsSince(window->start), 1e-9);
+  // Executed attention FLOPs are counted per process (each rank's rows and chunks): summed over ranks.
+  auto attention_flops = st.SumOverRanks(window->attention_flops);
+  if (!attention_flops.ok()) return attention_flops.status();
+  const double flops_per_token = st.model->FlopsPerToken();
+  // Kernels that count nothing (the counter is new to some of them): executed = dense-equivalent.
+  const double executed_per_token =
+      *attention_flops > 0
+          ? 6.0 * static_cast<double>(st.model->NumParameters()) + *attention_flops / window->tokens
+          : flops_per_token;
+  const double no_peak = std::numeric_limits<double>::quiet_NaN();
+  report.mfu = st.peak_flops > 0 ? report.tokens_per_s * flops_per_token / st.peak_flops : no_peak;
+  report.mfu_executed =
+      st.peak_flops > 0 ? report.tokens_per_s * executed_per_token / st.peak_flops : no_peak;
+  report.flops_executed = executed_per_token * tokens_per_step;
+  report.eta_seconds =
+      (total_steps - st.step) * st.train_seconds / std::max<int64_t>(1, st.step - clock.first_step);
+  report.steps_in_window = std::max<int64_t>(1, st.step - window->last_logged_step);
+  report.skipped_steps = skipped_steps;
+  report.run_start = clock.start;
+  if (absl::Status s = WriteStepReport(st, report, kv.sampled, kv.inference); !s.ok()) return s;
+  *window = ReportWindow{Clock::now(), 0, st.step, 0};
+  return absl::OkStatus();
+}
+
+// The run's totals once the loop ends. The best loss is over the scheduled evaluations only
+// (train.eval_interval and the last step), which the checkpointed history carries across attempts: a resumed
+// run reports the same best loss as one that ran straight through (the evaluation at a resume's start is
+// extra, and is left out).
+TrainSummary FinishSummary(const TrainerState& st, const RunClock& clock, TrainSummary summary) {
   summary.best_val_loss = summary.last_val_loss;
   bool any = false;
   for (const checkpoint::MetricPoint& point : st.history) {
@@ -1443,11 +1384,108 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     summary.best_val_loss = any ? std::min(summary.best_val_loss, point.val_loss()) : point.val_loss();
     any = true;
   }
+  const int64_t tokens_per_step =
+      static_cast<int64_t>(st.cfg.train().batch_size()) * st.cfg.model().context_length();
   summary.steps = st.step;
-  summary.seconds = SecondsSince(run_start);
+  summary.seconds = SecondsSince(clock.start);
   summary.tokens_per_second =
-      std::max<int64_t>(0, st.step - first_step) * tokens_per_step / std::max(st.train_seconds, 1e-9);
+      std::max<int64_t>(0, st.step - clock.first_step) * tokens_per_step / std::max(st.train_seconds, 1e-9);
   return summary;
+}
+
+// Checkpoints on the schedule, at the last step (checkpoint.save_final) and on a stop request; returns
+// whether the run stops. Every rank takes the same branch: the schedule and any stop signal are agreed by one
+// all-reduce. After a skipped (bad) step only a stop request is honoured (`accepted_step` false): the step
+// counter did not move, so the schedule has nothing new.
+absl::StatusOr<bool> CheckpointOrStop(Trainer& trainer, TrainerState& st, CheckpointSchedule& schedule,
+                                      bool accepted_step, TrainSummary* summary) {
+  auto decision = DecideCheckpoint(*st.comm, schedule, st.step, absl::Now());
+  if (!decision.ok()) return decision.status();
+  const bool last = st.step == st.cfg.train().steps();
+  const bool final_save = accepted_step && last && st.cfg.checkpoint().save_final();
+  const bool save = decision->stop || (accepted_step && (decision->save || final_save));
+  if (save) {
+    auto dir = trainer.SaveCheckpointNow();
+    if (!dir.ok() && accepted_step) {
+      dir = ContinueAfterSaveError(st, dir.status(), /*can_retry=*/!decision->stop && !last);
+    }
+    if (!dir.ok()) return dir.status();
+    if (!dir->empty()) summary->last_checkpoint = *dir;
+    if (accepted_step) schedule.MarkSaved(absl::Now());
+  }
+  if (decision->stop) {
+    st.PrintStopped();
+    summary->stopped_by_signal = true;
+  }
+  return decision->stop;
+}
+
+}  // namespace
+
+// One optimizer step per iteration: forward + backward over the micro-batches, clip, the step guard's
+// verdict, AdamW, the KV controller; then the report, evaluation and checkpoint each on its schedule.
+absl::StatusOr<TrainSummary> Trainer::Train() {
+  TrainerState& st = *state_;
+  const auto& t = st.cfg.train();
+  const int64_t total_steps = t.steps();
+  TrainSummary summary;
+  summary.parameters = st.model->NumParameters();
+  summary.resumed_from_step = st.resumed_from_step;
+  auto first = Evaluate();
+  if (!first.ok()) return first.status();
+  summary.first_val_loss = summary.last_val_loss = first->loss;
+  summary.last_val_bpb = first->bits_per_byte;
+  LogEval(st, *first);
+  CheckpointSchedule schedule(st.cfg.checkpoint(), absl::Now());
+  const RunClock clock{Clock::now(), st.step};
+  ReportWindow window{Clock::now(), 0, st.step, 0};
+  st.model->train();
+  while (st.step < total_steps) {
+    const auto step_start = Clock::now();
+    StepValues v;
+    v.lr = LearningRateAt(st.cfg.optim(), st.step, total_steps);
+    st.optimizer->set_lr(v.lr);
+    TakeExecutedAttentionFlops();  // what evaluation and the last step's measurements ran is not the step's
+    auto loss = ForwardBackward();
+    if (!loss.ok()) return loss.status();
+    v.loss = *loss;
+    const int64_t step_attention_flops = TakeExecutedAttentionFlops();
+    auto grad_norm = ClipGradients(st);
+    if (!grad_norm.ok()) return grad_norm.status();
+    v.grad_norm = *grad_norm;
+    auto verdict = st.AgreeOnVerdict(st.guard->Check(v.loss, v.grad_norm));
+    if (!verdict.ok()) return verdict.status();
+    if (verdict->bad) {
+      if (absl::Status s = st.HandleBadStep(*verdict, v.loss, v.grad_norm, &summary); !s.ok()) return s;
+      auto stop = CheckpointOrStop(*this, st, schedule, /*accepted_step=*/false, &summary);
+      if (!stop.ok()) return stop.status();
+      if (*stop) break;
+      continue;
+    }
+    st.guard->Accept(v.loss, v.grad_norm);
+    if (absl::Status s = st.optimizer->Step(); !s.ok()) return s;
+    v.lambda = st.model->lambda();  // what this step's backward used (the controller may change it below)
+    const bool log_step = IsLogStep(t, st.step, total_steps);
+    auto kv = MeasureKvAndSteerLambda(st, log_step);
+    if (!kv.ok()) return kv.status();
+    ++st.step;
+    st.consumed_samples += t.batch_size();
+    st.train_seconds += SecondsSince(step_start);
+    window.tokens += static_cast<int64_t>(t.batch_size()) * st.cfg.model().context_length();
+    window.attention_flops += static_cast<double>(step_attention_flops);
+    summary.last_train_loss = v.loss;
+    if (log_step) {
+      if (absl::Status s = ReportStep(st, v, *kv, clock, summary.skipped_steps, &window); !s.ok()) return s;
+    }
+    if ((t.eval_interval() > 0 && st.step % t.eval_interval() == 0) || st.step == total_steps) {
+      if (absl::Status s = EvaluateOnSchedule(*this, st, v.loss, &summary); !s.ok()) return s;
+    }
+    auto stop = CheckpointOrStop(*this, st, schedule, /*accepted_step=*/true, &summary);
+    if (!stop.ok()) return stop.status();
+    if (*stop) break;
+  }
+  WriteRunMaskWindow(st);
+  return FinishSummary(st, clock, std::move(summary));
 }
 
 }  // namespace nats
