@@ -147,7 +147,7 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
     const at::Tensor buffer =
         LogitsBuffer(std::min(chunk_rows, std::max<int64_t>(n, 1)), v, x.options().dtype(acc_type));
     double host_loss = 0;
-    at::Tensor device_loss = at::zeros({}, x.options().dtype(acc_type));
+    at::Tensor device_loss = host_rows ? at::Tensor() : at::zeros({}, x.options().dtype(acc_type));
     for (int64_t r0 = 0; r0 < n; r0 += chunk_rows) {
       const int64_t rows = std::min(chunk_rows, n - r0);
       const at::Tensor xc = x.narrow(0, r0, rows);

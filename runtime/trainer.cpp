@@ -132,8 +132,7 @@ void LimitBlasThreads(int threads) { openblas_set_num_threads(threads); }
 std::string BlasThreadingNote() {
   if (openblas_get_parallel() != 1) return "";  // 0 serial, 1 pthreads, 2 OpenMP
   return "note: OpenBLAS is its pthreads build, whose thread pool competes with OpenMP's for the cores "
-         "(10-30% "
-         "slower CPU steps): apt-get install libopenblas0-openmp, then reconfigure and rebuild";
+         "(10-30% slower CPU steps): apt-get install libopenblas0-openmp, then reconfigure and rebuild";
 }
 
 int DefaultThreadsPerRank() {
@@ -877,7 +876,9 @@ void PrintRunHeader(const TrainerState& st, const TrainOptions& options, const T
       t.batch_size(), st.micro_batch, st.accum_steps, st.dp, st.threads, st.train_data->num_tokens(),
       st.val_data->num_tokens()));
   for (const std::string& note : st.peak.notes) st.Print(note);
-  if (!st.placement.is_cuda() && !BlasThreadingNote().empty()) st.Print(BlasThreadingNote());
+  if (const std::string blas_note = BlasThreadingNote(); !st.placement.is_cuda() && !blas_note.empty()) {
+    st.Print(blas_note);
+  }
   if (st.peak_flops > 0) {
     st.Print(absl::StrFormat("MFU peak: %.1f GFLOP/s per rank x %d rank(s) = %.1f GFLOP/s (%s)",
                              st.peak.gflops, st.world, st.peak_flops / 1e9, st.peak.source));
@@ -1324,6 +1325,11 @@ struct RunClock {
   int64_t first_step = 0;  // the step this attempt started at (after a resume)
 };
 
+// Tokens one optimizer step trains on, over all ranks.
+int64_t TokensPerStep(const config::Config& cfg) {
+  return static_cast<int64_t>(cfg.train().batch_size()) * cfg.model().context_length();
+}
+
 bool IsLogStep(const config::TrainConfig& t, int64_t step, int64_t total_steps) {
   return (step + 1) % std::max(1, t.log_interval()) == 0 || step + 1 == total_steps || step + 1 == 1;
 }
@@ -1339,8 +1345,6 @@ absl::StatusOr<double> ClipGradients(TrainerState& st) {
 absl::Status ReportStep(TrainerState& st, const StepValues& v, const StepKv& kv, const RunClock& clock,
                         int64_t skipped_steps, ReportWindow* window) {
   const int64_t total_steps = st.cfg.train().steps();
-  const int64_t tokens_per_step =
-      static_cast<int64_t>(st.cfg.train().batch_size()) * st.cfg.model().context_length();
   StepReport report;
   report.total_steps = total_steps;
   report.loss = v.loss;
@@ -1361,7 +1365,7 @@ absl::Status ReportStep(TrainerState& st, const StepValues& v, const StepKv& kv,
   report.mfu = st.peak_flops > 0 ? report.tokens_per_s * flops_per_token / st.peak_flops : no_peak;
   report.mfu_executed =
       st.peak_flops > 0 ? report.tokens_per_s * executed_per_token / st.peak_flops : no_peak;
-  report.flops_executed = executed_per_token * tokens_per_step;
+  report.flops_executed = executed_per_token * TokensPerStep(st.cfg);
   report.eta_seconds =
       (total_steps - st.step) * st.train_seconds / std::max<int64_t>(1, st.step - clock.first_step);
   report.steps_in_window = std::max<int64_t>(1, st.step - window->last_logged_step);
@@ -1384,12 +1388,10 @@ TrainSummary FinishSummary(const TrainerState& st, const RunClock& clock, TrainS
     summary.best_val_loss = any ? std::min(summary.best_val_loss, point.val_loss()) : point.val_loss();
     any = true;
   }
-  const int64_t tokens_per_step =
-      static_cast<int64_t>(st.cfg.train().batch_size()) * st.cfg.model().context_length();
   summary.steps = st.step;
   summary.seconds = SecondsSince(clock.start);
-  summary.tokens_per_second =
-      std::max<int64_t>(0, st.step - clock.first_step) * tokens_per_step / std::max(st.train_seconds, 1e-9);
+  summary.tokens_per_second = std::max<int64_t>(0, st.step - clock.first_step) * TokensPerStep(st.cfg) /
+                              std::max(st.train_seconds, 1e-9);
   return summary;
 }
 
@@ -1471,7 +1473,7 @@ absl::StatusOr<TrainSummary> Trainer::Train() {
     ++st.step;
     st.consumed_samples += t.batch_size();
     st.train_seconds += SecondsSince(step_start);
-    window.tokens += static_cast<int64_t>(t.batch_size()) * st.cfg.model().context_length();
+    window.tokens += TokensPerStep(st.cfg);
     window.attention_flops += static_cast<double>(step_attention_flops);
     summary.last_train_loss = v.loss;
     if (log_step) {
